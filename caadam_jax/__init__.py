@@ -1,0 +1,27 @@
+"""caadam_jax: connection-aware Adam (CaAdam) and ADAS as Optax transformations."""
+
+from caadam_jax._alias import caadam
+from caadam_jax._formulas import LayerRecord
+from caadam_jax._formulas import Statistics
+from caadam_jax._structure import LeafInfo
+from caadam_jax._structure import Structure
+from caadam_jax._structure import infer_structure
+from caadam_jax._transforms import ScaleByStructureState
+from caadam_jax._transforms import scale_by_connection_minmaxmedian
+from caadam_jax._transforms import scale_by_depth
+from caadam_jax._transforms import scale_by_strategy
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "LayerRecord",
+    "LeafInfo",
+    "ScaleByStructureState",
+    "Statistics",
+    "Structure",
+    "caadam",
+    "infer_structure",
+    "scale_by_connection_minmaxmedian",
+    "scale_by_depth",
+    "scale_by_strategy",
+)

@@ -1,0 +1,164 @@
+"""The CaAdam scaling formulas, as pure functions of structure and scaling factor.
+
+Each formula maps one layer's record (connection count, depth) and the network's
+statistics to the factor ``S`` that multiplies that layer's Adam step
+(Genet & Inzirillo, "CaAdam: Improving Adam optimizer using connection aware
+methods", arXiv:2410.24216). The scaling factor ``g`` is only used arithmetically,
+so it may be a traced value (``optax.inject_hyperparams``, schedules); the
+structural quantities are static Python numbers.
+
+Adding a strategy means one formula function here plus one entry in
+``STRATEGIES``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+Factor = float | jax.Array
+
+
+class Statistics(NamedTuple):
+  """Global statistics over the counted layers of a network.
+
+  Attributes:
+    c_min: smallest connection count.
+    c_med: median connection count (numpy convention: mean of the two middle
+      values for an even number of layers).
+    c_max: largest connection count.
+    num_layers: number of counted layers ``D``.
+  """
+
+  c_min: float
+  c_med: float
+  c_max: float
+  num_layers: int
+
+
+class LayerRecord(NamedTuple):
+  """What a formula knows about one layer: its connection count and 0-based depth."""
+
+  connections: float
+  depth: int
+
+
+def minmaxmedian_exponent(connections: float, stats: Statistics) -> float:
+  """The normalized distance ``n >= 0`` of a connection count from the median.
+
+  ``n = (c_med - c) / (c_med - c_min)`` for ``c <= c_med`` and
+  ``n = (c - c_med) / (c_max - c_med)`` above the median. Degenerate statistics
+  give finite values: ``c_min == c_max`` gives 0 (every factor is then 1), and
+  ``c_med == c_min`` gives 0 on the lower branch (where it would be 0/0).
+
+  Args:
+    connections: the layer's connection count ``c``.
+    stats: the network's statistics.
+
+  Returns:
+    ``n`` as a Python float.
+  """
+  c, c_min, c_med, c_max = float(connections), stats.c_min, stats.c_med, stats.c_max
+  if c_max == c_min:
+    return 0.0
+  if c <= c_med:
+    return 0.0 if c_med == c_min else (c_med - c) / (c_med - c_min)
+  return (c - c_med) / (c_max - c_med)
+
+
+def additive_minmaxmedian(record: LayerRecord, stats: Statistics, g: Factor) -> Factor:
+  """Additive MinMaxMedian: ``1 + g*n`` below the median, ``1 - g*n`` above it."""
+  n = minmaxmedian_exponent(record.connections, stats)
+  if n == 0.0:
+    return 1.0
+  sign = 1.0 if record.connections <= stats.c_med else -1.0
+  return 1.0 + sign * n * g
+
+
+def multiplicative_minmaxmedian(record: LayerRecord, stats: Statistics, g: Factor) -> Factor:
+  """Multiplicative MinMaxMedian: ``g ** n`` on both sides of the median.
+
+  As in the paper's formula and the reference code, ``n >= 0`` on both sides, so
+  with ``g > 1`` both the smallest and the largest layers get factors above 1.
+  """
+  n = minmaxmedian_exponent(record.connections, stats)
+  if n == 0.0:
+    return 1.0
+  return g**n
+
+
+def depth_scaling(record: LayerRecord, stats: Statistics, g: Factor) -> Factor:
+  """Depth: ``(1 + g) ** ((D - (1 + d)) / D)``; the last layer gets exactly 1."""
+  exponent = (stats.num_layers - (1 + record.depth)) / stats.num_layers
+  if exponent == 0.0:
+    return 1.0
+  return (1.0 + g) ** exponent
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+  """A named scaling strategy.
+
+  Attributes:
+    formula: ``(record, stats, g) -> factor``.
+    default_scaling_factor: ``g`` when the user gives none.
+    allowed: the valid range of ``g`` in words, for error messages.
+    is_allowed: the check for a concrete ``g``.
+  """
+
+  formula: Callable[[LayerRecord, Statistics, Factor], Factor]
+  default_scaling_factor: float
+  allowed: str
+  is_allowed: Callable[[float], bool]
+
+
+STRATEGIES: dict[str, Strategy] = {
+    # g >= 1 would zero or flip the step of the largest layer.
+    "additive": Strategy(additive_minmaxmedian, 0.95, "0 <= scaling_factor < 1", lambda g: 0 <= g < 1),
+    "multiplicative": Strategy(multiplicative_minmaxmedian, 5.0, "scaling_factor > 0", lambda g: g > 0),
+    "depth": Strategy(depth_scaling, 1.0, "scaling_factor >= 0", lambda g: g >= 0),
+}
+
+
+def resolve_strategy(
+    name: str, scaling_factor: Factor | None, *, argument: str = "strategy"
+) -> tuple[Strategy, Factor]:
+  """Looks up a strategy and validates its scaling factor.
+
+  Args:
+    name: a key of ``STRATEGIES``.
+    scaling_factor: ``g``, or None for the strategy's default. A traced value
+      (``optax.inject_hyperparams`` under ``jit``) cannot be checked and is passed
+      through unchanged.
+    argument: the user-facing name of ``name``, for error messages.
+
+  Returns:
+    ``(strategy, g)``.
+
+  Raises:
+    ValueError: for an unknown strategy, or a concrete ``g`` that is not a finite
+      scalar in the strategy's allowed range.
+  """
+  if name not in STRATEGIES:
+    raise ValueError(
+        f"Unknown {argument} {name!r}: expected one of {sorted(STRATEGIES)}."
+    )
+  strategy = STRATEGIES[name]
+  g = strategy.default_scaling_factor if scaling_factor is None else scaling_factor
+  if isinstance(g, jax.core.Tracer):
+    return strategy, g
+  value = np.asarray(g)
+  if value.ndim != 0 or not np.issubdtype(value.dtype, np.number):
+    raise ValueError(
+        f"scaling_factor for {argument}={name!r} must be a real scalar, got {g!r}."
+    )
+  if not np.isfinite(value) or not strategy.is_allowed(float(value)):
+    raise ValueError(
+        f"scaling_factor={float(value)!r} is out of range for {argument}={name!r}: "
+        f"expected {strategy.allowed}."
+    )
+  return strategy, g

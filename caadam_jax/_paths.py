@@ -1,0 +1,140 @@
+"""Parameter paths: normalization and natural ordering.
+
+This is the one place where a pytree key path becomes a plain tuple of keys and where
+layer paths are ordered. Every structure, transform and report goes through it, so a
+leaf is named the same way whether it comes from Flax linen, Flax NNX (with or
+without the ``.value`` level of its Variables) or a plain dict.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, Union
+
+import jax
+import optax
+
+PathKey = Union[str, int]
+Path = tuple[PathKey, ...]
+
+# Attribute names that hold a parameter's array inside a box: NNX Variables (``.value``)
+# and linen's partitioning boxes (``nn.Partitioned.value``). They are not part of the
+# parameter's name: ``tx.init`` sees them, ``tx.update`` does not.
+_BOX_ATTRIBUTES = frozenset({"value", "raw_value"})
+
+
+def _key_to_plain(key: Any) -> PathKey:
+  if isinstance(key, jax.tree_util.DictKey):
+    plain = key.key
+  elif isinstance(key, jax.tree_util.GetAttrKey):
+    plain = key.name
+  elif isinstance(key, jax.tree_util.SequenceKey):
+    plain = key.idx
+  elif isinstance(key, jax.tree_util.FlattenedIndexKey):
+    plain = key.key
+  else:
+    plain = str(key)
+  if isinstance(plain, (str, int)) and not isinstance(plain, bool):
+    return plain
+  return str(plain)
+
+
+def normalize_path(key_path: Sequence[Any]) -> Path:
+  """Returns the plain, box-free form of a pytree key path.
+
+  Dict keys, attribute names and sequence indices become plain ``str``/``int``
+  keys; a trailing attribute ``value`` (NNX Variables, linen ``nn.Partitioned``
+  boxes) is dropped, so ``('Dense_0', 'kernel', .value)`` and
+  ``('Dense_0', 'kernel')`` name the same parameter. Integer keys stay integers
+  (``nnx.List`` entries, ``nnx.Sequential`` layers), so ordering compares them as
+  numbers.
+
+  Args:
+    key_path: a key path as produced by ``jax.tree_util.tree_flatten_with_path``,
+      or an already plain sequence of keys.
+
+  Returns:
+    The normalized path as a tuple of ``str`` and ``int``.
+  """
+  keys = list(key_path)
+  while (
+      keys
+      and isinstance(keys[-1], jax.tree_util.GetAttrKey)
+      and keys[-1].name in _BOX_ATTRIBUTES
+  ):
+    keys.pop()
+  return tuple(_key_to_plain(k) for k in keys)
+
+
+def path_to_str(path: Path) -> str:
+  """Formats a normalized path as ``'a/b/0/kernel'`` (``'<root>'`` for ``()``)."""
+  return "/".join(str(k) for k in path) if path else "<root>"
+
+
+def parse_path(path: str | Sequence[PathKey]) -> Path:
+  """Accepts a path written as ``'a/b/0'`` or as a sequence of keys.
+
+  Digits in a string path become ``int`` keys, matching how ``nnx.List`` and
+  ``nnx.Sequential`` paths normalize. Linen names such as ``Dense_0`` stay strings.
+  """
+  if isinstance(path, str):
+    if path in ("", "<root>"):
+      return ()
+    return tuple(int(p) if p.isdigit() else p for p in path.split("/"))
+  return normalize_path(path)
+
+
+_NUMBER = re.compile(r"(\d+)")
+
+
+def natural_key(path: Path) -> tuple[Any, ...]:
+  """A sort key that compares the numbers inside path keys as numbers.
+
+  ``Dense_2`` sorts before ``Dense_10`` and ``layers/2`` before ``layers/10``,
+  unlike ``jax.tree_util``'s sorted dict order. This is a heuristic for
+  sequential models whose layers are numbered in forward order; it cannot
+  recover the forward order of named submodules.
+  """
+  key = []
+  for part in path:
+    pieces = _NUMBER.split(str(part))
+    key.append(tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pieces if p))
+  return tuple(key)
+
+
+def _is_masked_node(x: Any) -> bool:
+  return isinstance(x, optax.MaskedNode)
+
+
+def leaves_with_paths(tree: Any) -> tuple[list[tuple[Path, Any]], list[Path]]:
+  """Flattens a tree into ``(normalized path, leaf)`` pairs.
+
+  ``optax.masked``/``optax.partition`` hand inner transforms trees in which the
+  excluded leaves are ``MaskedNode`` placeholders; their paths are returned
+  separately so a structure built from the full params can still be matched.
+
+  Args:
+    tree: a parameter or update pytree.
+
+  Returns:
+    ``(leaves, masked_paths)``: the real leaves with their normalized paths, and
+    the normalized paths of masked-out leaves.
+  """
+  flat, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_masked_node)
+  leaves, masked = [], []
+  for key_path, leaf in flat:
+    path = normalize_path(key_path)
+    (masked if _is_masked_node(leaf) else leaves).append((path, leaf))
+  return leaves, [p for p, _ in masked]
+
+
+def map_with_normalized_path(fn: Callable[[Path, Any], Any], tree: Any) -> Any:
+  """``jax.tree_util.tree_map_with_path`` with normalized paths; masked leaves kept."""
+
+  def apply(key_path, leaf):
+    if _is_masked_node(leaf):
+      return leaf
+    return fn(normalize_path(key_path), leaf)
+
+  return jax.tree_util.tree_map_with_path(apply, tree, is_leaf=_is_masked_node)

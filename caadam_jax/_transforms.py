@@ -1,0 +1,163 @@
+"""Stateless structure transforms: multiply each leaf's update by its CaAdam factor.
+
+The factors depend only on the static paths and shapes of the updates, so they
+are computed in Python at trace time and enter the compiled step as constants
+(or as one traced scalar expression when the scaling factor is injected). The
+transforms keep no state (``optax.EmptyState``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from caadam_jax import _formulas
+from caadam_jax import _paths
+from caadam_jax import _structure
+
+ScaleByStructureState = optax.EmptyState
+
+
+def _scale_leaf(update: jax.Array, factor: _formulas.Factor) -> jax.Array:
+  if isinstance(factor, float) and factor == 1.0:
+    return update
+  # Cast to the update's dtype: a float32 factor must not promote bf16 updates.
+  return update * jnp.asarray(factor, dtype=update.dtype)
+
+
+def scale_by_strategy(
+    strategy: str,
+    scaling_factor: jax.typing.ArrayLike | None = None,
+    *,
+    structure: _structure.Structure | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  """Scales each leaf's update by the factor of a named CaAdam strategy.
+
+  Args:
+    strategy: ``"additive"``, ``"multiplicative"`` or ``"depth"``.
+    scaling_factor: the strategy's ``g``; None for its default (0.95, 5.0, 1.0).
+      May be a traced value (``optax.inject_hyperparams``).
+    structure: a :class:`~caadam_jax.Structure`; None infers one from the
+      updates at every trace (per group inside ``optax.masked``).
+
+  Returns:
+    A stateless ``optax.GradientTransformationExtraArgs``.
+  """
+  resolved, g = _formulas.resolve_strategy(strategy, scaling_factor)
+
+  def init_fn(params: optax.Params) -> ScaleByStructureState:
+    if structure is not None:
+      structure.check_matches(params)
+    return ScaleByStructureState()
+
+  def update_fn(
+      updates: optax.Updates,
+      state: ScaleByStructureState,
+      params: optax.Params | None = None,
+      **extra_args: Any,
+  ) -> tuple[optax.Updates, ScaleByStructureState]:
+    del params, extra_args
+    if structure is None:
+      current = _structure.infer_structure(updates)
+    else:
+      # Shapes may be local shards under shard_map; the structure carries global ones.
+      structure.check_matches(updates, check_shapes=False)
+      current = structure
+    factors = current.factors(resolved, g)
+    updates = _paths.map_with_normalized_path(
+        lambda path, u: _scale_leaf(u, factors[path]), updates
+    )
+    return updates, state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def scale_by_connection_minmaxmedian(
+    scaling_factor: jax.typing.ArrayLike | None = None,
+    *,
+    mode: str = "additive",
+    structure: _structure.Structure | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  """Scales each layer's update by its connection-count MinMaxMedian factor.
+
+  With ``c`` the layer's connection count, ``c_min``, ``c_med``, ``c_max`` the
+  minimum, median and maximum over counted layers and ``g`` the scaling factor,
+  let ``n = (c_med - c)/(c_med - c_min)`` if ``c <= c_med``, else
+  ``n = (c - c_med)/(c_max - c_med)``. Then
+
+  * ``mode="additive"``: ``S = 1 + g*n`` below the median, ``1 - g*n`` above;
+    small layers speed up and large ones slow down (default ``g = 0.95``, valid
+    range ``0 <= g < 1``);
+  * ``mode="multiplicative"``: ``S = g**n`` on both sides (default ``g = 5.0``,
+    ``g > 0``); with ``g > 1`` the smallest AND the largest layers are boosted,
+    as in the paper's formula and the reference code.
+
+  Degenerate statistics give finite factors: ``c_min == c_max`` gives 1
+  everywhere; ``c_med == c_min`` gives ``n = 0`` on the lower branch. Leaves of
+  uncounted layers (norms, anything without a 2+-dimensional tensor) get 1.
+
+  Chain it after ``optax.scale_by_adam`` and before the learning rate.
+
+  Example:
+    >>> import jax.numpy as jnp, optax, caadam_jax
+    >>> tx = optax.chain(optax.scale_by_adam(),
+    ...                  caadam_jax.scale_by_connection_minmaxmedian(),
+    ...                  optax.scale_by_learning_rate(1e-3))
+    >>> params = {'Dense_0': {'kernel': jnp.ones((4, 8))},
+    ...           'Dense_1': {'kernel': jnp.ones((8, 16))}}
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(params, state, params)
+
+  Args:
+    scaling_factor: ``g``; None for the mode's default. May be traced.
+    mode: ``"additive"`` or ``"multiplicative"``.
+    structure: a :class:`~caadam_jax.Structure` (e.g. from the full params for
+      global statistics inside ``optax.masked``); None infers it from the
+      updates.
+
+  Returns:
+    A stateless ``optax.GradientTransformationExtraArgs``.
+
+  References:
+    Genet & Inzirillo, "CaAdam: Improving Adam optimizer using connection aware
+    methods", arXiv:2410.24216, 2024.
+  """
+  if mode not in ("additive", "multiplicative"):
+    raise ValueError(f"Unknown mode {mode!r}: expected 'additive' or 'multiplicative'.")
+  return scale_by_strategy(mode, scaling_factor, structure=structure)
+
+
+def scale_by_depth(
+    scaling_factor: jax.typing.ArrayLike = 1.0,
+    *,
+    structure: _structure.Structure | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  """Scales each layer's update by ``(1 + g) ** ((D - (1 + d)) / D)``.
+
+  ``d`` is the layer's 0-based forward depth and ``D`` the number of counted
+  layers: the first layer gets nearly ``1 + g``, the last exactly 1. Leaves of
+  uncounted layers get 1. ``g >= 0``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax, caadam_jax
+    >>> tx = optax.chain(optax.scale_by_adam(), caadam_jax.scale_by_depth(),
+    ...                  optax.scale_by_learning_rate(1e-3))
+    >>> params = {'layers': [{'kernel': jnp.ones((3, 4))}, {'kernel': jnp.ones((4, 2))}]}
+    >>> updates, _ = tx.update(params, tx.init(params), params)
+
+  Args:
+    scaling_factor: ``g`` (default 1.0). May be traced.
+    structure: a :class:`~caadam_jax.Structure`; None infers it from the
+      updates, with depth in natural path order.
+
+  Returns:
+    A stateless ``optax.GradientTransformationExtraArgs``.
+
+  References:
+    Genet & Inzirillo, "CaAdam: Improving Adam optimizer using connection aware
+    methods", arXiv:2410.24216, 2024.
+  """
+  return scale_by_strategy("depth", scaling_factor, structure=structure)
