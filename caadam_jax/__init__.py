@@ -1,5 +1,8 @@
 """caadam_jax: connection-aware Adam (CaAdam) and ADAS as Optax transformations."""
 
+from caadam_jax._adas import ScaleByAdasState
+from caadam_jax._adas import adas
+from caadam_jax._adas import scale_by_adas
 from caadam_jax._alias import caadam
 from caadam_jax._formulas import LayerRecord
 from caadam_jax._formulas import Statistics
@@ -16,11 +19,14 @@ __version__ = "0.1.0"
 __all__ = (
     "LayerRecord",
     "LeafInfo",
+    "ScaleByAdasState",
     "ScaleByStructureState",
     "Statistics",
     "Structure",
+    "adas",
     "caadam",
     "infer_structure",
+    "scale_by_adas",
     "scale_by_connection_minmaxmedian",
     "scale_by_depth",
     "scale_by_strategy",

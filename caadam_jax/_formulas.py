@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 Factor = float | jax.Array
@@ -152,13 +153,15 @@ def resolve_strategy(
   if isinstance(g, jax.core.Tracer):
     return strategy, g
   value = np.asarray(g)
-  if value.ndim != 0 or not np.issubdtype(value.dtype, np.number):
+  is_real = jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating)
+  if value.ndim != 0 or not is_real or value.dtype == bool:
     raise ValueError(
         f"scaling_factor for {argument}={name!r} must be a real scalar, got {g!r}."
     )
-  if not np.isfinite(value) or not strategy.is_allowed(float(value)):
+  value = float(value)
+  if not np.isfinite(value) or not strategy.is_allowed(value):
     raise ValueError(
-        f"scaling_factor={float(value)!r} is out of range for {argument}={name!r}: "
+        f"scaling_factor={value!r} is out of range for {argument}={name!r}: "
         f"expected {strategy.allowed}."
     )
   return strategy, g

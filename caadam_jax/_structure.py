@@ -128,9 +128,11 @@ class Structure:
     leaves, masked = _paths.leaves_with_paths(tree)
     if not leaves and not masked:
       return
-    present = {path for path, _ in leaves} | set(masked)
+    present = {path for path, _ in leaves}
+    # A MaskedNode may stand for a whole subtree (a mask given as a tree prefix).
+    is_masked = lambda p: any(p[: len(m)] == m for m in masked)
     missing = [p for p, _ in leaves if p not in self.leaves]
-    extra = [p for p in self.leaves if p not in present]
+    extra = [p for p in self.leaves if p not in present and not is_masked(p)]
     problems = []
     if missing:
       problems.append(

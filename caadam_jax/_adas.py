@@ -1,0 +1,349 @@
+"""ADAS (adaptive step size): a hypergradient optimizer as an Optax transformation.
+
+ADAS learns its own step sizes. Every parameter tensor ``W`` has one step size
+per input (``eta``, the shape of ``W`` without its output axis) and a master
+step size ``mu`` that drives the updates of ``eta``; ``mu`` itself is driven by
+the constant ``lr3``. Each level is a hypergradient step: the derivative of the
+loss with respect to a step size is approximated by the product of the current
+raw derivative and a running average of the previous normalized updates.
+
+Reference: Y. Eliyahu, "AdasOptimizer: ADAS is short for Adaptive Step Size",
+https://github.com/YanaiEliyahu/AdasOptimizer (2020), TensorFlow version
+``adasopt.py``. The algorithm implemented here is the one written out in the
+project's design notes (section 5), step for step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+class ScaleByAdasState(NamedTuple):
+  """State of :func:`scale_by_adas`.
+
+  Every field but ``count`` is a tree with the structure of the params
+  (``optax.MaskedNode`` where ``optax.masked`` hides a leaf). Floating fields
+  are kept in at least float32 (``promote_types(param dtype, float32)``): the
+  decay rates (0.999 rounds to 1.0 in bfloat16) and the small multiplicative
+  step-size updates would be lost in 16-bit formats.
+
+  Attributes:
+    count: number of steps taken so far (int32 scalar).
+    eta: per-input step sizes, the shape of each leaf without its output axis
+      (a scalar for 0-D and 1-D leaves).
+    mu: master step size of each leaf (a scalar per leaf).
+    v_w: second moment of the weight normalizer (shape of the leaf).
+    u_w: running average of the normalized weight updates (shape of the leaf).
+    v_eta: second moment of the step-size normalizer (shape of ``eta``).
+    u_eta: running average of the normalized step-size updates (shape of
+      ``eta``).
+    v_mu: second moment of the master-step-size normalizer (a scalar per leaf).
+      Its running average has decay 0 and is never read, so it is not stored.
+  """
+
+  count: jax.Array
+  eta: optax.Updates
+  mu: optax.Updates
+  v_w: optax.Updates
+  u_w: optax.Updates
+  v_eta: optax.Updates
+  u_eta: optax.Updates
+  v_mu: optax.Updates
+
+
+def _is_tracer(value: Any) -> bool:
+  return isinstance(value, jax.core.Tracer)
+
+
+def _check_hyperparameter(name: str, value: Any, allowed: str, ok) -> None:
+  """Raises ValueError if a concrete ``value`` fails ``ok``; tracers are not checked."""
+  if _is_tracer(value):
+    return
+  if callable(value):
+    raise TypeError(
+        f"{name} must be a number; to schedule it use "
+        "optax.inject_hyperparams(caadam_jax.adas)(" + name + "=schedule)."
+    )
+  array = np.asarray(value)
+  if array.ndim != 0:
+    raise ValueError(f"{name} must be a scalar, got shape {array.shape}.")
+  if not ok(float(array)):
+    raise ValueError(f"{name} must satisfy {allowed}, got {float(array)!r}.")
+
+
+def _validate(lr, lr2, lr3, beta_1, beta_2, beta_3, eps) -> None:
+  positive = lambda x: x > 0
+  non_negative = lambda x: x >= 0
+  decay = lambda x: 0 <= x < 1
+  _check_hyperparameter("lr", lr, "lr > 0", positive)
+  _check_hyperparameter("lr2", lr2, "lr2 >= 0", non_negative)
+  _check_hyperparameter("lr3", lr3, "lr3 >= 0", non_negative)
+  _check_hyperparameter("beta_1", beta_1, "0 <= beta_1 < 1", decay)
+  _check_hyperparameter("beta_2", beta_2, "0 <= beta_2 < 1", decay)
+  _check_hyperparameter("beta_3", beta_3, "0 <= beta_3 < 1", decay)
+  _check_hyperparameter("eps", eps, "eps > 0", positive)
+
+
+def _resolve_output_axis(output_axis: Any) -> int:
+  if output_axis is None:
+    return -1
+  if _is_tracer(output_axis) or isinstance(output_axis, bool):
+    raise TypeError(
+        "output_axis must be a static Python int (it decides the shapes of the "
+        f"state), got {output_axis!r}. With optax.inject_hyperparams, pass "
+        "static_args=('output_axis',)."
+    )
+  try:
+    return int(output_axis)
+  except TypeError as e:
+    raise TypeError(f"output_axis must be an int or None, got {output_axis!r}.") from e
+
+
+def _leaf_axis(ndim: int, output_axis: int) -> int | None:
+  """The non-negative output axis of a leaf of rank ``ndim``; None for 0-D leaves."""
+  if ndim == 0:
+    return None
+  if not -ndim <= output_axis < ndim:
+    raise ValueError(
+        f"output_axis={output_axis} is out of range for a parameter of rank {ndim}."
+    )
+  return output_axis % ndim
+
+
+def _state_dtype(dtype: Any) -> jnp.dtype:
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def _normalize(x, v, beta_1, eps, correction):
+  """The normalizer's second-moment update and normalized value (design 5)."""
+  v = beta_1 * v + (1 - beta_1) * jnp.square(x)
+  return v, x * correction / (jnp.sqrt(v) + eps)
+
+
+def scale_by_adas(
+    lr: jax.typing.ArrayLike = 1e-3,
+    lr2: jax.typing.ArrayLike = 5e-3,
+    lr3: jax.typing.ArrayLike = 5e-4,
+    beta_1: jax.typing.ArrayLike = 0.999,
+    beta_2: jax.typing.ArrayLike = 0.999,
+    beta_3: jax.typing.ArrayLike = 0.9999,
+    eps: jax.typing.ArrayLike = 1e-7,
+    *,
+    output_axis: int | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  """ADAS: normalized gradients scaled by learned per-input step sizes.
+
+  The output is the final update to ADD to the params (already negative, as
+  ``optax.apply_updates`` expects): ADAS has no global learning rate, so do not
+  chain it with ``optax.scale_by_learning_rate``.
+
+  For a leaf ``W`` with output axis ``a`` and step count ``t`` (from 1), a
+  normalizer ``N(x; beta)`` keeps ``v`` and ``u``: it sets
+  ``v = beta_1*v + (1-beta_1)*x**2``, ``xn = x*sqrt(1-beta_1**t)/(sqrt(v)+eps)``,
+  returns the previous ``u`` and ``xn`` and then sets
+  ``u = beta*u + (1-beta)*xn``. One step with gradient ``g`` is:
+
+  1. ``(u_w_old, gn) = N_w(g; beta_3)``
+  2. ``update = -eta * gn`` (``eta`` broadcast along ``a``, from before the step)
+  3. ``h = sum over a of (u_w_old * g)``
+  4. ``(u_eta_old, hn) = N_eta(h; beta_2)``
+  5. ``eta = eta + mu * eta * hn`` (``mu`` from before the step)
+  6. ``k = sum of (u_eta_old * h)``
+  7. ``(_, kn) = N_mu(k; 0)``
+  8. ``mu = mu + lr3 * mu * kn``
+
+  ``eta`` starts at ``lr`` and ``mu`` at ``lr2``; neither is clamped. A 1-D
+  leaf (a bias) has one step size; a 0-D leaf has one too (``h = u_w_old*g``).
+
+  Composition: gradient clipping goes before ADAS (it changes the raw
+  gradients the hypergradients are computed from). ``optax.add_decayed_weights``
+  placed before ADAS is an L2 penalty normalized with the gradient. For
+  decoupled weight decay add it after ADAS with a NEGATIVE coefficient that
+  includes its own step size, since there is no global learning rate to scale
+  it (``-decay_lr * decay``). ``lr`` and ``lr2`` are only initial values: under
+  ``optax.inject_hyperparams`` changing them after ``init`` has no effect, while
+  ``lr3``, the betas and ``eps`` act at every step.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, caadam_jax
+    >>> params = {'kernel': jnp.ones((4, 3)), 'bias': jnp.zeros(3)}
+    >>> tx = optax.chain(optax.clip_by_global_norm(1.0),
+    ...                  caadam_jax.scale_by_adas(),
+    ...                  optax.add_decayed_weights(-1e-3 * 1e-4))
+    >>> state = tx.init(params)
+    >>> grads = jax.tree.map(jnp.ones_like, params)
+    >>> updates, state = tx.update(grads, state, params)
+    >>> params = optax.apply_updates(params, updates)
+    >>> state[1].eta['kernel'].shape, state[1].eta['bias'].shape
+    ((4,), ())
+
+  Args:
+    lr: initial per-input step size (``eta``), > 0.
+    lr2: initial master step size (``mu``), the step size of ``eta``; >= 0
+      (0 keeps ``eta`` fixed).
+    lr3: constant step size of ``mu``; >= 0 (0 keeps ``mu`` fixed).
+    beta_1: decay of the normalizers' second moments and their bias
+      correction, in [0, 1).
+    beta_2: decay of the running average of the normalized ``eta`` updates, in
+      [0, 1).
+    beta_3: decay of the running average of the normalized weight updates, in
+      [0, 1).
+    eps: added to the square root of the second moments, > 0 (the TensorFlow
+      reference uses 1e-7, the PyTorch one 1e-8).
+    output_axis: the output axis of every leaf, keyword-only and static. None
+      (the default) means -1, the last axis, as in Flax (Dense ``(in, out)``,
+      Conv ``(kh, kw, in, out)``); use 0 for PyTorch/Equinox ``(out, in)``
+      layouts. The default is None rather than -1 so that
+      ``optax.inject_hyperparams`` does not turn it into a traced array; if you
+      pass it through ``inject_hyperparams`` add
+      ``static_args=('output_axis',)``.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose state is a
+    :class:`ScaleByAdasState`.
+
+  Raises:
+    ValueError: a concrete hyperparameter is out of range (traced values are not
+      checked), or ``output_axis`` does not fit a leaf's rank (at ``init``).
+    TypeError: ``output_axis`` is not a static int.
+
+  References:
+    Y. Eliyahu, AdasOptimizer, https://github.com/YanaiEliyahu/AdasOptimizer.
+  """
+  _validate(lr, lr2, lr3, beta_1, beta_2, beta_3, eps)
+  axis_arg = _resolve_output_axis(output_axis)
+
+  def init_fn(params: optax.Params) -> ScaleByAdasState:
+    leaves, treedef = jax.tree.flatten(params)
+    fields = {name: [] for name in ScaleByAdasState._fields if name != "count"}
+    for p in leaves:
+      p = jnp.asarray(p)
+      dtype = _state_dtype(p.dtype)
+      axis = _leaf_axis(p.ndim, axis_arg)
+      eta_shape = () if axis is None else p.shape[:axis] + p.shape[axis + 1 :]
+      fields["eta"].append(jnp.full(eta_shape, lr, dtype=dtype))
+      fields["mu"].append(jnp.asarray(lr2, dtype=dtype))
+      fields["v_w"].append(jnp.zeros(p.shape, dtype))
+      fields["u_w"].append(jnp.zeros(p.shape, dtype))
+      fields["v_eta"].append(jnp.zeros(eta_shape, dtype))
+      fields["u_eta"].append(jnp.zeros(eta_shape, dtype))
+      fields["v_mu"].append(jnp.zeros((), dtype))
+    return ScaleByAdasState(
+        count=jnp.zeros([], jnp.int32),
+        **{name: jax.tree.unflatten(treedef, vals) for name, vals in fields.items()},
+    )
+
+  def update_leaf(g, eta, mu, v_w, u_w, v_eta, u_eta, v_mu, count):
+    dtype = v_w.dtype
+    axis = _leaf_axis(g.ndim, axis_arg)
+    gs = g.astype(dtype)
+    correction = jnp.sqrt(1 - beta_1 ** count.astype(dtype))
+    # 1. Normalize the raw gradient; u_w is still the previous average.
+    new_v_w, gn = _normalize(gs, v_w, beta_1, eps, correction)
+    # 2. The weight update, with the step sizes from before this step.
+    eta_b = eta if axis is None else jnp.expand_dims(eta, axis)
+    update = (-(eta_b * gn)).astype(g.dtype)
+    # 3. Hypergradient of eta: previous average times the raw gradient.
+    h = u_w * gs if axis is None else jnp.sum(u_w * gs, axis=axis)
+    new_u_w = beta_3 * u_w + (1 - beta_3) * gn
+    # 4.-5. Normalize h and update eta with the previous mu.
+    new_v_eta, hn = _normalize(h, v_eta, beta_1, eps, correction)
+    new_eta = eta + mu * eta * hn
+    # 6. Hypergradient of mu, from the previous average of eta's updates.
+    k = jnp.sum(u_eta * h)
+    new_u_eta = beta_2 * u_eta + (1 - beta_2) * hn
+    # 7.-8. Normalize k (its average has decay 0 and is unused) and update mu.
+    new_v_mu, kn = _normalize(k, v_mu, beta_1, eps, correction)
+    new_mu = mu + lr3 * mu * kn
+    new_state = (new_eta, new_mu, new_v_w, new_u_w, new_v_eta, new_u_eta, new_v_mu)
+    # Keep the state's dtypes fixed (e.g. a float64 injected hyperparameter
+    # must not promote a float32 state), so that init and update agree.
+    old_state = (eta, mu, v_w, u_w, v_eta, u_eta, v_mu)
+    return update, tuple(n.astype(o.dtype) for n, o in zip(new_state, old_state))
+
+  def update_fn(
+      updates: optax.Updates,
+      state: ScaleByAdasState,
+      params: optax.Params | None = None,
+      **extra_args: Any,
+  ) -> tuple[optax.Updates, ScaleByAdasState]:
+    del params, extra_args
+    count = optax.safe_increment(state.count)
+    grads, treedef = jax.tree.flatten(updates)
+    names = ScaleByAdasState._fields[1:]
+    columns = [treedef.flatten_up_to(getattr(state, name)) for name in names]
+    new_updates, new_columns = [], [[] for _ in names]
+    for g, *leaf_state in zip(grads, *columns):
+      update, new_leaf_state = update_leaf(g, *leaf_state, count=count)
+      new_updates.append(update)
+      for column, value in zip(new_columns, new_leaf_state):
+        column.append(value)
+    new_state = ScaleByAdasState(
+        count=count,
+        **{name: jax.tree.unflatten(treedef, col) for name, col in zip(names, new_columns)},
+    )
+    return jax.tree.unflatten(treedef, new_updates), new_state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def adas(
+    lr: jax.typing.ArrayLike = 1e-3,
+    lr2: jax.typing.ArrayLike = 5e-3,
+    lr3: jax.typing.ArrayLike = 5e-4,
+    beta_1: jax.typing.ArrayLike = 0.999,
+    beta_2: jax.typing.ArrayLike = 0.999,
+    beta_3: jax.typing.ArrayLike = 0.9999,
+    eps: jax.typing.ArrayLike = 1e-7,
+    *,
+    output_axis: int | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  """The ADAS optimizer (adaptive step size, a hypergradient method).
+
+  ADAS has no separate global learning rate: this alias is
+  :func:`scale_by_adas` itself, whose output is the final (negative) update for
+  ``optax.apply_updates``. ``lr`` is the initial per-input step size, ``lr2``
+  the initial step size of those step sizes and ``lr3`` the constant step size
+  above it; all three are learned or act as described in
+  :func:`scale_by_adas`. Clip gradients before it
+  (``optax.chain(optax.clip_by_global_norm(1.0), caadam_jax.adas())``); for
+  decoupled weight decay chain ``optax.add_decayed_weights(-decay_lr * decay)``
+  after it.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, caadam_jax
+    >>> params = {'w': jnp.array([1.0, -2.0])}
+    >>> loss = lambda p: jnp.sum(p['w'] ** 2)
+    >>> tx = caadam_jax.adas()
+    >>> state = tx.init(params)
+    >>> for _ in range(3):
+    ...   updates, state = tx.update(jax.grad(loss)(params), state, params)
+    ...   params = optax.apply_updates(params, updates)
+    >>> bool(loss(params) < 5.0)
+    True
+
+  Args:
+    lr: initial per-input step size, > 0.
+    lr2: initial master step size, >= 0.
+    lr3: constant step size of the master step size, >= 0.
+    beta_1: decay of the normalizers' second moments, in [0, 1).
+    beta_2: decay of the average of normalized step-size updates, in [0, 1).
+    beta_3: decay of the average of normalized weight updates, in [0, 1).
+    eps: numerical stability term, > 0.
+    output_axis: static output axis of every leaf; None (default) is -1 (Flax
+      layout), 0 for PyTorch/Equinox ``(out, in)`` layouts.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``.
+
+  References:
+    Y. Eliyahu, AdasOptimizer, https://github.com/YanaiEliyahu/AdasOptimizer.
+  """
+  return scale_by_adas(
+      lr, lr2, lr3, beta_1, beta_2, beta_3, eps, output_axis=output_axis
+  )

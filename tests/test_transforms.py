@@ -1,0 +1,192 @@
+"""The structure transforms and the caadam alias: values, wrappers, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import caadam_jax
+
+
+def mlp_params(widths, seed=0):
+  keys = jax.random.split(jax.random.key(seed), len(widths))
+  return {
+      f"Dense_{i}": {
+          "kernel": jax.random.normal(keys[i], (a, b)),
+          "bias": jnp.full((b,), 0.1 * i),
+      }
+      for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]))
+  }
+
+
+WIDTHS = [3, 4, 5, 6, 2]  # connections 12, 20, 30, 12: min 12, median 16, max 30
+ADDITIVE = {"Dense_0": 1.95, "Dense_1": 1 - 0.95 * 4 / 14, "Dense_2": 0.05, "Dense_3": 1.95}
+
+
+def test_transform_multiplies_each_leaf_by_its_factor():
+  params = mlp_params(WIDTHS)
+  ones = jax.tree.map(jnp.ones_like, params)
+  tx = caadam_jax.scale_by_connection_minmaxmedian()
+  updates, state = jax.jit(tx.update)(ones, tx.init(params))
+  assert state == optax.EmptyState()
+  for layer, factor in ADDITIVE.items():
+    np.testing.assert_allclose(updates[layer]["kernel"], factor, rtol=1e-6)
+    np.testing.assert_allclose(updates[layer]["bias"], factor, rtol=1e-6)
+
+
+def test_caadam_equals_adam_times_factor_over_steps():
+  params = mlp_params(WIDTHS)
+  adam, ca = optax.adam(1e-2), caadam_jax.caadam(1e-2)
+  adam_state, ca_state = adam.init(params), ca.init(params)
+  for step in range(3):
+    grads = jax.tree.map(lambda p: jnp.sin(p + step), params)
+    adam_updates, adam_state = adam.update(grads, adam_state, params)
+    ca_updates, ca_state = ca.update(grads, ca_state, params)
+    for layer, factor in ADDITIVE.items():
+      for name in ("kernel", "bias"):
+        np.testing.assert_allclose(
+            ca_updates[layer][name], factor * adam_updates[layer][name], rtol=1e-5, atol=1e-9
+        )
+  # Same moments: the structure transform adds no state.
+  jax.tree.map(np.testing.assert_array_equal, ca_state[0], adam_state[0])
+
+
+def test_explicit_chain_equals_alias():
+  params = mlp_params(WIDTHS)
+  chain = optax.chain(
+      optax.scale_by_adam(),
+      caadam_jax.scale_by_depth(2.0),
+      optax.scale_by_learning_rate(1e-3),
+  )
+  alias = caadam_jax.caadam(1e-3, strategy="depth", scaling_factor=2.0)
+  grads = jax.tree.map(jnp.cos, params)
+  a, _ = chain.update(grads, chain.init(params), params)
+  b, _ = alias.update(grads, alias.init(params), params)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  # D = 4 layers: the first gets 3 ** (3/4).
+  adam_updates, _ = optax.adam(1e-3).update(grads, optax.adam(1e-3).init(params), params)
+  np.testing.assert_allclose(a["Dense_0"]["kernel"], 3 ** 0.75 * adam_updates["Dense_0"]["kernel"], rtol=1e-5)
+  np.testing.assert_allclose(a["Dense_3"]["kernel"], adam_updates["Dense_3"]["kernel"], rtol=1e-6)
+
+
+def test_weight_decay_is_not_scaled_and_respects_mask():
+  params = mlp_params(WIDTHS)
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  mask = jax.tree.map(lambda p: p.ndim > 1, params)
+  tx = caadam_jax.caadam(0.1, weight_decay=0.5, mask=mask)
+  updates, _ = tx.update(zeros, tx.init(params), params)
+  # Zero gradients: Adam's step is 0, so the update is -lr * wd * param, unscaled by S.
+  np.testing.assert_allclose(updates["Dense_2"]["kernel"], -0.05 * params["Dense_2"]["kernel"], rtol=1e-6)
+  np.testing.assert_array_equal(updates["Dense_2"]["bias"], 0.0)
+
+
+def test_state_bytes_equal_adam_even_with_structure():
+  params = mlp_params(WIDTHS)
+  ca_state = caadam_jax.caadam(structure=caadam_jax.infer_structure(params)).init(params)
+  adam_state = optax.adam(1e-3).init(params)
+  nbytes = lambda s: sum(x.nbytes for x in jax.tree.leaves(s))
+  assert nbytes(ca_state) == nbytes(adam_state)
+
+
+def test_traced_scaling_factor_under_jit_and_schedule():
+  params = mlp_params(WIDTHS)
+  grads = jax.tree.map(jnp.ones_like, params)
+  tx = optax.inject_hyperparams(caadam_jax.caadam)(learning_rate=1.0, scaling_factor=0.5)
+  state = tx.init(params)
+  updates, state = jax.jit(tx.update)(grads, state, params)
+  # First Adam step of a constant gradient is ~1 per element, times lr and S.
+  np.testing.assert_allclose(updates["Dense_0"]["kernel"], -1.5, rtol=1e-5)
+  np.testing.assert_allclose(updates["Dense_2"]["kernel"], -0.5, rtol=1e-5)
+  # A schedule for the factor: 0 at step 0 makes every factor 1, 0.9 afterwards.
+  tx = optax.inject_hyperparams(caadam_jax.caadam)(
+      learning_rate=1.0, scaling_factor=lambda count: jnp.where(count < 1, 0.0, 0.9)
+  )
+  state = tx.init(params)
+  step = jax.jit(tx.update)
+  first, state = step(grads, state, params)
+  second, state = step(grads, state, params)
+  np.testing.assert_allclose(first["Dense_2"]["kernel"], -1.0, rtol=1e-5)
+  np.testing.assert_allclose(second["Dense_2"]["kernel"], -0.1, rtol=1e-4)
+
+
+def test_partition_gives_per_group_statistics_and_structure_gives_global():
+  params = mlp_params(WIDTHS)
+  labels = {k: ("small" if k in ("Dense_0", "Dense_1") else "big") for k in params}
+  grads = jax.tree.map(jnp.ones_like, params)
+  per_group = optax.partition(
+      {
+          "small": caadam_jax.scale_by_connection_minmaxmedian(),
+          "big": caadam_jax.scale_by_connection_minmaxmedian(),
+      },
+      labels,
+  )
+  updates, _ = per_group.update(grads, per_group.init(params))
+  # Group "small": connections 12, 20 -> min 12, median 16, max 20.
+  np.testing.assert_allclose(updates["Dense_0"]["kernel"], 1.95, rtol=1e-6)
+  np.testing.assert_allclose(updates["Dense_1"]["kernel"], 0.05, rtol=1e-6)
+  # Group "big": connections 30, 12 -> min 12, median 21, max 30.
+  np.testing.assert_allclose(updates["Dense_2"]["kernel"], 0.05, rtol=1e-6)
+  np.testing.assert_allclose(updates["Dense_3"]["kernel"], 1.95, rtol=1e-6)
+
+  structure = caadam_jax.infer_structure(params)
+  global_stats = optax.partition(
+      {
+          "small": caadam_jax.scale_by_connection_minmaxmedian(structure=structure),
+          "big": caadam_jax.scale_by_connection_minmaxmedian(structure=structure),
+      },
+      labels,
+  )
+  updates, _ = global_stats.update(grads, global_stats.init(params))
+  for layer, factor in ADDITIVE.items():
+    np.testing.assert_allclose(updates[layer]["kernel"], factor, rtol=1e-6)
+
+
+def test_masked_leaves_pass_through():
+  params = mlp_params(WIDTHS)
+  mask = {k: {"kernel": True, "bias": False} for k in params}
+  tx = optax.masked(caadam_jax.scale_by_connection_minmaxmedian(), mask)
+  grads = jax.tree.map(jnp.ones_like, params)
+  updates, _ = tx.update(grads, tx.init(params))
+  np.testing.assert_allclose(updates["Dense_0"]["kernel"], 1.95, rtol=1e-6)
+  np.testing.assert_array_equal(updates["Dense_0"]["bias"], 1.0)
+
+
+def test_bf16_updates_keep_dtype_and_scale():
+  params = jax.tree.map(lambda p: p.astype(jnp.bfloat16), mlp_params(WIDTHS))
+  grads = jax.tree.map(jnp.ones_like, params)
+  for tx in (caadam_jax.scale_by_depth(), optax.inject_hyperparams(caadam_jax.scale_by_depth)(scaling_factor=1.0)):
+    updates, _ = jax.jit(tx.update)(grads, tx.init(params))
+    assert all(u.dtype == jnp.bfloat16 for u in jax.tree.leaves(updates))
+    np.testing.assert_allclose(
+        np.asarray(updates["Dense_0"]["kernel"], np.float32), 2 ** 0.75, rtol=1e-2
+    )
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: caadam_jax.caadam(scaling_factor=1.0), r"0 <= scaling_factor < 1"),
+        (lambda: caadam_jax.caadam(scaling_factor=-0.1), r"0 <= scaling_factor < 1"),
+        (lambda: caadam_jax.caadam(scaling_factor=float("nan")), r"out of range"),
+        (lambda: caadam_jax.caadam(strategy="multiplicative", scaling_factor=0.0), r"scaling_factor > 0"),
+        (lambda: caadam_jax.caadam(strategy="depth", scaling_factor=-1.0), r"scaling_factor >= 0"),
+        (lambda: caadam_jax.caadam(strategy="sideways"), r"Unknown strategy 'sideways'"),
+        (lambda: caadam_jax.scale_by_connection_minmaxmedian(mode="depth"), r"Unknown mode 'depth'"),
+        (lambda: caadam_jax.scale_by_connection_minmaxmedian(1.5), r"0 <= scaling_factor < 1"),
+        (lambda: caadam_jax.scale_by_connection_minmaxmedian(-2.0, mode="multiplicative"), r"> 0"),
+        (lambda: caadam_jax.scale_by_depth(-0.5), r"scaling_factor >= 0"),
+        (lambda: caadam_jax.scale_by_depth(jnp.ones(2)), r"real scalar"),
+    ],
+)
+def test_bad_hyperparameters_fail_at_construction(make, match):
+  with pytest.raises(ValueError, match=match):
+    make()
+
+
+def test_boundary_values_are_accepted():
+  caadam_jax.caadam(scaling_factor=0.0)
+  caadam_jax.caadam(scaling_factor=0.999)
+  caadam_jax.caadam(strategy="multiplicative", scaling_factor=0.5)
+  caadam_jax.caadam(strategy="depth", scaling_factor=0.0)
+  caadam_jax.scale_by_depth(jnp.float32(2.0))
