@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -22,17 +23,51 @@ class LeafInfo(NamedTuple):
   """What the structure knows about one parameter leaf.
 
   Attributes:
-    layer: the normalized path of the layer the leaf belongs to.
+    layer: the normalized path of the layer (module) the leaf belongs to, or None
+      for a leaf excluded from scaling (factor 1).
     shape: the leaf's shape.
     connections: the connection count of its layer, or None when the layer is
-      not counted (it has no weight tensor; its factor is 1).
-    depth: the 0-based forward-order depth of its layer, or None when not counted.
+      not counted (it has no weight tensor; its factor is 1). For a stacked leaf
+      (``stack_axis`` set), a tuple with one count per slice.
+    depth: the 0-based depth of its layer, or None when not counted; a tuple
+      per slice for a stacked leaf.
+    stack_axis: for ``nn.scan``/``nnx.vmap``-stacked leaves, the axis that
+      indexes the stacked layers (each slice is its own layer); else None.
   """
 
-  layer: _paths.Path
+  layer: _paths.Path | None
   shape: tuple[int, ...]
-  connections: int | None
-  depth: int | None
+  connections: int | tuple[int, ...] | None
+  depth: int | tuple[int, ...] | None
+  stack_axis: int | None = None
+
+
+# Leaf names that decide a tensor's role whatever its number of dimensions:
+# attention kernels are 3-D, attention biases 2-D, stacked biases 2-D.
+WEIGHT_NAMES = frozenset({"kernel", "embedding", "weight", "w"})
+NON_WEIGHT_NAMES = frozenset({"bias", "b", "scale", "offset", "gamma", "beta"})
+
+
+def is_weight(path: _paths.Path, shape: tuple[int, ...], stack_axis: int | None = None) -> bool:
+  """Whether a leaf counts as weights (connections) of its layer.
+
+  The leaf's name decides first (``kernel``, ``embedding``, ``weight``, ``w`` are
+  weights; ``bias``, ``scale`` and the like are not, whatever their number of
+  dimensions); otherwise a tensor with 2 or more dimensions (not counting a
+  stack axis) is a weight.
+  """
+  name = path[-1] if path else None
+  if isinstance(name, str):
+    if name.lower() in WEIGHT_NAMES:
+      return True
+    if name.lower() in NON_WEIGHT_NAMES:
+      return False
+  return len(shape) - (stack_axis is not None) >= 2
+
+
+def slice_layer(layer: _paths.Path, index: int) -> _paths.Path:
+  """The id of slice ``index`` of a stacked layer (``blocks`` -> ``blocks/[3]``)."""
+  return (*layer, f"[{index}]")
 
 
 def _shape_of(leaf: Any) -> tuple[int, ...]:
@@ -44,14 +79,38 @@ def _median(values: list[int]) -> float:
   return float(np.median(np.asarray(values, dtype=np.float64)))
 
 
+def _prefix_lookup(table: Mapping[_paths.Path, Any], path: _paths.Path) -> tuple[bool, Any]:
+  """The value of the longest key of ``table`` that is a prefix of ``path``."""
+  for end in range(len(path), -1, -1):
+    if path[:end] in table:
+      return True, table[path[:end]]
+  return False, None
+
+
+def _parse_table(table: Mapping[Any, Any] | None) -> dict[_paths.Path, Any]:
+  return {_paths.parse_path(k): v for k, v in (table or {}).items()}
+
+
+def _slice_ids(info: LeafInfo) -> list[_paths.Path]:
+  if info.stack_axis is None:
+    return [info.layer]
+  return [slice_layer(info.layer, i) for i in range(info.shape[info.stack_axis])]
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Structure:
   """An immutable description of a network's layers, as CaAdam sees them.
 
+  Build one with :func:`infer_structure` (paths and shapes),
+  :func:`trace_structure` (the forward pass), :meth:`from_records` (by hand) or
+  :meth:`from_layers`.
+
   Attributes:
     leaves: normalized leaf path -> :class:`LeafInfo`.
-    statistics: ``c_min``, ``c_med``, ``c_max`` and the number of counted layers
-      ``D``, or None when no layer is counted (every factor is then 1).
+    statistics: ``c_min``, ``c_med``, ``c_max`` over the counted layers and the
+      number of depth levels ``D`` (the number of counted layers for a
+      sequential model), or None when no layer is counted (every factor is
+      then 1).
   """
 
   leaves: Mapping[_paths.Path, LeafInfo]
@@ -60,58 +119,173 @@ class Structure:
   @classmethod
   def from_layers(
       cls,
-      leaves: Mapping[_paths.Path, tuple[_paths.Path, tuple[int, ...]]],
-      counted_layers: Iterable[tuple[_paths.Path, int]],
+      leaves: Mapping[_paths.Path, tuple[Any, ...]],
+      counted_layers: Iterable[tuple[Any, ...]],
   ) -> Structure:
     """Builds a structure from leaf-to-layer assignments and counted layers.
 
     Args:
-      leaves: normalized leaf path -> (layer path, shape).
-      counted_layers: ``(layer path, connection count)`` in forward order; the
-        position in this sequence is the layer's depth. Layers not listed are
-        not counted (factor 1).
+      leaves: normalized leaf path -> ``(layer, shape)`` or
+        ``(layer, shape, stack_axis)``; ``layer`` None excludes the leaf from
+        scaling. A stacked leaf's slices are the layers
+        ``slice_layer(layer, i)``.
+      counted_layers: ``(layer, connections)`` in forward order (depth = position)
+        or ``(layer, connections, depth)`` with explicit depths (ties allowed,
+        for branches). Layers not listed are not counted (factor 1).
 
     Returns:
       The structure, with statistics over the counted layers.
     """
-    counted = list(counted_layers)
-    records = {layer: (c, depth) for depth, (layer, c) in enumerate(counted)}
-    if len(records) != len(counted):
-      raise ValueError("counted_layers lists a layer more than once.")
+    records: dict[_paths.Path, tuple[int, int]] = {}
+    for position, entry in enumerate(counted_layers):
+      layer, connections = entry[0], int(entry[1])
+      depth = int(entry[2]) if len(entry) > 2 else position
+      if layer in records:
+        raise ValueError(f"counted_layers lists layer {_paths.path_to_str(layer)} more than once.")
+      records[layer] = (connections, depth)
     infos = {}
-    for path, (layer, shape) in leaves.items():
-      connections, depth = records.get(layer, (None, None))
-      infos[path] = LeafInfo(layer, tuple(shape), connections, depth)
+    for path, (layer, shape, *rest) in leaves.items():
+      info = LeafInfo(layer, tuple(shape), None, None, rest[0] if rest else None)
+      if layer is not None:
+        found = [records.get(i) for i in _slice_ids(info)]
+        if all(r is not None for r in found):
+          pick = lambda k: tuple(r[k] for r in found) if info.stack_axis is not None else found[0][k]
+          info = info._replace(connections=pick(0), depth=pick(1))
+      infos[path] = info
     statistics = None
-    if counted:
-      sizes = [c for _, c in counted]
+    if records:
+      sizes = [c for c, _ in records.values()]
       statistics = _formulas.Statistics(
           c_min=float(min(sizes)),
           c_med=_median(sizes),
           c_max=float(max(sizes)),
-          num_layers=len(counted),
+          num_layers=max(d for _, d in records.values()) + 1,
       )
     return cls(types.MappingProxyType(infos), statistics)
 
+  @classmethod
+  def from_records(
+      cls,
+      params: optax.Params,
+      records: Mapping[Any, tuple[int, int] | None]
+      | Callable[[str, Any], tuple[int, int] | None],
+  ) -> Structure:
+    """Builds a structure by hand: every leaf's ``(connections, depth)``.
+
+    Useful where the automatic rules do not fit (Equinox or other pytrees with
+    their own layouts, shared or unusual layers). The layer of a leaf is its
+    parent path; leaves of one layer must get the same record.
+
+    Args:
+      params: the parameter pytree.
+      records: a mapping from a leaf path, or a path prefix such as a layer path
+        (``'encoder/Dense_0'`` or a key tuple; the longest matching prefix
+        wins), to ``(connections, depth)``; or a callable
+        ``(path string, leaf) -> (connections, depth)``. ``None`` gives the leaf
+        factor 1 and keeps it out of the statistics.
+
+    Returns:
+      The structure.
+
+    Example:
+      >>> import jax.numpy as jnp, caadam_jax
+      >>> params = {'enc': {'weight': jnp.ones((8, 4)), 'bias': jnp.ones(8)},
+      ...           'head': {'weight': jnp.ones((2, 8)), 'bias': jnp.ones(2)}}
+      >>> s = caadam_jax.Structure.from_records(params, {'enc': (32, 0), 'head': (16, 1)})
+      >>> s.leaves[('head', 'bias')].depth
+      1
+    """
+    leaves, _ = _paths.leaves_with_paths(params)
+    table = None if callable(records) else _parse_table(records)
+    leaf_layers, layer_records, missing = {}, {}, []
+    for path, leaf in leaves:
+      if table is None:
+        record = records(_paths.path_to_str(path), leaf)
+      else:
+        found, record = _prefix_lookup(table, path)
+        if not found:
+          missing.append(_paths.path_to_str(path))
+          continue
+      layer = path[:-1] if record is not None else None
+      leaf_layers[path] = (layer, _shape_of(leaf))
+      if record is not None:
+        record = (int(record[0]), int(record[1]))
+        if layer_records.setdefault(layer, record) != record:
+          raise ValueError(
+              f"Leaves of layer {_paths.path_to_str(layer)} got different records "
+              f"{layer_records[layer]} and {record}; give one record per layer."
+          )
+    if missing:
+      raise ValueError(
+          f"records gives no (connections, depth) for: {', '.join(missing[:10])}. "
+          "Add them (or a prefix covering them), or map them to None for factor 1."
+      )
+    return cls.from_layers(
+        leaf_layers, [(layer, c, d) for layer, (c, d) in layer_records.items()]
+    )
+
+  def with_factor_one(self, paths: Iterable[Any]) -> Structure:
+    """Returns a copy in which the given leaves (or subtrees) get factor 1.
+
+    Statistics are unchanged: the leaves keep counting for their layers, they
+    are only not scaled.
+
+    Args:
+      paths: leaf paths or path prefixes (strings ``'a/b'`` or key tuples).
+    """
+    table = _parse_table(dict.fromkeys(paths, True))
+    infos = {
+        path: info._replace(layer=None, connections=None, depth=None, stack_axis=None)
+        if _prefix_lookup(table, path)[0]
+        else info
+        for path, info in self.leaves.items()
+    }
+    return Structure(types.MappingProxyType(infos), self.statistics)
+
   @property
   def layers(self) -> dict[_paths.Path, _formulas.LayerRecord]:
-    """Counted layers in forward order -> their record."""
-    layers = {
-        info.layer: _formulas.LayerRecord(info.connections, info.depth)
-        for info in self.leaves.values()
-        if info.connections is not None
-    }
+    """Counted layers (stack slices separately) in depth order -> their record."""
+    layers = {}
+    for info in self.leaves.values():
+      if info.connections is None:
+        continue
+      if info.stack_axis is None:
+        layers[info.layer] = _formulas.LayerRecord(info.connections, info.depth)
+      else:
+        for layer_id, c, d in zip(_slice_ids(info), info.connections, info.depth):
+          layers[layer_id] = _formulas.LayerRecord(c, d)
     return dict(sorted(layers.items(), key=lambda item: item[1].depth))
 
   def factors(
       self, strategy: _formulas.Strategy, scaling_factor: _formulas.Factor
-  ) -> dict[_paths.Path, _formulas.Factor]:
-    """Returns every leaf's factor under ``strategy`` with factor ``scaling_factor``."""
+  ) -> dict[_paths.Path, Any]:
+    """Every leaf's factor under ``strategy`` with scaling factor ``scaling_factor``.
+
+    A factor is a Python float, a traced scalar (injected scaling factor), or,
+    for a stacked leaf, an array of per-slice factors shaped to broadcast along
+    its stack axis.
+    """
     per_layer = {
         layer: strategy.formula(record, self.statistics, scaling_factor)
         for layer, record in self.layers.items()
     }
-    return {path: per_layer.get(info.layer, 1.0) for path, info in self.leaves.items()}
+    factors = {}
+    for path, info in self.leaves.items():
+      if info.connections is None:
+        factors[path] = 1.0
+      elif info.stack_axis is None:
+        factors[path] = per_layer[info.layer]
+      else:
+        values = [per_layer[i] for i in _slice_ids(info)]
+        stacked = (
+            np.asarray(values, dtype=np.float64)
+            if all(isinstance(v, float) for v in values)
+            else jnp.stack([jnp.asarray(v, dtype=jnp.float32) for v in values])
+        )
+        broadcast = [1] * len(info.shape)
+        broadcast[info.stack_axis] = len(values)
+        factors[path] = stacked.reshape(broadcast)
+    return factors
 
   def check_matches(self, tree: Any, *, check_shapes: bool = True) -> None:
     """Raises a ValueError if ``tree`` does not have this structure's leaves.
@@ -161,7 +335,58 @@ class Structure:
       )
 
 
-def infer_structure(params: optax.Params) -> Structure:
+def assemble(
+    leaves: Iterable[tuple[_paths.Path, tuple[int, ...]]],
+    *,
+    stacked: Mapping[Any, int] | None = None,
+    weight_roles: Mapping[_paths.Path, bool] | None = None,
+    layer_depths: Mapping[_paths.Path, int] | None = None,
+) -> Structure:
+  """Builds a structure from leaf paths and shapes; shared by every builder.
+
+  Args:
+    leaves: ``(normalized path, shape)`` pairs.
+    stacked: path prefix -> stack axis for stacked layers.
+    weight_roles: per-leaf overrides of :func:`is_weight` (from a trace).
+    layer_depths: layer id -> depth; None orders layers naturally by path.
+
+  Returns:
+    The structure.
+  """
+  stack_table = _parse_table(stacked)
+  leaf_layers, connections = {}, {}
+  for path, shape in leaves:
+    found, axis = _prefix_lookup(stack_table, path)
+    if found:
+      if not -len(shape) <= axis < len(shape):
+        raise ValueError(
+            f"stacked axis {axis} is out of range for {_paths.path_to_str(path)} of shape {shape}."
+        )
+      axis %= len(shape)
+    else:
+      axis = None
+    layer = path[:-1]
+    leaf_layers[path] = (layer, shape, axis)
+    weight = (weight_roles or {}).get(path)
+    if not (is_weight(path, shape, axis) if weight is None else weight):
+      continue
+    if axis is None:
+      connections[layer] = connections.get(layer, 0) + int(np.prod(shape))
+    else:
+      per_slice = int(np.prod(shape)) // shape[axis]
+      for i in range(shape[axis]):
+        connections[slice_layer(layer, i)] = connections.get(slice_layer(layer, i), 0) + per_slice
+  if layer_depths is None:
+    order = sorted(connections, key=_paths.natural_key)
+    counted = [(layer, connections[layer]) for layer in order]
+  else:
+    counted = [(layer, c, layer_depths[layer]) for layer, c in connections.items()]
+  return Structure.from_layers(leaf_layers, counted)
+
+
+def infer_structure(
+    params: optax.Params, *, stacked: Mapping[Any, int] | None = None
+) -> Structure:
   """Infers a :class:`Structure` from the paths and shapes of a parameter pytree.
 
   Rules (the method as described in arXiv:2410.24216, per layer):
@@ -169,15 +394,21 @@ def infer_structure(params: optax.Params) -> Structure:
   * a leaf's layer is its normalized path without the last key
     (``{'Dense_0': {'kernel', 'bias'}}`` -> layer ``Dense_0``), so a bias shares
     its layer's factor;
-  * a layer's connection count is the number of weights in its tensors of 2 or
-    more dimensions (Dense ``(in, out)``: ``in*out``; Conv
-    ``(kh, kw, in, out)``: ``kh*kw*in*out``);
-  * layers with no such tensor (LayerNorm, BatchNorm) are not counted: they get
-    factor 1 and do not enter the statistics;
+  * a layer's connection count is the number of weights in its weight tensors:
+    leaves named ``kernel``, ``embedding``, ``weight`` or ``w`` whatever their
+    rank (attention kernels are 3-D), and other tensors of 2 or more dimensions
+    except those named ``bias``/``scale`` (attention biases are 2-D). Dense
+    ``(in, out)``: ``in*out``; Conv ``(kh, kw, in, out)``: ``kh*kw*in*out``;
+  * layers with no weight tensor (LayerNorm, BatchNorm) are not counted: they
+    get factor 1 and do not enter the statistics;
   * depth is the position of a counted layer in natural path order (numbers
     compared as numbers: ``Dense_2`` before ``Dense_10``). This is right for
     sequential models with numbered layers only; for named or branching modules
-    build the structure from the forward pass or by hand.
+    use :func:`~caadam_jax.trace_structure` or build the structure by hand;
+  * ``stacked`` declares ``nn.scan``/``nnx.vmap`` stacks: every leaf under a
+    given path prefix has its layers along the given axis; each slice is its own
+    layer (connections per slice, its own depth), and the factor is broadcast
+    along that axis.
 
   Only shapes are read, so ``jax.ShapeDtypeStruct`` leaves work. ``MaskedNode``
   leaves are skipped, which makes the statistics per group inside
@@ -186,6 +417,7 @@ def infer_structure(params: optax.Params) -> Structure:
   Args:
     params: a parameter pytree (linen ``params``, an NNX ``State``, a dict, a
       bare array).
+    stacked: path prefix (``'ScanBlock_0'`` or a key tuple) -> stack axis.
 
   Returns:
     The inferred structure.
@@ -200,13 +432,4 @@ def infer_structure(params: optax.Params) -> Structure:
     (16, 24.0)
   """
   leaves, _ = _paths.leaves_with_paths(params)
-  leaf_layers = {}
-  connections: dict[_paths.Path, int] = {}
-  for path, leaf in leaves:
-    shape = _shape_of(leaf)
-    layer = path[:-1]
-    leaf_layers[path] = (layer, shape)
-    if len(shape) >= 2:
-      connections[layer] = connections.get(layer, 0) + int(np.prod(shape))
-  order = sorted(connections, key=_paths.natural_key)
-  return Structure.from_layers(leaf_layers, [(layer, connections[layer]) for layer in order])
+  return assemble([(path, _shape_of(leaf)) for path, leaf in leaves], stacked=stacked)
