@@ -4,11 +4,14 @@ from caadam_jax._adas import ScaleByAdasState
 from caadam_jax._adas import adas
 from caadam_jax._adas import scale_by_adas
 from caadam_jax._alias import caadam
+from caadam_jax._describe import DescribeRow
+from caadam_jax._describe import describe
 from caadam_jax._formulas import LayerRecord
 from caadam_jax._formulas import Statistics
 from caadam_jax._structure import LeafInfo
 from caadam_jax._structure import Structure
 from caadam_jax._structure import infer_structure
+from caadam_jax._trace import trace_structure
 from caadam_jax._transforms import ScaleByStructureState
 from caadam_jax._transforms import scale_by_connection_minmaxmedian
 from caadam_jax._transforms import scale_by_depth
@@ -17,6 +20,7 @@ from caadam_jax._transforms import scale_by_strategy
 __version__ = "0.1.0"
 
 __all__ = (
+    "DescribeRow",
     "LayerRecord",
     "LeafInfo",
     "ScaleByAdasState",
@@ -25,9 +29,11 @@ __all__ = (
     "Structure",
     "adas",
     "caadam",
+    "describe",
     "infer_structure",
     "scale_by_adas",
     "scale_by_connection_minmaxmedian",
     "scale_by_depth",
     "scale_by_strategy",
+    "trace_structure",
 )

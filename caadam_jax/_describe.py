@@ -1,0 +1,155 @@
+"""A per-layer report: which layer each leaf belongs to, its size, depth and factor."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+import optax
+
+from caadam_jax import _formulas
+from caadam_jax import _paths
+from caadam_jax import _structure
+
+
+class DescribeRow(NamedTuple):
+  """One leaf of the report.
+
+  Attributes:
+    layer: the layer's path (``'-'`` for a leaf excluded from scaling).
+    leaf: the leaf's path.
+    shape: the leaf's shape.
+    connections: the layer's connection count (per slice for stacks), or None.
+    depth: the layer's depth (per slice for stacks), or None.
+    factor: the leaf's factor (a tuple per slice for stacks).
+  """
+
+  layer: str
+  leaf: str
+  shape: tuple[int, ...]
+  connections: Any
+  depth: Any
+  factor: float | tuple[float, ...]
+
+
+def _as_python(factor: Any) -> float | tuple[float, ...]:
+  array = np.asarray(factor, dtype=np.float64)
+  return float(array) if array.ndim == 0 else tuple(float(x) for x in array.ravel())
+
+
+def _shape_tree(structure: _structure.Structure) -> dict[Any, Any]:
+  """A nested dict of ShapeDtypeStructs with the structure's leaf paths."""
+  tree: dict[Any, Any] = {}
+  for path, info in structure.leaves.items():
+    node = tree
+    for key in path[:-1]:
+      node = node.setdefault(key, {})
+    node[path[-1]] = jax.ShapeDtypeStruct(info.shape, np.float32)
+  return tree
+
+
+def describe(
+    params_or_structure: optax.Params | _structure.Structure,
+    *,
+    strategy: str = "additive",
+    scaling_factor: float | None = None,
+    published: bool = False,
+    show: bool = True,
+) -> list[DescribeRow]:
+  """Returns (and prints) the per-leaf factors of a model, layer by layer.
+
+  Args:
+    params_or_structure: a params pytree (its structure is inferred with
+      :func:`~caadam_jax.infer_structure`) or a :class:`~caadam_jax.Structure`
+      (e.g. from :func:`~caadam_jax.trace_structure`).
+    strategy: ``"additive"``, ``"multiplicative"`` or ``"depth"``.
+    scaling_factor: ``g``; None for the strategy's default.
+    published: report the factors of :func:`~caadam_jax.keras_caadam` (the
+      published caadam 0.1.1 behaviour) instead of the method as described;
+      ``strategy=None`` is then allowed (the package's ``CaAdam()`` default).
+    show: print the table (a ``rich`` table when rich is installed).
+
+  Returns:
+    One :class:`DescribeRow` per leaf, in depth order (uncounted leaves last).
+
+  Example:
+    >>> import jax.numpy as jnp, caadam_jax
+    >>> params = {'Dense_0': {'kernel': jnp.zeros((4, 8)), 'bias': jnp.zeros(8)},
+    ...           'Dense_1': {'kernel': jnp.zeros((8, 2))}}
+    >>> rows = caadam_jax.describe(params, strategy="depth", show=False)
+    >>> [(r.leaf, r.depth, round(r.factor, 4)) for r in rows]
+    [('Dense_0/bias', 0, 1.4142), ('Dense_0/kernel', 0, 1.4142), ('Dense_1/kernel', 1, 1.0)]
+  """
+  structure = (
+      params_or_structure
+      if isinstance(params_or_structure, _structure.Structure)
+      else _structure.infer_structure(params_or_structure)
+  )
+  if published:
+    from caadam_jax import _published  # the published mode builds on the core
+
+    by_name = _published.keras_caadam_factors(
+        _shape_tree(structure), strategy=strategy, scaling_factor=scaling_factor
+    )
+    factors = {_paths.parse_path(name): value for name, value in by_name.items()}
+  else:
+    resolved, g = _formulas.resolve_strategy(strategy, scaling_factor)
+    factors = structure.factors(resolved, g)
+
+  def sort_key(item):
+    path, info = item
+    depth = info.depth if not isinstance(info.depth, tuple) else info.depth[0]
+    return (depth is None, depth if depth is not None else 0, _paths.natural_key(path))
+
+  rows = [
+      DescribeRow(
+          layer="-" if info.layer is None else _paths.path_to_str(info.layer),
+          leaf=_paths.path_to_str(path),
+          shape=info.shape,
+          connections=info.connections,
+          depth=info.depth,
+          factor=_as_python(factors[path]),
+      )
+      for path, info in sorted(structure.leaves.items(), key=sort_key)
+  ]
+  if show:
+    _print_table(rows, structure, strategy, published)
+  return rows
+
+
+def _format(value: Any) -> str:
+  if value is None:
+    return "-"
+  if isinstance(value, float):
+    return f"{value:.4f}"
+  if isinstance(value, tuple) and value and isinstance(value[0], float):
+    return "(" + ", ".join(f"{v:.3f}" for v in value) + ")"
+  return str(value)
+
+
+def _print_table(rows, structure, strategy, published) -> None:
+  header = ["layer", "leaf", "shape", "connections", "depth", "factor"]
+  body = [[r.layer, r.leaf, str(r.shape), _format(r.connections), _format(r.depth), _format(r.factor)]
+          for r in rows]
+  stats = structure.statistics
+  mode = "published (caadam 0.1.1; connections and depth as described)" if published else "as described"
+  title = f"{mode}, strategy={strategy}"
+  if stats is not None:
+    title += (f"; c_min={stats.c_min:g}, c_med={stats.c_med:g}, c_max={stats.c_max:g}, "
+              f"D={stats.num_layers}")
+  try:
+    import rich.console
+    import rich.table
+  except ImportError:
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *body)]
+    print(title)
+    for line in [header, ["-" * w for w in widths], *body]:
+      print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip())
+    return
+  table = rich.table.Table(title=title)
+  for name in header:
+    table.add_column(name, justify="right" if name in ("connections", "depth", "factor") else "left")
+  for line in body:
+    table.add_row(*line)
+  rich.console.Console().print(table)

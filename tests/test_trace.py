@@ -1,0 +1,303 @@
+"""trace_structure, stacked layers, tensor roles, overrides and describe().
+
+Expected depths, connection counts and factors are derived by hand in each test.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import linen as nn
+from flax import nnx
+
+import caadam_jax
+
+X = jnp.ones((2, 4))
+
+
+def depths(structure):
+  return {"/".join(map(str, layer)): record.depth for layer, record in structure.layers.items()}
+
+
+class NamedOutOfOrder(nn.Module):
+  """Called zeta -> alpha -> beta; jax sorts them alpha, beta, zeta."""
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu(nn.Dense(8, name="zeta")(x))
+    x = nn.relu(nn.Dense(16, name="alpha")(x))
+    return nn.Dense(2, name="beta")(x)
+
+
+def test_named_modules_get_forward_order():
+  model = NamedOutOfOrder()
+  variables = model.init(jax.random.key(0), X)
+  traced = caadam_jax.trace_structure(model.apply, variables, X)
+  assert depths(traced) == {"zeta": 0, "alpha": 1, "beta": 2}
+  # Path order would be wrong here: alpha, beta, zeta.
+  assert depths(caadam_jax.infer_structure(variables["params"])) == {"alpha": 0, "beta": 1, "zeta": 2}
+  # Depth factors with D = 3, g = 1: 2**(2/3), 2**(1/3), 1.
+  rows = {r.leaf: r.factor for r in caadam_jax.describe(traced, strategy="depth", show=False)}
+  assert rows["zeta/kernel"] == pytest.approx(2 ** (2 / 3))
+  assert rows["zeta/bias"] == pytest.approx(2 ** (2 / 3))
+  assert rows["alpha/kernel"] == pytest.approx(2 ** (1 / 3))
+  assert rows["beta/kernel"] == 1.0
+
+
+class ResidualBlock(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    h = nn.Dense(4, name="a")(x)
+    h = nn.Dense(4, name="b")(nn.relu(h))
+    x = nn.LayerNorm(name="norm")(x + h)
+    return nn.Dense(3, name="c")(x)
+
+
+class TwoBranch(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    left = nn.Dense(6, name="left_2")(nn.relu(nn.Dense(5, name="left_1")(x)))
+    right = nn.Dense(7, name="right")(x)
+    return nn.Dense(1, name="head")(jnp.concatenate([left, right], -1))
+
+
+def test_residual_block_longest_path():
+  model = ResidualBlock()
+  variables = model.init(jax.random.key(0), X)
+  traced = caadam_jax.trace_structure(model.apply, variables, X)
+  # c is reached through a -> b (longest path 2) and directly from x (0): depth 2.
+  assert depths(traced) == {"a": 0, "b": 1, "c": 2}
+  assert traced.statistics.num_layers == 3
+  # LayerNorm has no weight tensor: not a layer, factor 1.
+  assert traced.leaves[("norm", "scale")].connections is None
+
+
+def test_two_branch_longest_path_and_first_use():
+  model = TwoBranch()
+  variables = model.init(jax.random.key(0), X)
+  traced = caadam_jax.trace_structure(model.apply, variables, X)
+  assert depths(traced) == {"left_1": 0, "right": 0, "left_2": 1, "head": 2}
+  assert traced.statistics.num_layers == 3  # D = longest path + 1
+  first_use = caadam_jax.trace_structure(model.apply, variables, X, depth_rule="first_use")
+  assert depths(first_use) == {"left_1": 0, "left_2": 1, "right": 2, "head": 3}
+  # Connections: left_1 4*5=20, left_2 5*6=30, right 4*7=28, head 13*1=13.
+  assert {"/".join(k): r.connections for k, r in traced.layers.items()} == {
+      "left_1": 20, "right": 28, "left_2": 30, "head": 13
+  }
+
+
+class Block(nn.Module):
+  @nn.compact
+  def __call__(self, x, _):
+    return nn.relu(nn.Dense(4)(x)), None
+
+
+class ScannedMLP(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Dense(4, name="embed")(x)
+    stack = nn.scan(Block, variable_axes={"params": 0}, split_rngs={"params": True}, length=3)
+    x, _ = stack(name="blocks")(x, None)
+    return nn.Dense(2, name="head")(x)
+
+
+class UnrolledMLP(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Dense(4, name="embed")(x)
+    for i in range(3):
+      x = nn.relu(nn.Dense(4, name=f"block_{i}")(x))
+    return nn.Dense(2, name="head")(x)
+
+
+@pytest.mark.parametrize("strategy", ["additive", "multiplicative", "depth"])
+def test_scanned_stack_matches_unrolled(strategy):
+  scanned = ScannedMLP().init(jax.random.key(0), X)
+  unrolled = UnrolledMLP().init(jax.random.key(0), X)
+  traced = caadam_jax.trace_structure(ScannedMLP().apply, scanned, X)
+  reference = caadam_jax.trace_structure(UnrolledMLP().apply, unrolled, X)
+  kernel = traced.leaves[("blocks", "Dense_0", "kernel")]
+  assert kernel.stack_axis == 0 and kernel.connections == (16, 16, 16) and kernel.depth == (1, 2, 3)
+  got = {r.leaf: r.factor for r in caadam_jax.describe(traced, strategy=strategy, show=False)}
+  want = {r.leaf: r.factor for r in caadam_jax.describe(reference, strategy=strategy, show=False)}
+  assert got["blocks/Dense_0/kernel"] == pytest.approx(tuple(want[f"block_{i}/kernel"] for i in range(3)))
+  assert got["blocks/Dense_0/bias"] == pytest.approx(tuple(want[f"block_{i}/bias"] for i in range(3)))
+  assert got["head/kernel"] == pytest.approx(want["head/kernel"])
+  # The declared form on infer_structure gives the same per-slice connections (its
+  # depths follow path order, where "blocks" sorts before "embed").
+  declared_structure = caadam_jax.infer_structure(scanned["params"], stacked={"blocks": 0})
+  assert declared_structure.leaves[("blocks", "Dense_0", "kernel")].depth == (0, 1, 2)
+  if strategy == "depth":
+    return
+  declared = caadam_jax.describe(
+      caadam_jax.infer_structure(scanned["params"], stacked={"blocks": 0}), strategy=strategy, show=False
+  )
+  declared = {r.leaf: r.factor for r in declared}
+  assert declared["blocks/Dense_0/kernel"] == pytest.approx(got["blocks/Dense_0/kernel"])
+
+
+def test_transform_applies_per_slice_factors_inside_one_leaf():
+  scanned = ScannedMLP().init(jax.random.key(0), X)
+  structure = caadam_jax.trace_structure(ScannedMLP().apply, scanned, X)
+  tx = caadam_jax.scale_by_depth(structure=structure)
+  ones = jax.tree.map(jnp.ones_like, scanned["params"])
+  updates, _ = jax.jit(tx.update)(ones, tx.init(scanned["params"]))
+  # D = 5 layers (embed, 3 slices, head); slice i sits at depth i + 1: 2 ** ((5 - (i + 2)) / 5).
+  kernel = np.asarray(updates["blocks"]["Dense_0"]["kernel"])
+  for i in range(3):
+    np.testing.assert_allclose(kernel[i], 2 ** ((5 - (i + 2)) / 5), rtol=1e-6)
+  np.testing.assert_allclose(updates["blocks"]["Dense_0"]["bias"][2], 2 ** 0.2, rtol=1e-6)
+  np.testing.assert_allclose(updates["embed"]["kernel"], 2 ** 0.8, rtol=1e-6)
+
+
+class NnxStack(nnx.Module):
+  def __init__(self, rngs):
+    self.embed = nnx.Linear(4, 4, rngs=rngs)
+
+    @nnx.split_rngs(splits=3)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def make(rngs):
+      return nnx.Linear(4, 4, rngs=rngs)
+
+    self.blocks = make(rngs)
+    self.head = nnx.Linear(4, 2, rngs=rngs)
+
+  def __call__(self, x):
+    x = self.embed(x)
+
+    @nnx.scan(in_axes=(0, nnx.Carry), out_axes=nnx.Carry)
+    def body(block, x):
+      return nnx.relu(block(x))
+
+    return self.head(body(self.blocks, x))
+
+
+def test_nnx_vmapped_stack_matches_unrolled():
+  model = NnxStack(nnx.Rngs(0))
+  traced = caadam_jax.trace_structure(model, X)
+  unrolled = UnrolledMLP().init(jax.random.key(0), X)
+  reference = caadam_jax.trace_structure(UnrolledMLP().apply, unrolled, X)
+  for strategy in ("additive", "multiplicative", "depth"):
+    got = {r.leaf: r.factor for r in caadam_jax.describe(traced, strategy=strategy, show=False)}
+    want = {r.leaf: r.factor for r in caadam_jax.describe(reference, strategy=strategy, show=False)}
+    assert got["blocks/kernel"] == pytest.approx(tuple(want[f"block_{i}/kernel"] for i in range(3)))
+    assert got["embed/kernel"] == pytest.approx(want["embed/kernel"])
+  # The traced structure matches what nnx.Optimizer hands the transform.
+  optimizer = nnx.Optimizer(model, caadam_jax.caadam(1e-3, structure=traced), wrt=nnx.Param)
+  grads = nnx.grad(lambda m: jnp.sum(m(X) ** 2))(model)
+  optimizer.update(model, grads)
+
+
+class AttentionModel(nn.Module):
+  @nn.compact
+  def __call__(self, tokens):
+    x = nn.Embed(50, 16, name="embed")(tokens)
+    x = x + nn.MultiHeadDotProductAttention(num_heads=4, qkv_features=16, name="attn")(x)
+    x = nn.LayerNorm(name="norm")(x)
+    return nn.Dense(50, name="out")(x)
+
+
+def test_attention_and_embedding_roles():
+  tokens = jnp.zeros((2, 5), jnp.int32)
+  model = AttentionModel()
+  variables = model.init(jax.random.key(0), tokens)
+  traced = caadam_jax.trace_structure(model.apply, variables, tokens)
+  layers = {"/".join(k): r for k, r in traced.layers.items()}
+  # Embedding (50, 16): a weight, 800 connections.
+  assert layers["embed"].connections == 800
+  # q, k, v kernels (16, 4, 4): 256 each; out kernel (4, 4, 16): 256. 2-D biases are not weights.
+  for name in ("query", "key", "value", "out"):
+    assert layers[f"attn/{name}"].connections == 256
+    assert traced.leaves[("attn", name, "bias")].connections == 256  # shares its layer's count
+  assert traced.leaves[("attn", "query", "bias")].shape == (4, 4)
+  assert layers["out"].connections == 800
+  # q, k, v are used side by side on the embedding; out after them; the head last.
+  assert layers["embed"].depth == 0
+  assert {layers[f"attn/{n}"].depth for n in ("query", "key", "value")} == {1}
+  assert layers["attn/out"].depth == 2
+  assert layers["out"].depth == 3
+  assert "norm" not in layers
+
+
+class BatchNormNet(nn.Module):
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.Dense(8, name="first")(x)
+    x = nn.BatchNorm(use_running_average=not train, name="bn")(x)
+    return nn.Dense(2, name="second")(x)
+
+
+def test_linen_collections_pass_through():
+  model = BatchNormNet()
+  variables = model.init(jax.random.key(0), X)
+  assert "batch_stats" in variables
+  traced = caadam_jax.trace_structure(model.apply, variables, X, train=False)
+  assert depths(traced) == {"first": 0, "second": 1}
+  assert set(traced.leaves) == {
+      ("first", "kernel"), ("first", "bias"), ("bn", "scale"), ("bn", "bias"),
+      ("second", "kernel"), ("second", "bias"),
+  }
+  caadam_jax.caadam(structure=traced).init(variables["params"])  # matches the optimizer's tree
+
+
+def test_traced_structure_under_jit_gives_describe_factors():
+  model = NamedOutOfOrder()
+  variables = model.init(jax.random.key(0), X)
+  structure = caadam_jax.trace_structure(model.apply, variables, X)
+  params = variables["params"]
+  for strategy in ("additive", "multiplicative", "depth"):
+    tx = optax.chain(
+        caadam_jax.scale_by_strategy(strategy, structure=structure)
+    )
+    updates, _ = jax.jit(tx.update)(jax.tree.map(jnp.ones_like, params), tx.init(params))
+    for row in caadam_jax.describe(structure, strategy=strategy, show=False):
+      leaf = updates
+      for key in row.leaf.split("/"):
+        leaf = leaf[key]
+      np.testing.assert_allclose(leaf, row.factor, rtol=1e-6)
+
+
+def test_from_records_and_factor_one_for_out_in_layouts():
+  # An Equinox-style (out, in) tree: weight (out, in), bias (out,).
+  params = {
+      "layers": [
+          {"weight": jnp.ones((8, 3)), "bias": jnp.ones(8)},
+          {"weight": jnp.ones((4, 8)), "bias": jnp.ones(4)},
+          {"weight": jnp.ones((1, 4)), "bias": jnp.ones(1)},
+      ]
+  }
+  by_hand = caadam_jax.Structure.from_records(
+      params, lambda path, leaf: (leaf.size if leaf.ndim == 2 else {"layers/0": 24, "layers/1": 32, "layers/2": 4}[path.rsplit("/", 1)[0]], int(path.split("/")[1]))
+  )
+  inferred = caadam_jax.infer_structure(params)
+  assert {k: r for k, r in by_hand.layers.items()} == {k: r for k, r in inferred.layers.items()}
+  # Connections 24, 32, 4: median 24 -> additive factors 1, 0.05, 1.95.
+  rows = {r.leaf: r.factor for r in caadam_jax.describe(by_hand, show=False)}
+  assert rows["layers/1/bias"] == pytest.approx(0.05)
+  assert rows["layers/2/weight"] == pytest.approx(1.95)
+  unscaled = by_hand.with_factor_one(["layers/2/bias"])
+  rows = {r.leaf: r.factor for r in caadam_jax.describe(unscaled, show=False)}
+  assert rows["layers/2/bias"] == 1.0 and rows["layers/2/weight"] == pytest.approx(1.95)
+  mapping = caadam_jax.Structure.from_records(params, {"layers/0": (10, 1), "layers/1": (20, 0), "layers/2": None})
+  assert mapping.leaves[("layers", 0, "bias")].depth == 1
+  assert mapping.leaves[("layers", 2, "weight")].connections is None
+  with pytest.raises(ValueError, match="no \\(connections, depth\\) for: layers/2/bias"):
+    caadam_jax.Structure.from_records(params, {"layers/0": (10, 1), "layers/1": (20, 0), "layers/2/weight": (4, 2)})
+  with pytest.raises(ValueError, match="different records"):
+    caadam_jax.Structure.from_records(params, {"layers/0/weight": (10, 1), "layers/0/bias": (11, 1), "layers/1": None, "layers/2": None})
+
+
+def test_describe_prints_a_table(capsys):
+  params = {"Dense_0": {"kernel": jnp.zeros((4, 8))}, "Dense_1": {"kernel": jnp.zeros((8, 2))}}
+  rows = caadam_jax.describe(params, strategy="multiplicative")
+  out = capsys.readouterr().out
+  assert "Dense_0/kernel" in out and "factor" in out
+  assert [r.connections for r in rows] == [32, 16]
+  # Two layers: min 16, median 24, max 32 -> both n = 1 -> 5 ** 1.
+  assert [r.factor for r in rows] == pytest.approx([5.0, 5.0])
+
+
+def test_bad_depth_rule():
+  with pytest.raises(ValueError, match="depth_rule"):
+    caadam_jax.trace_structure(lambda p, x: x, {}, X, depth_rule="widest")
