@@ -8,6 +8,8 @@ from caadam_jax._describe import DescribeRow
 from caadam_jax._describe import describe
 from caadam_jax._formulas import LayerRecord
 from caadam_jax._formulas import Statistics
+from caadam_jax._published import keras_caadam
+from caadam_jax._published import keras_caadam_factors
 from caadam_jax._structure import LeafInfo
 from caadam_jax._structure import Structure
 from caadam_jax._structure import infer_structure
@@ -31,6 +33,8 @@ __all__ = (
     "caadam",
     "describe",
     "infer_structure",
+    "keras_caadam",
+    "keras_caadam_factors",
     "scale_by_adas",
     "scale_by_connection_minmaxmedian",
     "scale_by_depth",
