@@ -15,6 +15,7 @@ project's design notes (section 5), step for step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -60,7 +61,9 @@ def _is_tracer(value: Any) -> bool:
   return isinstance(value, jax.core.Tracer)
 
 
-def _check_hyperparameter(name: str, value: Any, allowed: str, ok) -> None:
+def _check_hyperparameter(
+    name: str, value: Any, allowed: str, ok: Callable[[float], bool]
+) -> None:
   """Raises ValueError if a concrete ``value`` fails ``ok``; tracers are not checked."""
   if _is_tracer(value):
     return
@@ -222,14 +225,22 @@ def scale_by_adas(
     leaves, treedef = jax.tree.flatten(params)
     fields = {name: [] for name in ScaleByAdasState._fields if name != "count"}
     for p in leaves:
-      p = jnp.asarray(p)
+      # Shapes and dtypes only: jax.ShapeDtypeStruct leaves work too.
+      p = p if hasattr(p, "shape") and hasattr(p, "dtype") else jnp.asarray(p)
+      if jnp.issubdtype(p.dtype, jnp.complexfloating):
+        raise ValueError(
+            f"scale_by_adas got a complex parameter of shape {p.shape}: ADAS is defined "
+            "for real parameters only. Optimize the real and imaginary parts as two "
+            "real leaves."
+        )
       dtype = _state_dtype(p.dtype)
       axis = _leaf_axis(p.ndim, axis_arg)
       eta_shape = () if axis is None else p.shape[:axis] + p.shape[axis + 1 :]
       fields["eta"].append(jnp.full(eta_shape, lr, dtype=dtype))
       fields["mu"].append(jnp.asarray(lr2, dtype=dtype))
-      fields["v_w"].append(jnp.zeros(p.shape, dtype))
-      fields["u_w"].append(jnp.zeros(p.shape, dtype))
+      # zeros_like keeps the leaf's sharding for the full-size moments.
+      fields["v_w"].append(jnp.zeros_like(p, dtype=dtype))
+      fields["u_w"].append(jnp.zeros_like(p, dtype=dtype))
       fields["v_eta"].append(jnp.zeros(eta_shape, dtype))
       fields["u_eta"].append(jnp.zeros(eta_shape, dtype))
       fields["v_mu"].append(jnp.zeros((), dtype))

@@ -81,9 +81,10 @@ def caadam(
       optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype),
       _transforms.scale_by_strategy(strategy, scaling_factor, structure=structure),
   ]
-  # A Python zero adds nothing: skipping it keeps the step as cheap as Adam's. Arrays
-  # (inject_hyperparams) always add it, so init and update build the same chain.
-  if not isinstance(weight_decay, (int, float)) or weight_decay != 0:
-    parts.append(optax.add_decayed_weights(weight_decay, mask))
+  # A Python zero adds nothing: identity keeps the step as cheap as Adam's and the
+  # state tree the same as with decay (both EmptyState), which inject_hyperparams
+  # relies on (it turns the default 0.0 into an array).
+  no_decay = isinstance(weight_decay, (int, float)) and weight_decay == 0 and mask is None
+  parts.append(optax.identity() if no_decay else optax.add_decayed_weights(weight_decay, mask))
   parts.append(optax.scale_by_learning_rate(learning_rate))
   return optax.chain(*parts)

@@ -324,16 +324,21 @@ def scale_by_keras_adam(
   ) -> tuple[optax.Updates, ScaleByKerasAdamState]:
     del params
     mu = jax.tree.map(lambda g, m: beta_1 * m + (1 - beta_1) * g, updates, state.mu)
-    nu = jax.tree.map(lambda g, v: beta_2 * v + (1 - beta_2) * jnp.square(g), updates, state.nu)
+    # |g|^2 for complex parameters; the same bits as g*g for real ones.
+    square = lambda g: jnp.square(jnp.abs(g)) if jnp.iscomplexobj(g) else jnp.square(g)
+    nu = jax.tree.map(lambda g, v: beta_2 * v + (1 - beta_2) * square(g), updates, state.nu)
     count = optax.safe_increment(state.count)
     nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu) if amsgrad else None
     denominator_nu = nu_max if amsgrad else nu
 
     def direction(m, v):
-      t = count.astype(m.dtype)
-      b1_power = jnp.power(jnp.asarray(beta_1, m.dtype), t)
-      b2_power = jnp.power(jnp.asarray(beta_2, m.dtype), t)
-      correction = jnp.sqrt(1 - b2_power) / (1 - b1_power)
+      # Bias corrections in at least float32: in bf16, 0.999 rounds to 1 and
+      # sqrt(1 - b2^t) to 0 (Keras casts to the variable dtype and stalls).
+      dtype = jnp.promote_types(jnp.finfo(m.dtype).dtype, jnp.float32)
+      t = count.astype(dtype)
+      b1_power = jnp.power(jnp.asarray(beta_1, dtype), t)
+      b2_power = jnp.power(jnp.asarray(beta_2, dtype), t)
+      correction = (jnp.sqrt(1 - b2_power) / (1 - b1_power)).astype(m.dtype)
       return correction * m / (jnp.sqrt(v) + epsilon)
 
     updates = jax.tree.map(direction, mu, denominator_nu)

@@ -1,0 +1,643 @@
+"""Reusable optimizer checks, ported from Optax's common tests and adapted.
+
+Sources: ``optax/_src/alias_test.py`` (test_optimization,
+test_optimizers_accept_extra_args,
+test_optimizers_can_be_wrapped_in_inject_hyperparams, test_explicit_dtype,
+test_preserve_dtype, test_state_shape_dtype_shard_stability,
+test_gradient_accumulation) and ``optax/_src/transform_test.py``
+(test_scalers). Every ``check_*`` function takes an optimizer factory (and the
+entry's ``registry.Settings``) and raises ``AssertionError`` on failure; this
+module collects no tests (see ``test_common.py``).
+
+Besides Optax's bare-array targets, the checks use *layered* parameters, a dict
+of three Dense-like layers with different connection counts, so that CaAdam's
+per-layer factors are not all 1 (on a bare array every factor is 1).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+Factory = Callable[..., optax.GradientTransformation]
+
+# ----------------------------------------------------------------------------
+# Parameters and targets.
+
+# Leaf shapes per layer. Connection counts 6, 12, 4: c_min = 4, c_med = 6,
+# c_max = 12, so under the MinMaxMedian strategies Dense_0 (the median) gets 1
+# and Dense_1, Dense_2 other factors; depth factors all differ. Three layers
+# (with two, both multiplicative factors are g). Few leaves keep compiles short.
+LAYER_SHAPES = {
+    "Dense_0": {"kernel": (2, 3), "bias": (3,)},
+    "Dense_1": {"kernel": (3, 4)},
+    "Dense_2": {"kernel": (4, 1)},
+}
+
+
+def _layered(fn: Callable[[str, str, tuple[int, ...]], np.ndarray], dtype) -> dict[str, Any]:
+  return {
+      layer: {name: jnp.asarray(fn(layer, name, shape), dtype=dtype) for name, shape in leaves.items()}
+      for layer, leaves in LAYER_SHAPES.items()
+  }
+
+
+def layered_params(dtype=jnp.float32) -> dict[str, Any]:
+  """Deterministic, non-constant layered parameters."""
+
+  def values(layer, name, shape):
+    n = int(np.prod(shape))
+    offset = 0.3 * int(layer[-1]) + (0.1 if name == "bias" else 0.0)
+    v = np.linspace(-1.0, 2.0, n) + offset
+    if np.issubdtype(np.dtype(dtype), np.complexfloating):
+      v = v + 0.5j * np.cos(np.arange(n))
+    return v.reshape(shape)
+
+  return _layered(values, dtype)
+
+
+def layered_grads(params: Any) -> Any:
+  """Gradients of a fixed quadratic at ``params`` (differ per leaf and per step)."""
+  return jax.grad(lambda p: sum(jnp.sum(jnp.abs(x - 0.5) ** 2) for x in jax.tree.leaves(p)))(
+      params
+  )
+
+
+def _abs_sq(x):
+  return (x * jnp.conj(x)).real if jnp.iscomplexobj(x) else x**2
+
+
+def setup_parabola(dtype):
+  """Optax's quadratic target on a bare 1-D array."""
+  initial_params = jnp.array([-1.0, 10.0, 1.0], dtype=dtype)
+  final_params = jnp.array([1.0, -1.0, 1.0], dtype=dtype)
+  if jnp.iscomplexobj(initial_params):
+    final_params *= 1 + 1j
+
+  def objective(params):
+    return jnp.sum(_abs_sq(params - final_params))
+
+  return initial_params, final_params, objective
+
+
+def setup_rosenbrock(dtype):
+  """Optax's Rosenbrock target on a bare 1-D array of two entries."""
+  a, b = 1.0, 100.0
+  if jnp.iscomplexobj(jnp.zeros((), dtype)):
+    a *= 1 + 1j
+  initial_params = jnp.array([0.0, 0.0], dtype=dtype)
+  final_params = jnp.array([a, a**2], dtype=dtype)
+
+  def objective(params):
+    return _abs_sq(a - params[0]) + b * _abs_sq(params[1] - params[0] ** 2)
+
+  return initial_params, final_params, objective
+
+
+def setup_layered_parabola(dtype):
+  """A quadratic target on layered parameters; the minimum differs per leaf."""
+  complex_ = jnp.iscomplexobj(jnp.zeros((), dtype))
+  initial_params = layered_params(dtype)
+
+  def final(layer, name, shape):
+    n = int(np.prod(shape))
+    v = np.cos(np.arange(n) + int(layer[-1])) * (1.0 if name == "kernel" else -0.5)
+    return (v * (1 + 1j) if complex_ else v).reshape(shape)
+
+  final_params = _layered(final, dtype)
+
+  def objective(params):
+    diffs = jax.tree.map(lambda p, f: jnp.sum(_abs_sq(p - f)), params, final_params)
+    return sum(jax.tree.leaves(diffs))
+
+  return initial_params, final_params, objective
+
+
+def setup_layered_rosenbrock(dtype):
+  """Rosenbrock on layered parameters.
+
+  Each kernel's entries are read as consecutive ``(x, y)`` pairs, each pair a
+  Rosenbrock valley with its minimum at ``(a, a**2)``; biases have a quadratic
+  target ``a``. Starts at zero, as Optax's Rosenbrock.
+  """
+  a, b = 1.0, 100.0
+  complex_ = jnp.iscomplexobj(jnp.zeros((), dtype))
+  if complex_:
+    a *= 1 + 1j
+  initial_params = _layered(lambda layer, name, shape: np.zeros(shape), dtype)
+
+  def final(layer, name, shape):
+    if name == "bias":
+      return np.full(shape, a)
+    flat = np.empty(int(np.prod(shape)), dtype=complex if complex_ else float)
+    flat[0::2], flat[1::2] = a, a**2
+    return flat.reshape(shape)
+
+  final_params = _layered(final, dtype)
+
+  def objective(params):
+    total = 0.0
+    for layer in params.values():
+      k = layer["kernel"].reshape(-1)
+      x, y = k[0::2], k[1::2]
+      total += jnp.sum(_abs_sq(a - x) + b * _abs_sq(y - x**2))
+      if "bias" in layer:
+        total += jnp.sum(_abs_sq(layer["bias"] - a))
+    return total
+
+  return initial_params, final_params, objective
+
+
+TARGETS = {
+    "parabola": setup_parabola,
+    "rosenbrock": setup_rosenbrock,
+    "layered_parabola": setup_layered_parabola,
+    "layered_rosenbrock": setup_layered_rosenbrock,
+}
+
+# ----------------------------------------------------------------------------
+# Tree assertions (as optax/_src/test_utils.py).
+
+
+def _as_numpy(x) -> np.ndarray:
+  """A numpy array, with 16-bit floats widened to float32 (numpy lacks bfloat16 math)."""
+  x = np.asarray(x)
+  if x.dtype.kind == "V" or x.dtype.itemsize < 4 and x.dtype.kind == "f" or "bfloat16" in str(x.dtype):
+    x = x.astype(np.float32)
+  return x
+
+
+def assert_trees_all_close(actual, desired, rtol=1e-6, atol=0.0, err_msg=""):
+  flat_a, def_a = jax.tree.flatten(actual)
+  flat_d, def_d = jax.tree.flatten(desired)
+  if def_a != def_d:
+    raise AssertionError(f"Trees have different structures:\n{def_a}\n{def_d}")
+  for x, y in zip(flat_a, flat_d):
+    np.testing.assert_allclose(
+        _as_numpy(x),
+        _as_numpy(y),
+        rtol=rtol,
+        atol=atol,
+        err_msg=err_msg,
+    )
+
+
+def assert_trees_all_equal(actual, desired, err_msg=""):
+  flat_a, def_a = jax.tree.flatten(actual)
+  flat_d, def_d = jax.tree.flatten(desired)
+  if def_a != def_d:
+    raise AssertionError(f"Trees have different structures:\n{def_a}\n{def_d}")
+  for x, y in zip(flat_a, flat_d):
+    assert np.asarray(x).dtype == np.asarray(y).dtype, (x.dtype, y.dtype, err_msg)
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=err_msg)
+
+
+def assert_tree_all_finite(tree, err_msg=""):
+  for x in jax.tree.leaves(tree):
+    if not np.all(np.isfinite(_as_numpy(x))):
+      raise AssertionError(f"Array {x} is not finite. {err_msg}")
+
+
+def assert_same_abstract_trees(actual, desired, err_msg=""):
+  """Same tree structure, and the same shape and dtype leaf by leaf."""
+  flat_a, def_a = jax.tree.flatten(actual)
+  flat_d, def_d = jax.tree.flatten(desired)
+  if def_a != def_d:
+    raise AssertionError(f"Trees have different structures:\n{def_a}\n{def_d}\n{err_msg}")
+  for x, y in zip(flat_a, flat_d):
+    if (tuple(x.shape), jnp.dtype(x.dtype)) != (tuple(y.shape), jnp.dtype(y.dtype)):
+      raise AssertionError(f"{x.shape}/{x.dtype} != {y.shape}/{y.dtype}. {err_msg}")
+
+
+def _nbytes(tree) -> int:
+  return sum(int(np.prod(x.shape)) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+
+
+def _update_kwargs(settings, value) -> dict[str, Any]:
+  return {"value": value} if settings.needs_value else {}
+
+
+def _quadratic(params):
+  return sum(jnp.sum(_abs_sq(x)) for x in jax.tree.leaves(params))
+
+
+# ----------------------------------------------------------------------------
+# Checks.
+
+
+def check_optimization(factory: Factory, settings, target: str, dtype) -> None:
+  """alias_test.test_optimization: converges to the known minimum under jit.
+
+  Also checks that ``tree_map_params`` works on the initial state (a no-op map),
+  that the jitted step does not recompile on its second call, that the params
+  keep their dtype and that the state keeps its shapes and dtypes over the run
+  (``lax.fori_loop`` would reject a change).
+  """
+  if target not in settings.targets:
+    pytest.skip(f"target {target} is not in this entry's Settings.targets")
+  if jnp.iscomplexobj(jnp.zeros((), dtype)) and not settings.supports_complex:
+    pytest.skip("complex parameters are not supported by this entry")
+  rosenbrock = "rosenbrock" in target
+  steps = settings.rosenbrock_steps if rosenbrock else settings.steps
+  if rosenbrock and settings.rosenbrock_lr is not None:
+    opt = factory(**{settings.lr_name: settings.rosenbrock_lr})
+  else:
+    opt = factory()
+  initial_params, final_params, objective = TARGETS[target](dtype)
+
+  def step(params, state):
+    value, grads = jax.value_and_grad(objective)(params)
+    # Complex gradients are conjugated before being added to the parameters.
+    grads = jax.tree.map(jnp.conj, grads)
+    updates, state = opt.update(grads, state, params, **_update_kwargs(settings, value))
+    return optax.apply_updates(params, updates), state
+
+  state = opt.init(initial_params)
+  state = optax.tree_utils.tree_map_params(opt, lambda v: v, state)
+
+  # One compiled loop, called twice (half the steps each): the second call
+  # must not recompile, so the state after updates has the initial types.
+  @jax.jit
+  def run(params, state):
+    return jax.lax.fori_loop(0, steps // 2, lambda _, c: step(*c), (params, state))
+
+  params, state = run(initial_params, state)
+  params, state = run(params, state)
+  assert run._cache_size() == 1, 'Optimizer recompiles on second call to "update".'
+  assert_same_abstract_trees(params, initial_params, "params changed shape or dtype")
+  assert_tree_all_finite(params)
+  assert_trees_all_close(params, final_params, rtol=settings.rtol, atol=settings.atol)
+
+
+def check_per_layer_step_sizes(factory: Factory, settings) -> None:
+  """The layered targets are not trivial: step sizes differ between layers.
+
+  With every gradient entry equal to 1, an Adam-like first step has the same
+  magnitude everywhere unless a per-layer factor scales it.
+  """
+  if not settings.per_layer:
+    pytest.skip("this entry does not scale steps per layer")
+  opt = factory()
+  params = layered_params()
+  grads = jax.tree.map(jnp.ones_like, params)
+  updates, _ = opt.update(grads, opt.init(params), params)
+  sizes = {layer: float(jnp.mean(jnp.abs(u["kernel"]))) for layer, u in updates.items()}
+  distinct = sorted(sizes.values())
+  assert distinct[-1] > 1.01 * distinct[0], f"same step size in every layer: {sizes}"
+
+
+def check_inject_hyperparams(factory: Factory, settings, steps: int = 4) -> None:
+  """alias_test.test_optimizers_can_be_wrapped_in_inject_hyperparams, over steps.
+
+  The optimizer built by ``optax.inject_hyperparams(constructor)`` with
+  ``settings.inject_values`` gives the same updates and the same state leaves
+  as the plain optimizer, step after step, under jit; the injected values are
+  in ``state.hyperparams``. Tolerances are Optax's: hyperparameters injected as
+  float32 arrays round differently from Python floats (``1 - 0.999``).
+  """
+  if not isinstance(factory, functools.partial):
+    pytest.skip("factory is not a functools.partial: cannot rebuild it under inject_hyperparams")
+  kwargs = {**factory.keywords, **settings.inject_values}
+  plain = factory.func(*factory.args, **kwargs)
+  injected = optax.inject_hyperparams(factory.func, static_args=settings.inject_static_args)(
+      *factory.args, **kwargs
+  )
+  params = layered_params()
+  state = plain.init(params)
+  state_inj = jax.jit(injected.init)(params)
+  for name, value in settings.inject_values.items():
+    np.testing.assert_allclose(state_inj.hyperparams[name], value, rtol=1e-6)
+  update = plain.update
+  update_inj = jax.jit(injected.update)
+  for _ in range(steps):
+    # Both on the plain trajectory, so that rounding does not compound.
+    grads = layered_grads(params)
+    kw = _update_kwargs(settings, _quadratic(params))
+    updates, state = update(grads, state, params, **kw)
+    updates_inj, state_inj = update_inj(grads, state_inj, params, **kw)
+    assert_trees_all_close(updates_inj, updates, rtol=1e-3, err_msg="updates differ")
+    assert jax.tree.structure(state_inj.inner_state) == jax.tree.structure(state)
+    assert_trees_all_close(
+        jax.tree.leaves(state_inj.inner_state),
+        jax.tree.leaves(state),
+        rtol=1e-3,
+        atol=1e-7,
+        err_msg="states differ",
+    )
+    params = optax.apply_updates(params, updates)
+  # The comparison is not vacuous.
+  assert all(not np.allclose(u, 0) for u in jax.tree.leaves(updates))
+
+
+def check_inject_inner_state_structure(factory: Factory, settings) -> None:
+  """Optax's own form of the check: ``inner_state`` has the plain state's tree structure."""
+  if not isinstance(factory, functools.partial):
+    pytest.skip("factory is not a functools.partial")
+  kwargs = {**factory.keywords, **settings.inject_values}
+  plain = factory.func(*factory.args, **kwargs)
+  injected = optax.inject_hyperparams(factory.func, static_args=settings.inject_static_args)(
+      *factory.args, **kwargs
+  )
+  params = layered_params()
+  assert jax.tree.structure(injected.init(params).inner_state) == jax.tree.structure(
+      plain.init(params)
+  )
+
+
+def check_scheduled_hyperparam(factory: Factory, settings, steps: int = 6) -> None:
+  """A hyperparameter following a schedule through inject_hyperparams.
+
+  At step ``t`` the injected optimizer's update equals the plain optimizer's
+  built with the schedule's value at ``t``, applied to the same inner state.
+  The schedules start where every factor is 1, so the first update equals the
+  reference's (Adam's), and the later ones differ from those of the constant
+  initial value.
+  """
+  if settings.schedule is None:
+    pytest.skip("no schedule in this entry's Settings")
+  if not isinstance(factory, functools.partial):
+    pytest.skip("factory is not a functools.partial")
+  name, schedule, plain_value = settings.schedule
+  inject = optax.inject_hyperparams(factory.func, static_args=settings.inject_static_args)
+  injected = inject(*factory.args, **{**factory.keywords, name: schedule})
+  params = layered_params()
+  state = injected.init(params)
+  update = jax.jit(injected.update)
+
+  def constant(value):
+    # The same optimizer with a constant value, injected too: caadam's injected
+    # inner chain differs from the plain one (see test_common), so the inner
+    # state is run through an injected constant.
+    tx = inject(*factory.args, **{**factory.keywords, name: value})
+    return lambda g, s, p, **kw: tx.update(g, tx.init(p)._replace(inner_state=s), p, **kw)
+
+  first = constant(plain_value(0))
+  changed = False
+  for t in range(steps):
+    grads = layered_grads(params)
+    kw = _update_kwargs(settings, _quadratic(params))
+    updates, new_state = update(grads, state, params, **kw)
+    np.testing.assert_allclose(new_state.hyperparams[name], plain_value(t), rtol=1e-6, atol=1e-7)
+    expected, _ = constant(plain_value(t))(grads, state.inner_state, params, **kw)
+    assert_trees_all_close(updates, expected, rtol=1e-5, err_msg=f"step {t}")
+    with_first, _ = first(grads, state.inner_state, params, **kw)
+    if t == 0:
+      assert_trees_all_close(updates, with_first, rtol=1e-6)
+      if settings.reference is not None:
+        ref = settings.reference()
+        ref_updates, _ = ref.update(grads, ref.init(params), params)
+        # Injected float32 b1/b2/eps round differently from Python floats.
+        assert_trees_all_close(updates, ref_updates, rtol=1e-4, err_msg="first step != reference")
+    elif plain_value(t) != plain_value(0):
+      changed = changed or not all(
+          np.allclose(a, b, rtol=1e-3)
+          for a, b in zip(jax.tree.leaves(updates), jax.tree.leaves(with_first))
+      )
+    params, state = optax.apply_updates(params, updates), new_state
+  assert changed, f"the schedule of {name} did not change the updates"
+
+
+def check_preserve_dtype(factory: Factory, settings, dtype, layered: bool) -> None:
+  """alias_test.test_preserve_dtype: updates have the gradients' dtype.
+
+  Also: the state's leaves keep their dtypes through the update.
+  """
+  dtype = jnp.dtype(dtype)
+  opt = factory()
+  params = layered_params(dtype) if layered else jnp.array([1.0, 2.0], dtype=dtype)
+  grads = jax.grad(_quadratic)(params)
+  state = opt.init(params)
+  updates, new_state = jax.jit(opt.update)(
+      grads, state, params, **_update_kwargs(settings, _quadratic(params))
+  )
+  for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(grads)):
+    assert u.dtype == g.dtype == dtype, (u.dtype, g.dtype)
+  # The updates are usable in that dtype: finite and not all zero.
+  assert_tree_all_finite(updates)
+  for u in jax.tree.leaves(updates):
+    assert np.any(np.asarray(u, np.float32) != 0), f"all-zero {dtype} update"
+  assert_same_abstract_trees(new_state, state, "state changed through update")
+
+
+def check_state_stability(factory: Factory, settings, dtype, execute: bool = True) -> None:
+  """alias_test.test_state_shape_dtype_shard_stability, on layered parameters.
+
+  The state after ``update`` has exactly the structure, shapes and dtypes of
+  the state from ``init``, so the optimizer works with ``jax.lax.cond`` choosing
+  between an update and no update, and between the old and the new state.
+  ``lax.cond`` checks its branches agree when traced (``jax.eval_shape``); with
+  ``execute`` the jitted step also runs twice, as in Optax.
+  """
+  if jnp.iscomplexobj(jnp.zeros((), dtype)) and not settings.supports_complex:
+    pytest.skip("complex parameters are not supported by this entry")
+  opt = factory()
+  initial_params, _, objective = setup_layered_parabola(dtype)
+  init_abstract = jax.eval_shape(opt.init, initial_params)
+  grads_abstract = jax.eval_shape(jax.grad(objective), initial_params)
+  _, updated_abstract = jax.eval_shape(
+      lambda g, s, p: opt.update(g, s, p, **_update_kwargs(settings, objective(p))),
+      grads_abstract,
+      init_abstract,
+      initial_params,
+  )
+  assert_same_abstract_trees(updated_abstract, init_abstract, "state changed through update")
+
+  @jax.jit
+  def step(params, state):
+    value, updates = jax.value_and_grad(objective)(params)
+    updates = jax.tree.map(jnp.conj, updates)
+    value = value.astype(jnp.float16 if dtype != jnp.float16 else jnp.float32)
+    kw = _update_kwargs(settings, value)
+    # Defeat compiler optimization: lax.cond checks the two branches agree.
+    cond = jax.random.randint(jax.random.key(0), (), 0, 2) == 0
+    updates, state = jax.lax.cond(
+        cond, lambda: opt.update(updates, state, params, **kw), lambda: (params, state)
+    )
+    return optax.apply_updates(params, updates), state
+
+  params, state = initial_params, opt.init(initial_params)
+  _, traced_state = jax.eval_shape(step, params, state)
+  assert_same_abstract_trees(traced_state, init_abstract)
+  if not execute:
+    return
+  for _ in range(2):
+    params, new_state = step(params, state)
+    assert jax.tree.leaves(params)[0].dtype == dtype
+    cond = jax.random.randint(jax.random.key(0), (), 0, 2) == 0
+    state = jax.lax.cond(cond, lambda: state, lambda: new_state)  # noqa: B023
+  assert_same_abstract_trees(state, init_abstract)
+
+
+def check_gradient_accumulation(factory: Factory, settings, dtype, k: int = 4) -> None:
+  """alias_test.test_gradient_accumulation, with ``optax.MultiSteps``.
+
+  The first ``k - 1`` updates are exactly zero; the ``k``-th equals the base
+  optimizer's update on the mean of the ``k`` gradients.
+  """
+  dtype = jnp.dtype(dtype)
+  base = factory()
+  opt = optax.MultiSteps(base, every_k_schedule=k)
+  params = layered_params(dtype)
+  grads = [jax.tree.map(lambda g, i=i: g * (i + 1), layered_grads(params)) for i in range(k)]
+  value = _quadratic(params)
+  kw = _update_kwargs(settings, value)
+  # Static keyword arguments through partial, arrays as arguments (as in optax).
+  update = jax.jit(opt.update)
+  state = opt.init(params)
+  for i in range(k):
+    updates, state = update(grads[i], state, params, **kw)
+    if i < k - 1:
+      assert_trees_all_equal(updates, jax.tree.map(jnp.zeros_like, params), f"mini-step {i}")
+  mean = jax.tree.map(lambda *g: sum(x.astype(jnp.float32) for x in g) / k, *grads)
+  mean = jax.tree.map(lambda m, p: m.astype(p.dtype), mean, params)
+  expected, _ = base.update(mean, base.init(params), params, **kw)
+  tol = 1e-5 if dtype == jnp.float32 else 3e-2
+  assert_trees_all_close(updates, expected, rtol=tol, atol=tol * 1e-2)
+  assert any(np.any(np.asarray(u, np.float32) != 0) for u in jax.tree.leaves(updates))
+
+
+ONE_D_PARAMS = (jnp.array([1.0, 2.0]), jnp.array([3.0, 4.0]))
+ONE_D_UPDATES = (jnp.array([500.0, 5.0]), jnp.array([300.0, 3.0]))
+
+
+def check_scaler_no_arguments(
+    constructor: Callable[[], optax.GradientTransformation], identity: bool
+) -> None:
+  """transform_test.test_scalers: built with no arguments, on a tuple of 1-D params, under jit.
+
+  With ``identity``: no leaf has two or more dimensions, so no layer is counted
+  and every structure factor is 1: the updates pass through unchanged.
+  """
+  scaler = constructor()
+  state = jax.jit(scaler.init)(ONE_D_PARAMS)
+  assert_tree_all_finite(state)
+  updates, state = jax.jit(scaler.update)(ONE_D_UPDATES, state, ONE_D_PARAMS)
+  assert_tree_all_finite((ONE_D_PARAMS, updates, state))
+  assert_same_abstract_trees(updates, ONE_D_PARAMS)
+  if identity:
+    assert_trees_all_equal(updates, ONE_D_UPDATES)
+  else:
+    assert any(np.any(np.asarray(u) != 0) for u in jax.tree.leaves(updates))
+
+
+def check_state_matches_reference(factory: Factory, settings) -> None:
+  """The state holds exactly the reference's (Adam's) leaves and bytes.
+
+  Checked after ``init`` and after an update with the same gradients (the
+  structure scaling comes after the moments, so the moments are Adam's).
+  """
+  if settings.reference is None:
+    pytest.skip("no reference optimizer in this entry's Settings")
+  opt, ref = factory(), settings.reference()
+  params = layered_params()
+  state, ref_state = opt.init(params), ref.init(params)
+  assert _nbytes(state) == _nbytes(ref_state), (_nbytes(state), _nbytes(ref_state))
+  assert_trees_all_equal(jax.tree.leaves(state), jax.tree.leaves(ref_state))
+  grads = layered_grads(params)
+  _, state = opt.update(grads, state, params)
+  _, ref_state = ref.update(grads, ref_state, params)
+  assert_trees_all_equal(jax.tree.leaves(state), jax.tree.leaves(ref_state))
+  assert _nbytes(state) == _nbytes(ref_state)
+
+
+def check_tree_map_params(factory: Factory, settings) -> None:
+  """``optax.tree_utils.tree_map_params`` (which inits with a tree with no leaves).
+
+  Mapping ``v -> 2 v`` over the param-shaped parts of a state (after one
+  update, so they are not zero) doubles exactly those leaves and keeps the
+  others; with a reference, the param-shaped leaves are the reference's.
+  """
+  opt = factory()
+  params = layered_params()
+  state = opt.init(params)
+  _, state = opt.update(
+      layered_grads(params), state, params, **_update_kwargs(settings, _quadratic(params))
+  )
+  mapped = optax.tree_utils.tree_map_params(opt, lambda v: 2 * v, state)
+  assert jax.tree.structure(mapped) == jax.tree.structure(state)
+  kinds = jax.tree.leaves(
+      optax.tree_utils.tree_map_params(
+          opt, lambda _: "param", state, transform_non_params=lambda _: "other"
+      )
+  )
+  assert len(kinds) == len(jax.tree.leaves(state))
+  for kind, new, old in zip(kinds, jax.tree.leaves(mapped), jax.tree.leaves(state)):
+    expected = 2 * old if kind == "param" else old
+    np.testing.assert_array_equal(new, expected)
+  if settings.reference is not None:
+    ref = settings.reference()
+    ref_kinds = jax.tree.leaves(
+        optax.tree_utils.tree_map_params(
+            ref, lambda _: "param", ref.init(params), transform_non_params=lambda _: "other"
+        )
+    )
+    assert kinds == ref_kinds
+    assert kinds.count("param") > 0
+
+
+def check_bare_array(factory: Factory, settings, shape: tuple[int, ...]) -> None:
+  """A bare array as params: one layer at most, so every factor is 1.
+
+  The updates equal the reference's (Adam's) exactly over a few steps.
+  """
+  opt = factory()
+  params = jnp.linspace(-1.0, 2.0, int(np.prod(shape)), dtype=jnp.float32).reshape(shape)
+  objective = lambda p: jnp.sum((p - 0.5) ** 2)  # noqa: E731
+  update = opt.update
+  state = opt.init(params)
+  ref = settings.reference() if settings.reference is not None else None
+  if ref is not None:
+    ref_update, ref_state = ref.update, ref.init(params)
+  for _ in range(3):
+    value, grads = jax.value_and_grad(objective)(params)
+    updates, state = update(grads, state, params, **_update_kwargs(settings, value))
+    assert updates.shape == params.shape and updates.dtype == params.dtype
+    assert_tree_all_finite(updates)
+    if ref is not None:
+      ref_updates, ref_state = ref_update(grads, ref_state, params)
+      assert_trees_all_equal(updates, ref_updates)
+    params = optax.apply_updates(params, updates)
+
+
+def check_init_shape_dtype_struct(factory: Factory, settings) -> None:
+  """``init`` with ``jax.ShapeDtypeStruct`` leaves, via ``jax.eval_shape`` and directly."""
+  opt = factory()
+  for params in (layered_params(), jnp.ones((3, 2)), layered_params(jnp.bfloat16)):
+    concrete = opt.init(params)
+    abstract_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+    assert_same_abstract_trees(jax.eval_shape(opt.init, params), concrete)
+    assert_same_abstract_trees(jax.eval_shape(opt.init, abstract_params), concrete)
+    direct = opt.init(abstract_params)
+    assert_same_abstract_trees(direct, concrete)
+    assert_trees_all_equal(direct, concrete)
+
+
+def check_extra_args(factory: Factory, settings) -> None:
+  """alias_test.test_optimizers_accept_extra_args (GradientTransformationExtraArgs).
+
+  Unknown keyword arguments to ``update`` are accepted, directly and through
+  ``optax.chain``, under jit, and change nothing.
+  """
+  opt = factory()
+  params = layered_params()
+  value, grads = jax.value_and_grad(_quadratic)(params)
+  base_kw = _update_kwargs(settings, value)
+  extra = {"value": value, **base_kw}
+  for tx, jit in ((opt, False), (optax.chain(optax.clip_by_global_norm(1e6), opt), True)):
+    state = tx.init(params)
+    expected, expected_state = tx.update(grads, state, params, **base_kw)
+    update = functools.partial(tx.update, unexpected_extra_args_your_optimizer_doesnt_expect=1)
+    updates, new_state = (jax.jit(update) if jit else update)(grads, state, params, **extra)
+    assert_trees_all_close(updates, expected, rtol=1e-6)
+    assert_trees_all_close(new_state, expected_state, rtol=1e-6)
+    # Two more steps, with another unknown argument.
+    for _ in range(2):
+      updates, state = tx.update(grads, state, params, **extra, foo="bar")
+      assert_tree_all_finite(updates)
