@@ -190,3 +190,17 @@ def test_boundary_values_are_accepted():
   caadam_jax.caadam(strategy="multiplicative", scaling_factor=0.5)
   caadam_jax.caadam(strategy="depth", scaling_factor=0.0)
   caadam_jax.scale_by_depth(jnp.float32(2.0))
+
+
+def test_apply_if_finite_skips_nan_steps_like_adam():
+  params = mlp_params(WIDTHS)
+  tx = optax.apply_if_finite(caadam_jax.caadam(1e-2), max_consecutive_errors=3)
+  state = tx.init(params)
+  bad = jax.tree.map(lambda p: jnp.full_like(p, jnp.nan), params)
+  updates, state = jax.jit(tx.update)(bad, state, params)
+  assert all(np.all(u == 0) for u in jax.tree.leaves(updates))
+  assert int(state.notfinite_count) == 1
+  good = jax.tree.map(jnp.ones_like, params)
+  updates, state = jax.jit(tx.update)(good, state, params)
+  np.testing.assert_allclose(updates["Dense_0"]["kernel"], -1.95e-2, rtol=1e-5)
+  assert int(state.notfinite_count) == 0
