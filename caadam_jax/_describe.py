@@ -89,8 +89,12 @@ def describe(
   if published:
     from caadam_jax import _published  # the published mode builds on the core
 
+    given = isinstance(params_or_structure, _structure.Structure)
     by_name = _published.keras_caadam_factors(
-        _shape_tree(structure), strategy=strategy, scaling_factor=scaling_factor
+        _shape_tree(structure),
+        strategy=strategy,
+        scaling_factor=scaling_factor,
+        order=structure if given else None,  # a traced structure knows the forward order
     )
     factors = {_paths.parse_path(name): value for name, value in by_name.items()}
   else:

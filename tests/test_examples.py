@@ -3,6 +3,7 @@
 import pathlib
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -22,3 +23,104 @@ def test_quickstart_tiny(tmp_path, capsys):
     assert accuracy > 0.5  # 10 classes: chance is 0.1
   assert out.stat().st_size > 10_000
   assert "test accuracy" in capsys.readouterr().out
+
+
+def _has_data():
+  import os
+
+  from caadam_jax import datasets
+
+  return bool(os.environ.get(datasets.DATA_ENV_VAR))
+
+
+def _require_data():
+  from caadam_jax import datasets
+
+  if not _has_data():
+    pytest.skip(f"${datasets.DATA_ENV_VAR} is unset: no California Housing file "
+                "(set it to the project's shared/data)")
+
+
+def _check_restored(results, steps):
+  assert results["restored_identical"]
+  assert results["restored_accuracy"] == results["test_accuracy"]
+  assert results["step"] == steps + 1  # one more step after the restore
+  assert all(loss == loss for loss in results["losses"])  # finite, not NaN
+
+
+def _tiny_image_args(tmp_path):
+  # 32 steps of 32 images; evaluation on 500 test images (all of the digits test split).
+  return ["--epochs", "1", "--subset", "1024", "--batch-size", "32", "--test-subset", "500",
+          "--ckpt-dir", str(tmp_path / "ckpt")]
+
+
+def test_linen_trainstate_tiny(tmp_path, capsys):
+  """MNIST from $CAADAM_JAX_DATA when set; otherwise the example's fallback to digits."""
+  pytest.importorskip("sklearn", reason="the example needs the 'examples' extra")
+  pytest.importorskip("orbax.checkpoint", reason="the example needs orbax-checkpoint ('examples' extra)")
+  import linen_trainstate
+
+  results = linen_trainstate.main(["--dataset", "mnist", "--strategy", "depth", *_tiny_image_args(tmp_path)])
+  assert results["dataset"] == ("mnist" if _has_data() else "digits")
+  _check_restored(results, 1024 // 32)
+  assert results["test_accuracy"] > 0.2  # 10 classes: chance is 0.1
+  assert (tmp_path / "ckpt" / "step_32").is_dir()
+  assert "identical: True" in capsys.readouterr().out
+
+
+def test_nnx_optimizer_tiny(tmp_path, capsys):
+  """Fashion-MNIST from $CAADAM_JAX_DATA when set; otherwise the example's fallback to digits."""
+  pytest.importorskip("sklearn", reason="the example needs the 'examples' extra")
+  pytest.importorskip("orbax.checkpoint", reason="the example needs orbax-checkpoint ('examples' extra)")
+  import nnx_optimizer
+
+  results = nnx_optimizer.main(["--dataset", "fashion-mnist", "--strategy", "multiplicative",
+                                *_tiny_image_args(tmp_path)])
+  assert results["dataset"] == ("fashion-mnist" if _has_data() else "digits")
+  _check_restored(results, 1024 // 32)
+  assert results["test_accuracy"] > 0.2
+  assert "identical: True" in capsys.readouterr().out
+
+
+def test_optax_chain_tiny(capsys):
+  pytest.importorskip("sklearn", reason="the example needs the 'examples' extra")
+  import optax_chain
+
+  results = optax_chain.main(["--epochs", "1"])
+  assert results["chain"]["equals_caadam_depth"]
+  assert abs(results["scheduled_scaling_factor"]["final_g"] - 0.95) < 1e-6
+  per_group, global_ = results["factors"]["per_group"], results["factors"]["global"]
+  # The classifier is alone in its group: per-group statistics give it 1, global ones 1 + g.
+  assert per_group["Dense_3/kernel"] == 1.0
+  assert abs(global_["Dense_3/kernel"] - 1.95) < 1e-6
+  assert per_group["Dense_0/bias"] == per_group["Dense_0/kernel"]
+  for name in ("partition per-group statistics", "partition global statistics"):
+    assert results[name]["accuracy"] > 0.1
+  assert "per-group factor" in capsys.readouterr().out
+
+
+def test_california_housing_tiny(capsys):
+  _require_data()
+  import california_housing
+
+  results = california_housing.main(["--epochs", "2", "--hidden", "16,8",
+                                     "--optimizers", "adam,caadam-multiplicative,keras-caadam"])
+  assert set(results) == {"adam", "caadam-multiplicative", "keras-caadam"}
+  for runs in results.values():
+    assert 0.3 < runs[0]["test_rmse"] < 1.2  # std units: predicting the mean gives about 1
+  assert "test RMSE (std units of y)" in capsys.readouterr().out
+
+
+def test_adam_basics_tiny(tmp_path, capsys):
+  pytest.importorskip("sklearn", reason="the example needs the 'examples' extra")
+  import adam_basics
+
+  out = tmp_path / "basics.png"
+  results = adam_basics.main(["--epochs", "30", "--iterations", "50", "--out", str(out)])
+  assert results["numpy_vs_optax"] < 1e-6
+  assert results["linear_regression"][-1] < results["linear_regression"][0]
+  assert set(results["rosenbrock"]) >= {"sgd lr 1e-3", "rmsprop lr 1e-3", "adam lr 1e-3", "adas (defaults)"}
+  for losses in results["rosenbrock"].values():
+    assert len(losses) == 50 and np.isfinite(losses).all()
+  assert out.stat().st_size > 10_000
+  assert "Rosenbrock" in capsys.readouterr().out

@@ -301,3 +301,18 @@ def test_describe_prints_a_table(capsys):
 def test_bad_depth_rule():
   with pytest.raises(ValueError, match="depth_rule"):
     caadam_jax.trace_structure(lambda p, x: x, {}, X, depth_rule="widest")
+
+
+def test_describe_published_uses_the_traced_order():
+  class HeadLast(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return nn.Dense(2, name="head")(nn.relu(nn.Dense(8, name="stem")(x)))
+
+  variables = HeadLast().init(jax.random.key(0), X)
+  structure = caadam_jax.trace_structure(HeadLast().apply, variables, X)
+  rows = {r.leaf: r.factor for r in caadam_jax.describe(structure, strategy="depth", published=True, show=False)}
+  # Keras order stem/kernel, stem/bias, head/kernel, head/bias: D = 4 variables, g = 1.
+  assert rows["stem/kernel"] == pytest.approx(2 ** (3 / 4))
+  assert rows["head/kernel"] == pytest.approx(2 ** (1 / 4))
+  assert rows["head/bias"] == 1.0
