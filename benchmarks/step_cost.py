@@ -1,0 +1,540 @@
+"""Step cost of CaAdam vs ``optax.adam``: time, bandwidth, compile time, state bytes.
+
+For every optimizer (``caadam`` with each strategy, ``keras_caadam``, ``adas``
+and ``optax.adam``) it builds ONE jitted step
+
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+
+with the params and optimizer-state buffers donated (the gradients are a fixed
+input), on float32 param trees of several sizes and two layouts:
+
+* ``large``: 4 dense layers ``{'Dense_i': {'kernel': (r_i, 1024), 'bias': (1024,)}}``
+  with row counts in the ratio 1:2:3:4 (8 leaves; distinct sizes, so every
+  CaAdam factor but the last depth factor differs from 1);
+* ``many``: 100 dense layers ``{'Dense_i': {'kernel': (r_i, 256), 'bias': (256,)}}``
+  with varying row counts (200 leaves, MLP-like);
+
+and on the params of a real Flax model (``resnet``: a ResNet-20-style CIFAR CNN,
+linen ``Conv``/``BatchNorm``/``Dense``; ~0.27M parameters, 65 leaves).
+
+Everything is measured in one process. After warm-up the optimizers are timed
+round-robin (the starting optimizer rotates every round); each sample is the
+mean over enough back-to-back steps to last ~30 ms. Reported per optimizer:
+
+* median step time over the rounds and its spread (25th/75th percentile);
+* ``ratio``: the median over rounds of (step time / adam's step time in the same
+  round) -- pairing within a round cancels most of the machine's drift -- and
+  its 25th/75th percentiles; also the ratio of the medians;
+* effective bandwidth under two byte models:
+  - ``min`` (minimal traffic): every param, grad and full-size state tensor is
+    read once, and params and state are written once. For Adam/CaAdam this is
+    ``4 reads (p, g, mu, nu) + 3 writes (p, mu, nu) = 28 bytes/param``; in general
+    ``param_bytes * 3 + state_bytes * 2`` (grads read, params read+written, state
+    read+written);
+  - ``hlo`` (as compiled): the sum over the compiled HLO entry computation's
+    top-level instructions (fusions, copies, ...) of operand bytes + result bytes,
+    i.e. what the compiled kernels actually move if nothing stays in cache;
+* compile time: ``jax.jit(step).lower(...).compile()`` wall time (a fresh
+  Python function each time, so nothing is cached), median of several
+  alternating repetitions, and its ratio to adam's; also the process CPU time
+  of the same calls (less sensitive to other jobs on a shared machine);
+* optimizer-state bytes (sum of ``nbytes`` over the state leaves) and the
+  number of kernels (top-level fusions and other non-trivial ops) in the
+  compiled step.
+
+Usage::
+
+  python benchmarks/step_cost.py                      # 1M, 16M, 64M; writes JSON
+  python benchmarks/step_cost.py --quick              # 64K params, large + many (12 layers)
+  python benchmarks/step_cost.py --sizes 1M,16M --reps 15 --out /tmp/x.json
+
+Writes ``--out`` (default ``benchmarks/results/step_cost_cpu.json``; ``--quick``
+writes only when ``--out`` is given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import math
+import os
+import pathlib
+import platform
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import caadam_jax
+
+DEFAULT_OUT = pathlib.Path(__file__).resolve().parent / "results" / "step_cost_cpu.json"
+BASELINE = "adam"
+CAADAM_STRATEGIES = ("additive", "multiplicative", "depth")
+
+
+# ----------------------------------------------------------------------------- optimizers
+
+
+def optimizers() -> dict[str, Callable[[], optax.GradientTransformation]]:
+  """Name -> factory. Optional library entry points are skipped when missing."""
+  opts: dict[str, Callable[[], optax.GradientTransformation]] = {
+      BASELINE: lambda: optax.adam(1e-3)
+  }
+  for s in CAADAM_STRATEGIES:
+    opts[f"caadam-{s}"] = lambda s=s: caadam_jax.caadam(1e-3, strategy=s)
+  keras_caadam = getattr(caadam_jax, "keras_caadam", None)
+  if keras_caadam is not None:
+    opts["keras_caadam"] = lambda: keras_caadam(1e-3)
+  adas = getattr(caadam_jax, "adas", None)
+  if adas is not None:
+    opts["adas"] = lambda: adas()
+  return opts
+
+
+# ----------------------------------------------------------------------------- param trees
+
+
+def parse_size(text: str) -> int:
+  text = text.strip().upper()
+  mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], None)
+  return int(float(text[:-1]) * mult) if mult else int(text)
+
+
+def large_tree_shapes(n: int) -> dict[str, dict[str, tuple[int, ...]]]:
+  """4 dense layers, rows in ratio 1:2:3:4, 1024 columns, ~n parameters."""
+  cols = min(1024, max(8, n // 64))
+  total_rows = max(10, n // cols - 4)
+  rows = [max(1, round(total_rows * w / 10)) for w in (1, 2, 3, 4)]
+  return {f"Dense_{i}": {"kernel": (r, cols), "bias": (cols,)} for i, r in enumerate(rows)}
+
+
+def many_tree_shapes(n: int, layers: int = 100) -> dict[str, dict[str, tuple[int, ...]]]:
+  """``layers`` dense layers with varying rows, 256 columns, ~n parameters."""
+  cols = min(256, max(4, n // (layers * 8)))
+  weights = [1.0 + ((i * 37) % 10) / 3.0 for i in range(layers)]
+  budget = n - layers * cols
+  scale = budget / (cols * sum(weights))
+  rows = [max(1, round(w * scale)) for w in weights]
+  return {f"Dense_{i}": {"kernel": (r, cols), "bias": (cols,)} for i, r in enumerate(rows)}
+
+
+class _Block(nn.Module):
+  features: int
+  strides: int
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    y = nn.Conv(self.features, (3, 3), (self.strides, self.strides), use_bias=False)(x)
+    y = nn.relu(nn.BatchNorm(use_running_average=not train)(y))
+    y = nn.Conv(self.features, (3, 3), use_bias=False)(y)
+    y = nn.BatchNorm(use_running_average=not train)(y)
+    if x.shape != y.shape:
+      x = nn.Conv(self.features, (1, 1), (self.strides, self.strides), use_bias=False)(x)
+      x = nn.BatchNorm(use_running_average=not train)(x)
+    return nn.relu(x + y)
+
+
+class ResNet20(nn.Module):
+  """A ResNet-20-style CIFAR CNN (3 stages x 3 blocks, 16/32/64 channels)."""
+
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.relu(nn.BatchNorm(use_running_average=not train)(nn.Conv(16, (3, 3), use_bias=False)(x)))
+    for stage, features in enumerate((16, 32, 64)):
+      for block in range(3):
+        x = _Block(features, 2 if stage > 0 and block == 0 else 1)(x, train)
+    x = jnp.mean(x, axis=(1, 2))
+    return nn.Dense(self.num_classes)(x)
+
+
+def resnet_shapes() -> Any:
+  variables = jax.eval_shape(
+      lambda: ResNet20().init(jax.random.key(0), jnp.ones((1, 32, 32, 3)))
+  )
+  return jax.tree.map(lambda s: tuple(s.shape), variables["params"])
+
+
+def materialize(shapes: Any, seed: int) -> Any:
+  """Random float32 arrays for a tree of shape tuples."""
+  is_shape = lambda x: isinstance(x, tuple) and all(isinstance(d, int) for d in x)
+  leaves, treedef = jax.tree.flatten(shapes, is_leaf=is_shape)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  arrays = [0.01 * jax.random.normal(k, s, jnp.float32) for k, s in zip(keys, leaves)]
+  return jax.tree.unflatten(treedef, arrays)
+
+
+def tree_bytes(tree: Any) -> int:
+  return int(sum(np.dtype(x.dtype).itemsize * math.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+def tree_size(tree: Any) -> int:
+  return int(sum(math.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+# ----------------------------------------------------------------------------- HLO analysis
+
+_DTYPE_BYTES = {"f32": 4, "f16": 2, "bf16": 2, "f64": 8, "s32": 4, "u32": 4, "s64": 8,
+                "u64": 8, "s8": 1, "u8": 1, "pred": 1, "s16": 2, "u16": 2}
+_SHAPE_RE = re.compile(r"\b(f32|f16|bf16|f64|s32|u32|s64|u64|s8|u8|pred|s16|u16)\[([0-9,]*)\]")
+_INSTR_RE = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*?)\s+([\w\-]+)\((.*)$")
+_FREE_OPS = {"parameter", "tuple", "get-tuple-element", "constant", "bitcast"}
+
+
+def _shape_bytes(text: str) -> int:
+  total = 0
+  for dtype, dims in _SHAPE_RE.findall(text):
+    n = math.prod(int(d) for d in dims.split(",") if d) if dims else 1
+    total += n * _DTYPE_BYTES[dtype]
+  return total
+
+
+def hlo_summary(hlo_text: str) -> dict[str, Any]:
+  """Kernels and bytes moved by the entry computation of a compiled HLO module."""
+  entry = hlo_text[hlo_text.index("\nENTRY"):]
+  entry = entry[: entry.index("\n}") + 1]
+  result_bytes: dict[str, int] = {}
+  kernels: dict[str, int] = {}
+  moved = 0
+  for line in entry.splitlines()[1:]:
+    m = _INSTR_RE.match(line)
+    if not m:
+      continue
+    name, shape_text, op, rest = m.groups()
+    out_bytes = _shape_bytes(shape_text)
+    result_bytes[name] = out_bytes
+    if op in _FREE_OPS:
+      continue
+    kernels[op] = kernels.get(op, 0) + 1
+    args = rest.split(")", 1)[0]
+    operands = re.findall(r"%([\w.\-]+)", args)
+    moved += out_bytes + sum(result_bytes.get(o, 0) for o in operands)
+  return {"kernels": sum(kernels.values()), "kernels_by_op": kernels, "hlo_bytes_moved": moved}
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def make_step(tx: optax.GradientTransformation) -> Callable:
+  def step(params, state, grads):
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  return step
+
+
+def compile_step(tx, params, state, grads):
+  """A fresh jit + lower + compile; returns (compiled, wall seconds, process CPU seconds)."""
+  c0, t0 = time.process_time(), time.perf_counter()
+  compiled = jax.jit(make_step(tx), donate_argnums=(0, 1)).lower(params, state, grads).compile()
+  return compiled, time.perf_counter() - t0, time.process_time() - c0
+
+
+def pct(values: list[float], q: float) -> float:
+  return float(np.percentile(np.asarray(values), q))
+
+
+def run_case(
+    layout: str,
+    shapes: Any,
+    factories: dict[str, Callable],
+    *,
+    reps: int,
+    warmup: int,
+    compile_reps: int,
+    sample_seconds: float,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+  params0 = materialize(shapes, 0)
+  grads = materialize(shapes, 1)
+  n_params = tree_size(params0)
+  param_bytes = tree_bytes(params0)
+  names = list(factories)
+  txs, live, compiled, errors = {}, {}, {}, {}
+  compile_times, compile_cpu = {n: [] for n in names}, {n: [] for n in names}
+  for name in names:
+    try:
+      txs[name] = factories[name]()
+      state = jax.jit(txs[name].init)(params0)
+      live[name] = (jax.tree.map(jnp.copy, params0), state)
+    except Exception as e:  # e.g. keras_caadam's documented division-by-zero error
+      errors[name] = f"{type(e).__name__}: {e}"
+      log(f"  {name}: skipped ({errors[name][:120]})")
+  names = [n for n in names if n in txs]
+  # Compile times: alternate optimizers, several repetitions, median.
+  for rep in range(compile_reps):
+    for name in names[rep % len(names):] + names[: rep % len(names)]:
+      p, s = live[name]
+      c, t, cpu = compile_step(txs[name], p, s, grads)
+      compiled[name] = c
+      compile_times[name].append(t)
+      compile_cpu[name].append(cpu)
+  hlo = {n: hlo_summary(compiled[n].as_text()) for n in names}
+  state_bytes = {n: tree_bytes(live[n][1]) for n in names}
+
+  def run(name: str, steps: int) -> float:
+    p, s = live[name]
+    fn = compiled[name]
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      p, s = fn(p, s, grads)
+    jax.block_until_ready((p, s))
+    dt = time.perf_counter() - t0
+    live[name] = (p, s)
+    return dt / steps
+
+  # Warm-up, and the number of back-to-back steps per sample from adam's cost.
+  for name in names:
+    run(name, 2)
+  t_est = statistics.median(run(BASELINE, 1) for _ in range(3))
+  inner = int(min(200, max(1, math.ceil(sample_seconds / max(t_est, 1e-6)))))
+  times: dict[str, list[float]] = {n: [] for n in names}
+  for rnd in range(warmup + reps):
+    order = names[rnd % len(names):] + names[: rnd % len(names)]
+    sample = {name: run(name, inner) for name in order}
+    if rnd >= warmup:
+      for name in names:
+        times[name].append(sample[name])
+  for name in names:
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(live[name][0])), name
+
+  base = times[BASELINE]
+  results = {}
+  for name in names:
+    t = times[name]
+    paired = [a / b for a, b in zip(t, base)]
+    med = statistics.median(t)
+    min_bytes = 3 * param_bytes + 2 * state_bytes[name]
+    results[name] = {
+        "median_ms": med * 1e3,
+        "p25_ms": pct(t, 25) * 1e3,
+        "p75_ms": pct(t, 75) * 1e3,
+        "min_ms": min(t) * 1e3,
+        "times_ms": [x * 1e3 for x in t],
+        "ratio_paired_median": statistics.median(paired),
+        "ratio_paired_p25": pct(paired, 25),
+        "ratio_paired_p75": pct(paired, 75),
+        "ratio_of_medians": med / statistics.median(base),
+        "bytes_min_model": min_bytes,
+        "bytes_hlo_model": hlo[name]["hlo_bytes_moved"],
+        "gbps_min_model": min_bytes / med / 1e9,
+        "gbps_hlo_model": hlo[name]["hlo_bytes_moved"] / med / 1e9,
+        "compile_s_median": statistics.median(compile_times[name]),
+        "compile_s_all": compile_times[name],
+        "compile_ratio": statistics.median(compile_times[name])
+        / statistics.median(compile_times[BASELINE]),
+        "compile_cpu_s_median": statistics.median(compile_cpu[name]),
+        "compile_cpu_s_all": compile_cpu[name],
+        "compile_cpu_ratio": statistics.median(compile_cpu[name])
+        / statistics.median(compile_cpu[BASELINE]),
+        "state_bytes": state_bytes[name],
+        "state_bytes_equal_adam": state_bytes[name] == state_bytes[BASELINE],
+        "kernels": hlo[name]["kernels"],
+        "kernels_by_op": hlo[name]["kernels_by_op"],
+    }
+  return {
+      "layout": layout,
+      "n_params": n_params,
+      "n_leaves": len(jax.tree.leaves(params0)),
+      "param_bytes": param_bytes,
+      "steps_per_sample": inner,
+      "rounds": reps,
+      "warmup_rounds": warmup,
+      "compile_reps": compile_reps,
+      "errors": errors,
+      "optimizers": results,
+  }
+
+
+def machine_info() -> dict[str, Any]:
+  cpu = platform.processor()
+  try:
+    for line in open("/proc/cpuinfo"):
+      if line.startswith("model name"):
+        cpu = line.split(":", 1)[1].strip()
+        break
+  except OSError:
+    pass
+  try:
+    affinity = len(os.sched_getaffinity(0))
+  except AttributeError:
+    affinity = os.cpu_count()
+  return {
+      "cpu_model": cpu,
+      "cpu_count": os.cpu_count(),
+      "cpus_usable": affinity,
+      "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+      "platform": platform.platform(),
+      "python": sys.version.split()[0],
+      "jax": jax.__version__,
+      "jaxlib": getattr(jax.lib, "__version__", None) or _jaxlib_version(),
+      "optax": optax.__version__,
+      "flax": flax.__version__,
+      "numpy": np.__version__,
+      "caadam_jax": getattr(caadam_jax, "__version__", None),
+      "devices": [str(d) for d in jax.devices()],
+      "backend": jax.default_backend(),
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
+  }
+
+
+def _jaxlib_version() -> str | None:
+  try:
+    import jaxlib
+
+    return jaxlib.__version__
+  except Exception:  # pragma: no cover
+    return None
+
+
+def format_case(case: dict[str, Any]) -> str:
+  head = (
+      f"\n== {case['layout']}: {case['n_params'] / 2**20:.2f}M params, {case['n_leaves']} leaves, "
+      f"{case['rounds']} rounds x {case['steps_per_sample']} steps ==\n"
+      f"{'optimizer':<22}{'median ms':>10}{'p25-p75 ms':>17}{'ratio':>7}{'[p25,p75]':>15}"
+      f"{'GB/s min':>9}{'GB/s hlo':>9}{'compile s':>10}{'c.ratio':>8}{'cpu.ratio':>10}"
+      f"{'state MB':>10}{'kern':>6}"
+  )
+  rows = [head]
+  for name, r in case["optimizers"].items():
+    rows.append(
+        f"{name:<22}{r['median_ms']:>10.3f}{r['p25_ms']:>8.3f}-{r['p75_ms']:<8.3f}"
+        f"{r['ratio_paired_median']:>7.3f} "
+        f"[{r['ratio_paired_p25']:.3f},{r['ratio_paired_p75']:.3f}]"
+        f"{r['gbps_min_model']:>9.2f}{r['gbps_hlo_model']:>9.2f}{r['compile_s_median']:>10.3f}"
+        f"{r['compile_ratio']:>8.3f}{r['compile_cpu_ratio']:>10.3f}"
+        f"{r['state_bytes'] / 2**20:>10.2f}{r['kernels']:>6d}"
+    )
+  for name, err in case["errors"].items():
+    rows.append(f"{name:<22}skipped: {err[:100]}")
+  return "\n".join(rows)
+
+
+def check_targets(cases: list[dict[str, Any]]) -> list[str]:
+  """The issue's targets for every caadam strategy; returns the misses."""
+  misses = []
+  for case in cases:
+    for name, r in case["optimizers"].items():
+      if not name.startswith("caadam-"):
+        continue
+      where = f"{case['layout']} {case['n_params'] / 2**20:.2f}M {name}"
+      if r["ratio_paired_median"] > 1.03:
+        misses.append(f"{where}: step ratio {r['ratio_paired_median']:.3f} > 1.03")
+      if not r["state_bytes_equal_adam"]:
+        misses.append(f"{where}: state bytes {r['state_bytes']} != adam")
+      if r["compile_ratio"] > 1.2:
+        misses.append(f"{where}: compile ratio {r['compile_ratio']:.3f} > 1.2")
+  return misses
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+  parser.add_argument("--sizes", default=None, help="comma list, e.g. 1M,16M,64M (default)")
+  parser.add_argument(
+      "--layouts", default=None, help="default large,many,resnet (--quick: large,many)"
+  )
+  parser.add_argument("--many-layers", type=int, default=None,
+                      help="layers of the 'many' layout (default 100 = 200 leaves; --quick: 12)")
+  parser.add_argument("--optimizers", default=None, help="comma list of names (default all)")
+  parser.add_argument("--reps", type=int, default=None, help="timed rounds (default 15)")
+  parser.add_argument("--warmup", type=int, default=2, help="untimed rounds")
+  parser.add_argument("--compile-reps", type=int, default=None, help="default 3")
+  parser.add_argument("--sample-seconds", type=float, default=None, help="default 0.03")
+  parser.add_argument("--quick", action="store_true", help="tiny sizes, few rounds (< 60 s)")
+  parser.add_argument("--out", default=None)
+  args = parser.parse_args(argv)
+
+  if args.quick:
+    sizes = args.sizes or "64K"
+    reps, compile_reps = args.reps or 3, args.compile_reps or 1
+    sample_s = args.sample_seconds or 0.005
+    warmup = min(args.warmup, 1)
+    layouts, many_layers = args.layouts or "large,many", args.many_layers or 12
+  else:
+    sizes = args.sizes or "1M,16M,64M"
+    reps, compile_reps = args.reps or 15, args.compile_reps or 3
+    sample_s = args.sample_seconds or 0.03
+    warmup = args.warmup
+    layouts, many_layers = args.layouts or "large,many,resnet", args.many_layers or 100
+  out = args.out if (args.out or args.quick) else str(DEFAULT_OUT)
+
+  factories = optimizers()
+  if args.optimizers:
+    wanted = [BASELINE] + [n for n in args.optimizers.split(",") if n != BASELINE]
+    factories = {n: factories[n] for n in wanted}
+  missing = [n for n in ("keras_caadam", "adas") if n not in optimizers()]
+  info = machine_info()
+  print("machine:", json.dumps(info))
+  if missing:
+    print("not available in this caadam_jax (skipped):", ", ".join(missing))
+  print("byte models: min = 3*param_bytes (grad read; param read+write) + 2*state_bytes "
+        "(state read+write), i.e. 28 B/param for Adam; hlo = operand+result bytes of every "
+        "top-level kernel of the compiled step")
+
+  layouts = layouts.split(",")
+  cases = []
+  t_start = time.perf_counter()
+  for layout in layouts:
+    if layout == "resnet":
+      shape_list = [("resnet", resnet_shapes())]
+    else:
+      fn = {"large": large_tree_shapes,
+            "many": lambda n: many_tree_shapes(n, many_layers)}[layout]
+      shape_list = [(layout, fn(parse_size(s))) for s in sizes.split(",")]
+    for name, shapes in shape_list:
+      t0 = time.perf_counter()
+      case = run_case(
+          name, shapes, factories, reps=reps, warmup=warmup, compile_reps=compile_reps,
+          sample_seconds=sample_s, log=print,
+      )
+      case["wall_s"] = time.perf_counter() - t0
+      cases.append(case)
+      print(format_case(case), flush=True)
+      gc.collect()
+
+  misses = check_targets(cases)
+  print("\ntargets (caadam strategies: step ratio <= 1.03, state bytes == adam, "
+        "compile ratio <= 1.2):")
+  print("  all held" if not misses else "\n".join("  MISSED " + m for m in misses))
+  info["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+  total = time.perf_counter() - t_start
+  print(f"total {total:.1f} s")
+  if out:
+    payload = {
+        "benchmark": "step_cost",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+        "machine": info,
+        "byte_models": {
+            "min": "3*param_bytes + 2*state_bytes (grads read once, params and full state "
+            "read and written once; 28 B/param for Adam/CaAdam)",
+            "hlo": "sum over top-level instructions of the compiled entry computation of "
+            "operand bytes + result bytes",
+        },
+        "targets": {"step_ratio_max": 1.03, "compile_ratio_max": 1.2, "state_bytes": "== adam"},
+        "target_misses": misses,
+        "total_s": total,
+        "cases": cases,
+    }
+    path = pathlib.Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1))
+    print("wrote", path)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
