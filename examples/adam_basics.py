@@ -56,6 +56,22 @@ def numpy_adam_matches_optax(steps: int = 5) -> float:
   return float(np.max(np.abs(np.asarray(params) - theta)))
 
 
+def full_batch_training(tx: optax.GradientTransformation, params, loss_fn, epochs: int):
+  """The Optax loop of parts 1-3: ``epochs`` full-batch steps; returns (params, per-step losses)."""
+
+  @jax.jit
+  def step(params, state):
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, state = tx.update(grads, state)
+    return optax.apply_updates(params, updates), state, loss
+
+  state, losses = tx.init(params), []
+  for _ in range(epochs):
+    params, state, loss = step(params, state)
+    losses.append(float(loss))
+  return params, losses
+
+
 def linear_regression(epochs: int, learning_rate: float):
   """Part 1: full-batch linear regression on ``make_regression`` data with ``optax.adam``."""
   from sklearn.datasets import make_regression
@@ -70,16 +86,7 @@ def linear_regression(epochs: int, learning_rate: float):
   def loss_fn(params):
     return jnp.mean((x @ params["w"] + params["b"] - y) ** 2)
 
-  @jax.jit
-  def step(params, state):
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, state = tx.update(grads, state)
-    return optax.apply_updates(params, updates), state, loss
-
-  state, losses = tx.init(params), []
-  for _ in range(epochs):
-    params, state, loss = step(params, state)
-    losses.append(float(loss))
+  params, losses = full_batch_training(tx, params, loss_fn, epochs)
   return losses, float(loss_fn(params))
 
 
@@ -114,16 +121,7 @@ def breast_cancer(epochs: int, learning_rate: optax.ScalarOrSchedule):
     logits = model.apply({"params": params}, x_train)
     return optax.sigmoid_binary_cross_entropy(logits, y_train).mean()
 
-  @jax.jit
-  def step(params, state):
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, state = tx.update(grads, state)
-    return optax.apply_updates(params, updates), state, loss
-
-  state, losses = tx.init(params), []
-  for _ in range(epochs):
-    params, state, loss = step(params, state)
-    losses.append(float(loss))
+  params, losses = full_batch_training(tx, params, loss_fn, epochs)
   scores = np.asarray(jax.nn.sigmoid(model.apply({"params": params}, x_test)))
   accuracy = float(np.mean((scores > 0.5) == y_test))
   return losses, accuracy, float(roc_auc_score(y_test, scores))

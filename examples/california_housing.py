@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import _common  # examples/_common.py: helpers shared by the examples
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -82,32 +83,11 @@ OPTIMIZERS = {
 def train(tx, params, model, data, epochs, batch_size, seed):
   """Fixed-epoch training (one ``lax.scan`` per epoch); returns (losses, test RMSE)."""
   x_train, y_train, x_test, y_test = data
-  steps = len(x_train) // batch_size
 
   def loss_fn(params, x, y):
     return jnp.mean((model.apply({"params": params}, x) - y) ** 2)
 
-  @jax.jit
-  def epoch(params, opt_state, key):
-    order = jax.random.permutation(key, len(x_train))[: steps * batch_size]
-    batches = (x_train[order].reshape(steps, batch_size, -1), y_train[order].reshape(steps, batch_size))
-
-    def step(carry, batch):
-      params, opt_state = carry
-      loss, grads = jax.value_and_grad(loss_fn)(params, *batch)
-      updates, opt_state = tx.update(grads, opt_state, params)
-      return (optax.apply_updates(params, updates), opt_state), loss
-
-    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), batches)
-    return params, opt_state, losses.mean()
-
-  opt_state = tx.init(params)
-  key = jax.random.key(seed)
-  losses = []
-  for _ in range(epochs):
-    key, sub = jax.random.split(key)
-    params, opt_state, loss = epoch(params, opt_state, sub)
-    losses.append(float(loss))
+  params, _, losses = _common.train_epochs(tx, params, loss_fn, x_train, y_train, epochs, batch_size, seed)
   rmse = float(jnp.sqrt(loss_fn(params, x_test, y_test)))
   return losses, rmse
 

@@ -22,9 +22,11 @@ Needs the ``examples`` extra (``orbax-checkpoint``, scikit-learn).
 from __future__ import annotations
 
 import argparse
+import functools
 import pathlib
 import time
 
+import _common  # examples/_common.py: helpers shared by the examples
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,7 +35,6 @@ from flax import linen as nn
 from flax.training import train_state
 
 import caadam_jax
-from caadam_jax import datasets
 
 
 class CNN(nn.Module):
@@ -51,28 +52,6 @@ class CNN(nn.Module):
     x = x.reshape(x.shape[0], -1)
     x = nn.relu(nn.Dense(self.hidden)(x))
     return nn.Dense(self.num_classes)(x)
-
-
-def load(dataset: str, data_dir: str | None, subset: int | None, test_subset: int | None, seed: int = 0):
-  """Returns ``(name, x_train, y_train, x_test, y_test)`` with images as ``(n, h, w, 1)`` float32."""
-  if dataset != "digits" and datasets.data_dir(data_dir) is None:
-    print(f"no --data-dir and ${datasets.DATA_ENV_VAR} unset: falling back to scikit-learn digits (8x8)")
-    dataset = "digits"
-  if dataset == "digits":
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype(np.float32).reshape(-1, 8, 8)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y.astype(np.int32), test_size=0.25, random_state=seed, stratify=y)
-  else:
-    x_train, y_train, x_test, y_test = datasets.load_mnist(data_dir, variant=dataset)
-  if subset is not None:
-    x_train, y_train = x_train[:subset], y_train[:subset]
-  if test_subset is not None:
-    x_test, y_test = x_test[:test_subset], y_test[:test_subset]
-  return dataset, x_train[..., None], y_train, x_test[..., None], y_test
 
 
 def make_optimizer(strategy: str, learning_rate: float, structure=None) -> optax.GradientTransformation:
@@ -97,12 +76,8 @@ def accuracy_of(state: train_state.TrainState, images, labels):
   return jnp.mean(jnp.argmax(logits, -1) == labels)
 
 
-def evaluate(state, images, labels, batch_size: int = 1000) -> float:
-  hits = 0.0
-  for start in range(0, len(images), batch_size):
-    batch = slice(start, start + batch_size)
-    hits += float(accuracy_of(state, images[batch], labels[batch])) * len(images[batch])
-  return hits / len(images)
+def evaluate(state, images, labels) -> float:
+  return _common.batched_accuracy(functools.partial(accuracy_of, state), images, labels)
 
 
 def save_and_restore(state: train_state.TrainState, ckpt_dir: pathlib.Path):
@@ -122,13 +97,8 @@ def save_and_restore(state: train_state.TrainState, ckpt_dir: pathlib.Path):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--dataset", choices=["mnist", "fashion-mnist", "digits"], default="mnist")
-  parser.add_argument("--data-dir", default=None,
-                      help=f"directory with mnist/ and fashion-mnist/ IDX files (default ${datasets.DATA_ENV_VAR}; "
-                           "without one: scikit-learn digits)")
+  _common.add_image_arguments(parser)  # --dataset, --data-dir, --subset, --test-subset
   parser.add_argument("--epochs", type=int, default=2)
-  parser.add_argument("--subset", type=int, default=None, help="number of training images (default all)")
-  parser.add_argument("--test-subset", type=int, default=None, help="number of test images (default all)")
   parser.add_argument("--strategy", choices=["additive", "multiplicative", "depth", "adam"], default="additive",
                       help="CaAdam strategy, or plain optax.adam for comparison")
   parser.add_argument("--learning-rate", type=float, default=1e-3)
@@ -138,7 +108,7 @@ def main(argv=None):
                       help="Orbax checkpoint directory (overwritten)")
   args = parser.parse_args(argv)
 
-  name, x_train, y_train, x_test, y_test = load(
+  name, x_train, y_train, x_test, y_test = _common.load_images(
       args.dataset, args.data_dir, args.subset, args.test_subset, args.seed)
   model = CNN()
   variables = model.init(jax.random.key(args.seed), jnp.asarray(x_train[:1]))
@@ -150,12 +120,10 @@ def main(argv=None):
   if args.strategy != "adam":
     caadam_jax.describe(structure, strategy=args.strategy)  # the per-layer factors CaAdam applies
 
-  rng = np.random.default_rng(args.seed)
-  steps = len(x_train) // args.batch_size
+  epoch_batches = _common.shuffled_epochs(args.seed, len(x_train), args.batch_size, args.epochs)
   losses = []
   start = time.perf_counter()
-  for epoch in range(args.epochs):
-    order = rng.permutation(len(x_train))[: steps * args.batch_size].reshape(steps, args.batch_size)
+  for epoch, order in enumerate(epoch_batches):
     epoch_losses = []
     for batch in order:
       state, loss = train_step(state, x_train[batch], y_train[batch])

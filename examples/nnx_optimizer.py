@@ -20,9 +20,11 @@ training images. Needs the ``examples`` extra (``orbax-checkpoint``, scikit-lear
 from __future__ import annotations
 
 import argparse
+import functools
 import pathlib
 import time
 
+import _common  # examples/_common.py: helpers shared by the examples
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,7 +32,6 @@ import optax
 from flax import nnx
 
 import caadam_jax
-from caadam_jax import datasets
 
 
 class CNN(nnx.Module):
@@ -52,28 +53,6 @@ class CNN(nnx.Module):
     return self.head(nnx.relu(self.hidden(x)))
 
 
-def load(dataset: str, data_dir: str | None, subset: int | None, test_subset: int | None, seed: int = 0):
-  """Returns ``(name, x_train, y_train, x_test, y_test)`` with images as ``(n, h, w, 1)`` float32."""
-  if dataset != "digits" and datasets.data_dir(data_dir) is None:
-    print(f"no --data-dir and ${datasets.DATA_ENV_VAR} unset: falling back to scikit-learn digits (8x8)")
-    dataset = "digits"
-  if dataset == "digits":
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype(np.float32).reshape(-1, 8, 8)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y.astype(np.int32), test_size=0.25, random_state=seed, stratify=y)
-  else:
-    x_train, y_train, x_test, y_test = datasets.load_mnist(data_dir, variant=dataset)
-  if subset is not None:
-    x_train, y_train = x_train[:subset], y_train[:subset]
-  if test_subset is not None:
-    x_test, y_test = x_test[:test_subset], y_test[:test_subset]
-  return dataset, x_train[..., None], y_train, x_test[..., None], y_test
-
-
 def loss_fn(model: CNN, images, labels):
   logits = model(images)
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
@@ -91,12 +70,8 @@ def accuracy_of(model: CNN, images, labels):
   return jnp.mean(jnp.argmax(model(images), -1) == labels)
 
 
-def evaluate(model, images, labels, batch_size: int = 1000) -> float:
-  hits = 0.0
-  for start in range(0, len(images), batch_size):
-    batch = slice(start, start + batch_size)
-    hits += float(accuracy_of(model, images[batch], labels[batch])) * len(images[batch])
-  return hits / len(images)
+def evaluate(model, images, labels) -> float:
+  return _common.batched_accuracy(functools.partial(accuracy_of, model), images, labels)
 
 
 def save_and_restore(model, optimizer, make_model, make_tx, ckpt_dir: pathlib.Path):
@@ -125,13 +100,8 @@ def save_and_restore(model, optimizer, make_model, make_tx, ckpt_dir: pathlib.Pa
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--dataset", choices=["mnist", "fashion-mnist", "digits"], default="mnist")
-  parser.add_argument("--data-dir", default=None,
-                      help=f"directory with mnist/ and fashion-mnist/ IDX files (default ${datasets.DATA_ENV_VAR}; "
-                           "without one: scikit-learn digits)")
+  _common.add_image_arguments(parser)  # --dataset, --data-dir, --subset, --test-subset
   parser.add_argument("--epochs", type=int, default=2)
-  parser.add_argument("--subset", type=int, default=None, help="number of training images (default all)")
-  parser.add_argument("--test-subset", type=int, default=None, help="number of test images (default all)")
   parser.add_argument("--strategy", choices=["additive", "multiplicative", "depth"], default="additive")
   parser.add_argument("--learning-rate", type=float, default=1e-3)
   parser.add_argument("--batch-size", type=int, default=64)
@@ -140,7 +110,7 @@ def main(argv=None):
                       help="Orbax checkpoint directory (overwritten)")
   args = parser.parse_args(argv)
 
-  name, x_train, y_train, x_test, y_test = load(
+  name, x_train, y_train, x_test, y_test = _common.load_images(
       args.dataset, args.data_dir, args.subset, args.test_subset, args.seed)
   size = x_train.shape[1]
   make_model = lambda: CNN(size, rngs=nnx.Rngs(args.seed))
@@ -151,12 +121,10 @@ def main(argv=None):
   optimizer = nnx.Optimizer(model, make_tx(), wrt=nnx.Param)
   caadam_jax.describe(structure, strategy=args.strategy)
 
-  rng = np.random.default_rng(args.seed)
-  steps = len(x_train) // args.batch_size
+  epoch_batches = _common.shuffled_epochs(args.seed, len(x_train), args.batch_size, args.epochs)
   losses = []
   start = time.perf_counter()
-  for epoch in range(args.epochs):
-    order = rng.permutation(len(x_train))[: steps * args.batch_size].reshape(steps, args.batch_size)
+  for epoch, order in enumerate(epoch_batches):
     epoch_losses = [train_step(model, optimizer, x_train[batch], y_train[batch]) for batch in order]
     losses.append(float(np.mean(jax.device_get(epoch_losses))))
     print(f"epoch {epoch + 1}/{args.epochs}: train loss {losses[-1]:.4f}")

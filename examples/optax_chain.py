@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import argparse
 
+import _common  # examples/_common.py: helpers shared by the examples
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import linen as nn
 
@@ -40,50 +40,6 @@ class MLP(nn.Module):
     for width in self.hidden:
       x = nn.relu(nn.Dense(width)(x))
     return nn.Dense(self.num_classes)(x)
-
-
-def load_digits(seed: int = 0):
-  from sklearn.datasets import load_digits as sk_load_digits
-  from sklearn.model_selection import train_test_split
-
-  x, y = sk_load_digits(return_X_y=True)
-  x = (x / 16.0).astype(np.float32)
-  parts = train_test_split(x, y.astype(np.int32), test_size=0.25, random_state=seed, stratify=y)
-  x_train, x_test, y_train, y_test = (jnp.asarray(a) for a in parts)
-  return x_train, y_train, x_test, y_test
-
-
-def train(tx, params, model, data, epochs, batch_size, seed=0):
-  """Trains with one ``lax.scan`` per epoch; returns (per-epoch losses, test accuracy, state)."""
-  x_train, y_train, x_test, y_test = data
-  steps = len(x_train) // batch_size
-
-  def loss_fn(params, x, y):
-    return optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": params}, x), y).mean()
-
-  @jax.jit
-  def epoch(params, opt_state, key):
-    order = jax.random.permutation(key, len(x_train))[: steps * batch_size]
-    batches = (x_train[order].reshape(steps, batch_size, -1), y_train[order].reshape(steps, batch_size))
-
-    def step(carry, batch):
-      params, opt_state = carry
-      loss, grads = jax.value_and_grad(loss_fn)(params, *batch)
-      updates, opt_state = tx.update(grads, opt_state, params)
-      return (optax.apply_updates(params, updates), opt_state), loss
-
-    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), batches)
-    return params, opt_state, losses.mean()
-
-  opt_state = tx.init(params)
-  key = jax.random.key(seed)
-  losses = []
-  for _ in range(epochs):
-    key, sub = jax.random.split(key)
-    params, opt_state, loss = epoch(params, opt_state, sub)
-    losses.append(float(loss))
-  accuracy = float((jnp.argmax(model.apply({"params": params}, x_test), -1) == y_test).mean())
-  return losses, accuracy, opt_state
 
 
 def probe_factors(tx, params) -> dict[str, float]:
@@ -103,7 +59,7 @@ def main(argv=None):
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args(argv)
 
-  data = load_digits(args.seed)
+  data = tuple(jnp.asarray(a) for a in _common.digits_split(args.seed))
   model = MLP()
   params = model.init(jax.random.key(args.seed), data[0][:1])["params"]
   steps_per_epoch = len(data[0]) // args.batch_size
@@ -134,7 +90,8 @@ def main(argv=None):
   ua, ub = three_steps(params)
   same = jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), ua, ub))
   print(f"1. chain(scale_by_adam, scale_by_depth, scale_by_learning_rate) == caadam(strategy='depth'): {same}")
-  losses, accuracy, _ = train(chain, params, model, data, args.epochs, args.batch_size, args.seed)
+  losses, accuracy, _ = _common.train_classifier(
+      chain, params, model, data, args.epochs, args.batch_size, args.seed)
   print(f"   clip + adam + depth + warmup-cosine schedule: final loss {losses[-1]:.4f}, "
         f"test accuracy {accuracy:.4f}")
   results["chain"] = {"losses": losses, "accuracy": accuracy, "equals_caadam_depth": same}
@@ -143,7 +100,8 @@ def main(argv=None):
   ramp = optax.linear_schedule(0.0, 0.95, transition_steps=max(1, total_steps // 2))
   injected = optax.inject_hyperparams(caadam_jax.caadam)(
       learning_rate=args.learning_rate, scaling_factor=ramp, strategy="additive")
-  losses, accuracy, opt_state = train(injected, params, model, data, args.epochs, args.batch_size, args.seed)
+  losses, accuracy, opt_state = _common.train_classifier(
+      injected, params, model, data, args.epochs, args.batch_size, args.seed)
   g_end = float(opt_state.hyperparams["scaling_factor"])
   print(f"2. inject_hyperparams(caadam)(scaling_factor=linear 0 -> 0.95 over {max(1, total_steps // 2)} steps): "
         f"g at the end {g_end:.3f}, final loss {losses[-1]:.4f}, test accuracy {accuracy:.4f}")
@@ -179,7 +137,8 @@ def main(argv=None):
     tx = optax.partition(
         {"body": caadam_jax.caadam(args.learning_rate, structure=structure),
          "head": caadam_jax.caadam(args.learning_rate, structure=structure)}, labels)
-    losses, accuracy, _ = train(tx, params, model, data, args.epochs, args.batch_size, args.seed)
+    losses, accuracy, _ = _common.train_classifier(
+        tx, params, model, data, args.epochs, args.batch_size, args.seed)
     print(f"   partition, caadam additive with {name}: final loss {losses[-1]:.4f}, "
           f"test accuracy {accuracy:.4f}")
     results[f"partition {name}"] = {"losses": losses, "accuracy": accuracy}

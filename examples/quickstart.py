@@ -21,6 +21,7 @@ import argparse
 import pathlib
 import time
 
+import _common  # examples/_common.py: helpers shared by the examples
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,53 +58,10 @@ def optimizers(learning_rate: float) -> dict[str, optax.GradientTransformation]:
 
 def load(dataset: str, data_dir: str | None, seed: int = 0):
   if dataset == "digits":
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype(np.float32)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y.astype(np.int32), test_size=0.25, random_state=seed, stratify=y
-    )
-    return x_train, y_train, x_test, y_test
+    return _common.digits_split(seed)
   x_train, y_train, x_test, y_test = datasets.load_mnist(data_dir, variant=dataset)
   flat = lambda a: a.reshape(len(a), -1)
   return flat(x_train), y_train, flat(x_test), y_test
-
-
-def train(tx, params, model, data, epochs, batch_size, seed, on_epoch=lambda loss: None):
-  x_train, y_train, x_test, y_test = data
-  steps = len(x_train) // batch_size
-
-  def loss_fn(params, x, y):
-    logits = model.apply({"params": params}, x)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-  @jax.jit
-  def epoch(params, opt_state, key):
-    order = jax.random.permutation(key, len(x_train))[: steps * batch_size]
-    batches = (x_train[order].reshape(steps, batch_size, -1), y_train[order].reshape(steps, batch_size))
-
-    def step(carry, batch):
-      params, opt_state = carry
-      loss, grads = jax.value_and_grad(loss_fn)(params, *batch)
-      updates, opt_state = tx.update(grads, opt_state, params)
-      return (optax.apply_updates(params, updates), opt_state), loss
-
-    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), batches)
-    return params, opt_state, losses.mean()
-
-  opt_state = tx.init(params)
-  key = jax.random.key(seed)
-  losses = []
-  for _ in range(epochs):
-    key, sub = jax.random.split(key)
-    params, opt_state, loss = epoch(params, opt_state, sub)
-    losses.append(float(loss))
-    on_epoch(losses[-1])
-  logits = model.apply({"params": params}, x_test)
-  accuracy = float((jnp.argmax(logits, -1) == y_test).mean())
-  return losses, accuracy
 
 
 def main(argv=None):
@@ -134,7 +92,7 @@ def main(argv=None):
           bar.set_postfix(loss=f"{loss:.4f}")
           bar.update()
 
-        losses, accuracy = train(
+        losses, accuracy, _ = _common.train_classifier(
             tx, params, model, data, args.epochs, args.batch_size, seed, on_epoch
         )
       results.setdefault(name, []).append((losses, accuracy, time.perf_counter() - start))
