@@ -138,3 +138,32 @@ def map_with_normalized_path(fn: Callable[[Path, Any], Any], tree: Any) -> Any:
     return fn(normalize_path(key_path), leaf)
 
   return jax.tree_util.tree_map_with_path(apply, tree, is_leaf=_is_masked_node)
+
+
+def path_mismatches(
+    tree_paths: Sequence[Path], masked: Sequence[Path], expected: Sequence[Path]
+) -> tuple[list[Path], list[Path]]:
+  """Compares a tree's leaf paths with the paths something expects.
+
+  Args:
+    tree_paths: the normalized paths of the tree's real leaves.
+    masked: the paths of its ``MaskedNode`` placeholders; each may stand for a
+      whole subtree (a mask given as a tree prefix), so expected paths under it
+      count as present.
+    expected: the paths expected.
+
+  Returns:
+    ``(unexpected, absent)``: tree paths not expected, and expected paths that
+    are neither in the tree nor masked.
+  """
+  expected_set, present = set(expected), set(tree_paths)
+  is_masked = lambda p: any(p[: len(m)] == m for m in masked)
+  unexpected = [p for p in tree_paths if p not in expected_set]
+  absent = [p for p in expected if p not in present and not is_masked(p)]
+  return unexpected, absent
+
+
+def paths_to_str(paths: Sequence[Path], limit: int = 10) -> str:
+  """``'a/b, c/d, ...'`` for an error message (at most ``limit`` paths)."""
+  shown = ", ".join(path_to_str(p) for p in paths[:limit])
+  return shown + (f" (and {len(paths) - limit} more)" if len(paths) > limit else "")

@@ -225,21 +225,13 @@ class _Resolver:
       leaves = {p: info.shape for p, info in self.structure.leaves.items()}
       ordered = _structure_order(self.structure)
     elif self.order is not None:
-      is_masked = lambda p: any(p[: len(m)] == m for m in masked)
-      order_set = set(self.order)
-      missing = [p for p in present if p not in order_set]
-      extra = [p for p in self.order if p not in present and not is_masked(p)]
+      missing, extra = _paths.path_mismatches(list(present), masked, self.order)
       if missing or extra:
         problems = []
         if missing:
-          problems.append(
-              "parameters not in order: " + ", ".join(_paths.path_to_str(p) for p in missing[:10])
-          )
+          problems.append("parameters not in order: " + _paths.paths_to_str(missing))
         if extra:
-          problems.append(
-              "paths in order but not in the parameters: "
-              + ", ".join(_paths.path_to_str(p) for p in extra[:10])
-          )
+          problems.append("paths in order but not in the parameters: " + _paths.paths_to_str(extra))
         raise ValueError(
             "order must list every parameter leaf exactly once, as paths like "
             "'Dense_0/kernel'; " + "; ".join(problems) + "."

@@ -302,22 +302,12 @@ class Structure:
     leaves, masked = _paths.leaves_with_paths(tree)
     if not leaves and not masked:
       return
-    present = {path for path, _ in leaves}
-    # A MaskedNode may stand for a whole subtree (a mask given as a tree prefix).
-    is_masked = lambda p: any(p[: len(m)] == m for m in masked)
-    missing = [p for p, _ in leaves if p not in self.leaves]
-    extra = [p for p in self.leaves if p not in present and not is_masked(p)]
+    missing, extra = _paths.path_mismatches([p for p, _ in leaves], masked, list(self.leaves))
     problems = []
     if missing:
-      problems.append(
-          "paths in the tree but not in the structure: "
-          + ", ".join(_paths.path_to_str(p) for p in missing[:10])
-      )
+      problems.append("paths in the tree but not in the structure: " + _paths.paths_to_str(missing))
     if extra:
-      problems.append(
-          "paths in the structure but not in the tree: "
-          + ", ".join(_paths.path_to_str(p) for p in extra[:10])
-      )
+      problems.append("paths in the structure but not in the tree: " + _paths.paths_to_str(extra))
     if check_shapes:
       wrong = [
           f"{_paths.path_to_str(p)} {_shape_of(leaf)} vs {self.leaves[p].shape}"
