@@ -1177,6 +1177,10 @@ def main(argv=None) -> dict:
       "(Adam ×2/×5: their floor is scaled too, so they are exactly Adam with the whole "
       "schedule multiplied); ADAS has no global learning rate and gets no plateau scaling. "
       "Early stopping (with restoring the best weights) applies to every optimizer.")
+  task.notes.append(
+      "Times: all runs of a cell train together (vmapped over seeds); \"cell wall s\" includes "
+      "compilation, \"s/epoch\" is one epoch of all seeds. On a shared, loaded machine the "
+      "seconds are noisy (cells ran in parallel processes): compare epochs, not seconds.")
 
   protocol = protocol_of(task, args)
   json_path = out_dir / f"{task.name}.json"
