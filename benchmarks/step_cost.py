@@ -49,8 +49,10 @@ Usage::
   python benchmarks/step_cost.py --quick              # 64K params, large + many (12 layers)
   python benchmarks/step_cost.py --sizes 1M,16M --reps 15 --out /tmp/x.json
 
-Writes ``--out`` (default ``benchmarks/results/step_cost_cpu.json``; ``--quick``
-writes only when ``--out`` is given).
+Writes ``--out`` (default ``benchmarks/results/step_cost_<backend>.json``, e.g.
+``step_cost_cpu.json`` or ``step_cost_gpu.json``; ``--quick`` writes only when
+``--out`` is given), rewritten after every case so that a run stopped early keeps
+what it measured (``"complete": false`` until the last case).
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ import optax
 
 import caadam_jax
 
-DEFAULT_OUT = pathlib.Path(__file__).resolve().parent / "results" / "step_cost_cpu.json"
+RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
 BASELINE = "adam"
 CAADAM_STRATEGIES = ("additive", "multiplicative", "depth")
 
@@ -440,6 +442,33 @@ def check_targets(cases: list[dict[str, Any]]) -> list[str]:
   return misses
 
 
+def merge_results(paths: list[str], out: str | None) -> int:
+  """One result file from several runs (e.g. layouts run as separate commands)."""
+  runs = [json.loads(pathlib.Path(p).read_text()) for p in paths]
+  cases = [case for run in runs for case in run["cases"]]
+  for case in cases:
+    print(format_case(case))
+  misses = check_targets(cases)
+  print("\ntargets (caadam strategies: step ratio <= 1.03, state bytes == adam, "
+        "compile ratio <= 1.2):")
+  print("  all held" if not misses else "\n".join("  MISSED " + m for m in misses))
+  if out:
+    merged = dict(runs[0])
+    merged.update(
+        command=" && ".join(run["command"] for run in runs),
+        date=max(run["date"] for run in runs),
+        complete=all(run.get("complete", True) for run in runs),
+        merged_from=[{"command": r["command"], "date": r["date"], "machine": r["machine"],
+                      "total_s": r["total_s"]} for r in runs],
+        total_s=sum(run["total_s"] for run in runs),
+        target_misses=misses,
+        cases=cases,
+    )
+    pathlib.Path(out).write_text(json.dumps(merged, indent=1))
+    print("wrote", out)
+  return 0
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
   parser.add_argument("--sizes", default=None, help="comma list, e.g. 1M,16M,64M (default)")
@@ -455,7 +484,12 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--sample-seconds", type=float, default=None, help="default 0.03")
   parser.add_argument("--quick", action="store_true", help="tiny sizes, few rounds (< 60 s)")
   parser.add_argument("--out", default=None)
-  args = parser.parse_args(argv)
+  parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                      help="merge the cases of these result files into --out and report")
+  arg_list = sys.argv[1:] if argv is None else list(argv)
+  args = parser.parse_args(arg_list)
+  if args.merge:
+    return merge_results(args.merge, args.out)
 
   if args.quick:
     sizes = args.sizes or "64K"
@@ -469,7 +503,10 @@ def main(argv: list[str] | None = None) -> int:
     sample_s = args.sample_seconds or 0.03
     warmup = args.warmup
     layouts, many_layers = args.layouts or "large,many,resnet", args.many_layers or 100
-  out = args.out if (args.out or args.quick) else str(DEFAULT_OUT)
+  if args.out or args.quick:
+    out = args.out
+  else:
+    out = str(RESULTS_DIR / f"step_cost_{jax.default_backend()}.json")
 
   factories = optimizers()
   if args.optimizers:
@@ -485,8 +522,36 @@ def main(argv: list[str] | None = None) -> int:
         "top-level kernel of the compiled step")
 
   layouts = layouts.split(",")
-  cases = []
+  cases: list[dict[str, Any]] = []
   t_start = time.perf_counter()
+
+  def report(final: bool) -> list[str]:
+    # Written after every case, so a run stopped by a time limit keeps what it measured.
+    misses = check_targets(cases)
+    info["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    if out:
+      payload = {
+          "benchmark": "step_cost",
+          "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+          "command": " ".join(["python", "benchmarks/step_cost.py", *arg_list]),
+          "complete": final,
+          "machine": info,
+          "byte_models": {
+              "min": "3*param_bytes + 2*state_bytes (grads read once, params and full state "
+              "read and written once; 28 B/param for Adam/CaAdam)",
+              "hlo": "sum over top-level instructions of the compiled entry computation of "
+              "operand bytes + result bytes",
+          },
+          "targets": {"step_ratio_max": 1.03, "compile_ratio_max": 1.2, "state_bytes": "== adam"},
+          "target_misses": misses,
+          "total_s": time.perf_counter() - t_start,
+          "cases": cases,
+      }
+      path = pathlib.Path(out)
+      path.parent.mkdir(parents=True, exist_ok=True)
+      path.write_text(json.dumps(payload, indent=1))
+    return misses
+
   for layout in layouts:
     if layout == "resnet":
       shape_list = [("resnet", resnet_shapes())]
@@ -503,36 +568,16 @@ def main(argv: list[str] | None = None) -> int:
       case["wall_s"] = time.perf_counter() - t0
       cases.append(case)
       print(format_case(case), flush=True)
+      report(final=False)
       gc.collect()
 
-  misses = check_targets(cases)
+  misses = report(final=True)
   print("\ntargets (caadam strategies: step ratio <= 1.03, state bytes == adam, "
         "compile ratio <= 1.2):")
   print("  all held" if not misses else "\n".join("  MISSED " + m for m in misses))
-  info["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-  total = time.perf_counter() - t_start
-  print(f"total {total:.1f} s")
+  print(f"total {time.perf_counter() - t_start:.1f} s")
   if out:
-    payload = {
-        "benchmark": "step_cost",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
-        "machine": info,
-        "byte_models": {
-            "min": "3*param_bytes + 2*state_bytes (grads read once, params and full state "
-            "read and written once; 28 B/param for Adam/CaAdam)",
-            "hlo": "sum over top-level instructions of the compiled entry computation of "
-            "operand bytes + result bytes",
-        },
-        "targets": {"step_ratio_max": 1.03, "compile_ratio_max": 1.2, "state_bytes": "== adam"},
-        "target_misses": misses,
-        "total_s": total,
-        "cases": cases,
-    }
-    path = pathlib.Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1))
-    print("wrote", path)
+    print("wrote", out)
   return 0
 
 

@@ -1,0 +1,136 @@
+"""The step-cost benchmark's measurements, and the claim it checks: a CaAdam step
+compiles to the same program as an ``optax.adam`` step."""
+
+import json
+import pathlib
+import sys
+
+import jax
+import optax
+import pytest
+
+import caadam_jax
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "benchmarks"))
+import compile_constants
+import step_cost
+
+HAND_HLO = """HloModule m
+
+%fused_computation (param_0: f32[4]) -> f32[4] {
+  %param_0 = f32[4]{0} parameter(0)
+  %constant.1 = f32[] constant(-0.001)
+  %broadcast.1 = f32[4]{0} broadcast(%constant.1), dimensions={}
+  ROOT %multiply.1 = f32[4]{0} multiply(%param_0, %broadcast.1), metadata={op_name="a"}
+}
+
+%fused_computation.1 (param_0.1: f32[4]) -> f32[4] {
+  %param_0.1 = f32[4]{0} parameter(0)
+  %constant.2 = f32[] constant(-0.001)
+  %broadcast.2 = f32[4]{0} broadcast(%constant.2), dimensions={}
+  ROOT %multiply.2 = f32[4]{0} multiply(%param_0.1, %broadcast.2), metadata={op_name="b"}
+}
+
+%fused_computation.2 (param_0.2: f32[4]) -> f32[4] {
+  %param_0.2 = f32[4]{0} parameter(0)
+  %constant.3 = f32[] constant(-0.002)
+  %broadcast.3 = f32[4]{0} broadcast(%constant.3), dimensions={}
+  ROOT %multiply.3 = f32[4]{0} multiply(%param_0.2, %broadcast.3)
+}
+
+ENTRY %main (p0: f32[4], p1: f32[2,3]) -> (f32[4], f32[4], f32[4], f32[2,3]) {
+  %p0 = f32[4]{0} parameter(0)
+  %p1 = f32[2,3]{1,0} parameter(1)
+  %fusion = f32[4]{0} fusion(%p0), kind=kLoop, calls=%fused_computation
+  %fusion.1 = f32[4]{0} fusion(%p0), kind=kLoop, calls=%fused_computation.1
+  %fusion.2 = f32[4]{0} fusion(%p0), kind=kLoop, calls=%fused_computation.2
+  %copy = f32[2,3]{1,0} copy(%p1)
+  ROOT %tuple = (f32[4]{0}, f32[4]{0}, f32[4]{0}, f32[2,3]{1,0}) tuple(%fusion, %fusion.1, %fusion.2, %copy)
+}
+"""
+
+
+def test_hlo_summary_counts_kernels_and_bytes_by_hand():
+  summary = step_cost.hlo_summary(HAND_HLO)
+  # Three fusions and a copy; parameters and the tuple are free.
+  assert summary["kernels"] == 4
+  assert summary["kernels_by_op"] == {"fusion": 3, "copy": 1}
+  # Each fusion reads 16 bytes and writes 16; the copy reads 24 and writes 24.
+  assert summary["hlo_bytes_moved"] == 3 * 32 + 48
+
+
+def test_distinct_fusions_ignores_names_and_metadata_but_not_constants():
+  # The first two bodies differ only in names and metadata; the third has another constant.
+  assert compile_constants.distinct_fusions(HAND_HLO) == 2
+
+
+def test_sizes_and_trees():
+  assert step_cost.parse_size("64K") == 65536
+  assert step_cost.parse_size("16M") == 16 * 2**20
+  assert step_cost.parse_size("1000") == 1000
+  large = step_cost.materialize(step_cost.large_tree_shapes(2**20), 0)
+  assert len(jax.tree.leaves(large)) == 8
+  assert abs(step_cost.tree_size(large) - 2**20) / 2**20 < 0.01
+  many = step_cost.materialize(step_cost.many_tree_shapes(2**20, 100), 0)
+  assert len(jax.tree.leaves(many)) == 200
+  assert abs(step_cost.tree_size(many) - 2**20) / 2**20 < 0.01
+  assert step_cost.tree_bytes(many) == 4 * step_cost.tree_size(many)
+
+
+@pytest.mark.parametrize("layout", ["large", "many"])
+def test_caadam_step_compiles_to_adams_program(layout):
+  """Same kernel count, same bytes moved and same state bytes as optax.adam."""
+  shapes = (step_cost.large_tree_shapes(2**16) if layout == "large"
+            else step_cost.many_tree_shapes(2**16, 12))
+  params, grads = step_cost.materialize(shapes, 0), step_cost.materialize(shapes, 1)
+
+  def compiled_summary(tx):
+    state = tx.init(params)
+    compiled, _, _ = step_cost.compile_step(tx, params, state, grads)
+    return step_cost.hlo_summary(compiled.as_text()), step_cost.tree_bytes(state)
+
+  adam_summary, adam_state_bytes = compiled_summary(optax.adam(1e-3))
+  # Every layer but the last has a factor != 1 under each strategy, so a missed fold would show.
+  for strategy in ("additive", "multiplicative", "depth"):
+    factors = caadam_jax.describe(params, strategy=strategy, show=False)
+    assert sum(abs(row.factor - 1.0) > 1e-3 for row in factors) >= 2
+    summary, state_bytes = compiled_summary(caadam_jax.caadam(1e-3, strategy=strategy))
+    assert state_bytes == adam_state_bytes, strategy
+    assert summary["kernels"] == adam_summary["kernels"], strategy
+    assert summary["hlo_bytes_moved"] == adam_summary["hlo_bytes_moved"], strategy
+  _, keras_state_bytes = compiled_summary(caadam_jax.keras_caadam(1e-3))
+  assert keras_state_bytes == adam_state_bytes
+
+
+def test_quick_run_writes_json_and_merges(tmp_path, capsys):
+  out = tmp_path / "run.json"
+  assert step_cost.main([
+      "--quick", "--sizes", "16K", "--layouts", "large", "--reps", "2",
+      "--optimizers", "caadam-depth,adas", "--out", str(out),
+  ]) == 0
+  run = json.loads(out.read_text())
+  assert run["complete"] is True
+  (case,) = run["cases"]
+  assert case["layout"] == "large" and case["n_leaves"] == 8
+  assert set(case["optimizers"]) == {"adam", "caadam-depth", "adas"}
+  depth = case["optimizers"]["caadam-depth"]
+  assert depth["state_bytes_equal_adam"] and depth["state_bytes"] == 2 * case["param_bytes"] + 4
+  assert len(depth["times_ms"]) == 2 and depth["median_ms"] > 0
+  assert case["optimizers"]["adam"]["ratio_paired_median"] == 1.0
+  assert "targets (caadam strategies" in capsys.readouterr().out
+
+  merged = tmp_path / "merged.json"
+  assert step_cost.main(["--merge", str(out), str(out), "--out", str(merged)]) == 0
+  both = json.loads(merged.read_text())
+  assert len(both["cases"]) == 2 and len(both["merged_from"]) == 2
+  assert both["command"].count("--quick") == 2
+
+
+def test_distinct_constants_are_what_costs_compile_time():
+  results = compile_constants.measure(layers=6, rows=16, cols=8, reps=1)
+  adam = results["adam"]
+  # A shared constant or equal factors add no distinct kernel; per-layer factors do.
+  assert results["adam*1.5"]["distinct_fusions"] == adam["distinct_fusions"]
+  assert results["caadam-additive"]["distinct_fusions"] == adam["distinct_fusions"]
+  assert results["caadam-depth"]["distinct_fusions"] > adam["distinct_fusions"]
+  assert results["caadam-depth"]["kernels"] == adam["kernels"]
