@@ -115,8 +115,9 @@ class _Tracer:
 
   def _scan(self, eqn: Any, ins: list[_Value]) -> list[_Value]:
     params = eqn.params
-    n_consts, n_carry, length = params["num_consts"], params["num_carry"], params["length"]
-    consts, carry, xs = ins[:n_consts], ins[n_consts : n_consts + n_carry], ins[n_consts + n_carry :]
+    length = params["length"]
+    consts, carry, xs = _split_scan_inputs(params, ins)
+    n_carry = len(carry)
     stacked = [not x.is_activation and x.elements for x in xs]
     if any(stacked):
       for x in xs:
@@ -140,6 +141,16 @@ class _Tracer:
       outs = self.run(params["jaxpr"], consts + carry + xs)
       carry = self._merge(carry, outs[:n_carry])
     return carry + outs[n_carry:]
+
+
+def _split_scan_inputs(params: dict[str, Any], ins: list[Any]) -> tuple[list, list, list]:
+  """A scan equation's inputs as (consts, carry, xs), across JAX versions."""
+  if "num_consts" in params:  # JAX < 0.11: counts as params
+    n_consts, n_carry = params["num_consts"], params["num_carry"]
+    return ins[:n_consts], ins[n_consts : n_consts + n_carry], ins[n_consts + n_carry :]
+  # JAX >= 0.11: a FlatTree of (consts, carry, xs), unpacked as jax's own scan rules do.
+  consts, carry, xs = params["ft_in"].update(ins).unpack()
+  return list(consts), list(carry), list(xs)
 
 
 def _split_static(tree: Any) -> tuple[list[Any], Callable[[list[Any]], Any]]:

@@ -316,3 +316,29 @@ def test_describe_published_uses_the_traced_order():
   assert rows["stem/kernel"] == pytest.approx(2 ** (3 / 4))
   assert rows["head/kernel"] == pytest.approx(2 ** (1 / 4))
   assert rows["head/bias"] == 1.0
+
+
+def test_scan_inputs_split_in_both_jax_formats():
+  """JAX < 0.11 gives scan counts as params, later versions a FlatTree (ft_in)."""
+  from caadam_jax import _trace
+
+  ins = ["w", "c0", "c1", "x0", "x1", "x2"]
+  old = {"num_consts": 1, "num_carry": 2, "length": 3}
+  assert _trace._split_scan_inputs(old, ins) == (["w"], ["c0", "c1"], ["x0", "x1", "x2"])
+
+  # Whatever this JAX's format is, a real scan equation splits as (consts, carry, xs).
+  w = jnp.ones((4, 4))
+
+  def f(carry, xs):
+    def body(c, x):
+      return {"a": c["a"] @ x["k"] @ w, "b": c["b"] + 1}, c["a"].sum()
+
+    return jax.lax.scan(body, carry, xs)
+
+  jaxpr = jax.make_jaxpr(f)({"a": jnp.ones((2, 4)), "b": jnp.ones(3)},
+                            {"k": jnp.ones((5, 4, 4)), "j": jnp.ones((5, 2))})
+  (eqn,) = [e for e in jaxpr.eqns if e.primitive.name == "scan"]
+  consts, carry, xs = _trace._split_scan_inputs(eqn.params, [str(v.aval) for v in eqn.invars])
+  assert consts == ["float32[4,4]"]
+  assert sorted(carry) == ["float32[2,4]", "float32[3]"]
+  assert sorted(xs) == ["float32[5,2]", "float32[5,4,4]"]
