@@ -26,20 +26,9 @@ import _common  # examples/_common.py: helpers shared by the examples
 import jax
 import jax.numpy as jnp
 import optax
-from flax import linen as nn
+from quickstart import MLP  # the quickstart's Flax MLP (examples/quickstart.py)
 
 import caadam_jax
-
-
-class MLP(nn.Module):
-  hidden: tuple[int, ...] = (128, 64, 32)
-  num_classes: int = 10
-
-  @nn.compact
-  def __call__(self, x):
-    for width in self.hidden:
-      x = nn.relu(nn.Dense(width)(x))
-    return nn.Dense(self.num_classes)(x)
 
 
 def probe_factors(tx, params) -> dict[str, float]:
@@ -60,7 +49,7 @@ def main(argv=None):
   args = parser.parse_args(argv)
 
   data = tuple(jnp.asarray(a) for a in _common.digits_split(args.seed))
-  model = MLP()
+  model = MLP(hidden=(128, 64, 32))
   params = model.init(jax.random.key(args.seed), data[0][:1])["params"]
   steps_per_epoch = len(data[0]) // args.batch_size
   total_steps = args.epochs * steps_per_epoch

@@ -166,6 +166,15 @@ def max_diff(params, kmodel, mapping):
   )
 
 
+def step_both(keras_opt, kmodel, mapping, update, state, params, grads):
+  """One step of the Keras optimizer and of an optax update on the same gradients."""
+  keras_opt.apply_gradients(
+      zip([grads[layer][leaf] for layer, leaf in mapping], kmodel.trainable_variables)
+  )
+  updates, state = update(grads, state, params)
+  return optax.apply_updates(params, updates), state
+
+
 def run_shared_gradients(model_name, keras_opt, tx, *, steps=STEPS, check=True):
   """Same JAX gradients fed to Keras's apply_gradients and to the optax transform.
 
@@ -178,11 +187,7 @@ def run_shared_gradients(model_name, keras_opt, tx, *, steps=STEPS, check=True):
   worst = 0.0
   for step, (x, y) in enumerate(batches(model_name, steps)):
     grads = grad_fn(params, x, y)
-    keras_opt.apply_gradients(
-        zip([grads[layer][leaf] for layer, leaf in mapping], kmodel.trainable_variables)
-    )
-    updates, state = update(grads, state, params)
-    params = optax.apply_updates(params, updates)
+    params, state = step_both(keras_opt, kmodel, mapping, update, state, params, grads)
     diff = max_diff(params, kmodel, mapping)
     worst = max(worst, diff)
     if check:
@@ -425,9 +430,7 @@ def test_degenerate_median_without_lower_branch_is_finite_and_matches():
     x = rng.normal(size=(8, 4)).astype(np.float32)
     y = rng.normal(size=(8, 16)).astype(np.float32)
     grads = grad_fn(params, x, y)
-    opt.apply_gradients(zip([grads[a][b] for a, b in mapping], kmodel.trainable_variables))
-    updates, state = tx.update(grads, state, params)
-    params = optax.apply_updates(params, updates)
+    params, state = step_both(opt, kmodel, mapping, tx.update, state, params, grads)
     assert max_diff(params, kmodel, mapping) <= ATOL
 
 
@@ -535,10 +538,7 @@ def test_named_layers_need_an_explicit_order_to_match_keras():
     for _ in range(5):
       x = rng.normal(size=(8, 3)).astype(np.float32)
       y = rng.normal(size=(8, 2)).astype(np.float32)
-      grads = grad_fn(p, x, y)
-      opt.apply_gradients(zip([grads[a][b] for a, b in mapping], kmodel.trainable_variables))
-      updates, state = tx.update(grads, state, p)
-      p = optax.apply_updates(p, updates)
+      p, state = step_both(opt, kmodel, mapping, tx.update, state, p, grad_fn(p, x, y))
     return max_diff(p, kmodel, mapping)
 
   assert list(caadam_jax.keras_caadam_factors(params))[0] == "decoder/kernel"
