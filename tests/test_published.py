@@ -339,18 +339,23 @@ def test_factors_published_and_as_described_side_by_side(g_add, g_mul, g_depth):
   assert max(add.values()) == add["Dense_0/bias"] > 1 + g_add
 
 
+def reference_factors(kmodel, strategy, g):
+  """The factor the package computes for each trainable variable, in Keras's order."""
+  opt = keras_optimizer(strategy, g)
+  opt.build(kmodel.trainable_variables)
+  return [
+      float(opt.scaling_strategy.compute_scaling_factor(
+          opt.connection_counts.get(v.name, 0), None, {"depth": i}, opt.model_info))
+      for i, v in enumerate(kmodel.trainable_variables)
+  ]
+
+
 def test_factors_match_the_reference_package():
   """keras_caadam_factors equals what the package computes on the same Keras model."""
   for model_name in MODELS:
     kmodel, _, params, mapping = build(model_name)
     for strategy, g in CONFIGS:
-      opt = keras_optimizer(strategy, g)
-      opt.build(kmodel.trainable_variables)
-      expected = [
-          float(opt.scaling_strategy.compute_scaling_factor(
-              opt.connection_counts.get(v.name, 0), None, {"depth": i}, opt.model_info))
-          for i, v in enumerate(kmodel.trainable_variables)
-      ]
+      expected = reference_factors(kmodel, strategy, g)
       got = caadam_jax.keras_caadam_factors(params, strategy=strategy, scaling_factor=g)
       assert list(got) == [f"{layer}/{leaf}" for layer, leaf in mapping]
       # The package computes the multiplicative factor in float32.
@@ -632,13 +637,7 @@ def test_factors_match_reference_with_keras_paths_as_order(builder):
   kmodel = builder()
   params, order = _keras_path_params(kmodel)
   for strategy, g in CONFIGS:
-    opt = keras_optimizer(strategy, g)
-    opt.build(kmodel.trainable_variables)
-    expected = [
-        float(opt.scaling_strategy.compute_scaling_factor(
-            opt.connection_counts.get(v.name, 0), None, {"depth": i}, opt.model_info))
-        for i, v in enumerate(kmodel.trainable_variables)
-    ]
+    expected = reference_factors(kmodel, strategy, g)
     got = caadam_jax.keras_caadam_factors(params, strategy=strategy, scaling_factor=g, order=order)
     assert list(got) == order
     np.testing.assert_allclose(list(got.values()), expected, rtol=1e-6)
