@@ -40,7 +40,8 @@ import optax
 import step_cost
 
 import caadam_jax
-from caadam_jax import _formulas, _paths
+from caadam_jax import _formulas
+from caadam_jax import _paths
 
 
 def per_layer_lr(layers: int) -> optax.GradientTransformation:

@@ -32,7 +32,7 @@ class _Value:
   elements on any path from the inputs to it.
   """
 
-  __slots__ = ("is_activation", "elements")
+  __slots__ = ("elements", "is_activation")
 
   def __init__(self, is_activation: bool, elements: frozenset):
     self.is_activation = is_activation
@@ -254,7 +254,7 @@ def trace_structure(
     args = (params, *args)
     module_graph = graphdef
 
-    def apply_fn(p, *a, **k):  # noqa: F811 - the module becomes a function of its params
+    def apply_fn(p, *a, **k):
       return nnx.merge(module_graph, p, rest)(*a, **k)
 
     params = param_state

@@ -4,19 +4,20 @@ The reference runs on Keras 3 with the JAX backend; KERAS_BACKEND must be set
 before keras is first imported, hence at the top of this module.
 """
 
+import itertools
 import os
 
 os.environ["KERAS_BACKEND"] = "jax"
 
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-import pytest  # noqa: E402
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
 
-import caadam_jax  # noqa: E402
-from caadam_jax import _formulas  # noqa: E402
+import caadam_jax
+from caadam_jax import _formulas
 
 keras = pytest.importorskip(
     "keras", reason="the parity tests need keras>=3 (pip install -e '.[test]')"
@@ -286,7 +287,7 @@ def test_parity_keras_computes_its_own_gradients(strategy, g):
 
 def mlp_params(widths, use_bias=True):
   params = {}
-  for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+  for i, (a, b) in enumerate(itertools.pairwise(widths)):
     params[f"Dense_{i}"] = {"kernel": jnp.ones((a, b))}
     if use_bias:
       params[f"Dense_{i}"]["bias"] = jnp.zeros((b,))
@@ -546,7 +547,7 @@ def test_named_layers_need_an_explicit_order_to_match_keras():
       p, state = step_both(opt, kmodel, mapping, tx.update, state, p, grad_fn(p, x, y))
     return max_diff(p, kmodel, mapping)
 
-  assert list(caadam_jax.keras_caadam_factors(params))[0] == "decoder/kernel"
+  assert next(iter(caadam_jax.keras_caadam_factors(params))) == "decoder/kernel"
   assert run(caadam_jax.keras_caadam(LR, strategy="depth")) > 100 * ATOL
   assert run(caadam_jax.keras_caadam(LR, strategy="depth", order=order)) <= ATOL
 
@@ -565,7 +566,7 @@ def test_inject_hyperparams_and_traced_scaling_factor():
   )(learning_rate=0.01, strategy="multiplicative", scaling_factor=2.0)
   s1, s2 = plain.init(params), injected.init(params)
   for i in range(3):
-    grads = jax.tree.map(lambda x: jnp.sin(x * (i + 1)), params)
+    grads = jax.tree.map(lambda x, i=i: jnp.sin(x * (i + 1)), params)
     u1, s1 = jax.jit(plain.update)(grads, s1, params)
     u2, s2 = jax.jit(injected.update)(grads, s2, params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-9), u1, u2)

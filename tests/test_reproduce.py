@@ -101,8 +101,8 @@ def test_compaction_is_exact_and_matches_the_callbacks():
   epochs, learning-rate reductions and best epoch replay from its validation curve."""
   data = _synthetic()
   model = reproduce.ModelSpec("[16]", reproduce.MLP((16,), 1), (8,))
-  args = dict(seeds=4, lr=1e-2, init="shared", init_seed=0, shuffle_seed=3, min_lr=2.5e-5,
-              eval_chunk=64)
+  args = {"seeds": 4, "lr": 1e-2, "init": "shared", "init_seed": 0, "shuffle_seed": 3,
+          "min_lr": 2.5e-5, "eval_chunk": 64}
   task = _tiny_task()
   a = reproduce.run_cell(task, model, reproduce.OPTIMIZERS["adam"], data,
                          types.SimpleNamespace(compact=True, **args))
