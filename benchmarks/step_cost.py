@@ -442,6 +442,12 @@ def check_targets(cases: list[dict[str, Any]]) -> list[str]:
   return misses
 
 
+def print_targets(misses: list[str]) -> None:
+  print("\ntargets (caadam strategies: step ratio <= 1.03, state bytes == adam, "
+        "compile ratio <= 1.2):")
+  print("  all held" if not misses else "\n".join("  MISSED " + m for m in misses))
+
+
 def merge_results(paths: list[str], out: str | None) -> int:
   """One result file from several runs (e.g. layouts run as separate commands)."""
   runs = [json.loads(pathlib.Path(p).read_text()) for p in paths]
@@ -449,9 +455,7 @@ def merge_results(paths: list[str], out: str | None) -> int:
   for case in cases:
     print(format_case(case))
   misses = check_targets(cases)
-  print("\ntargets (caadam strategies: step ratio <= 1.03, state bytes == adam, "
-        "compile ratio <= 1.2):")
-  print("  all held" if not misses else "\n".join("  MISSED " + m for m in misses))
+  print_targets(misses)
   if out:
     merged = dict(runs[0])
     merged.update(
@@ -572,9 +576,7 @@ def main(argv: list[str] | None = None) -> int:
       gc.collect()
 
   misses = report(final=True)
-  print("\ntargets (caadam strategies: step ratio <= 1.03, state bytes == adam, "
-        "compile ratio <= 1.2):")
-  print("  all held" if not misses else "\n".join("  MISSED " + m for m in misses))
+  print_targets(misses)
   print(f"total {time.perf_counter() - t_start:.1f} s")
   if out:
     print("wrote", out)
