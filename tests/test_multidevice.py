@@ -44,7 +44,8 @@ def _child() -> dict:
   import jax.numpy as jnp
   import numpy as np
   import optax
-  from jax.sharding import AxisType, NamedSharding
+  from jax.sharding import AxisType
+  from jax.sharding import NamedSharding
   from jax.sharding import PartitionSpec as P
 
   import caadam_jax
