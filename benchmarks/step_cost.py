@@ -272,7 +272,7 @@ def run_case(
       txs[name] = factories[name]()
       state = jax.jit(txs[name].init)(params0)
       live[name] = (jax.tree.map(jnp.copy, params0), state)
-    except Exception as e:  # e.g. keras_caadam's documented division-by-zero error
+    except ValueError as e:  # e.g. keras_caadam's documented division-by-zero error
       errors[name] = f"{type(e).__name__}: {e}"
       log(f"  {name}: skipped ({errors[name][:120]})")
   names = [n for n in names if n in txs]
@@ -364,10 +364,11 @@ def run_case(
 def machine_info() -> dict[str, Any]:
   cpu = platform.processor()
   try:
-    for line in open("/proc/cpuinfo"):
-      if line.startswith("model name"):
-        cpu = line.split(":", 1)[1].strip()
-        break
+    with open("/proc/cpuinfo") as cpuinfo:
+      for line in cpuinfo:
+        if line.startswith("model name"):
+          cpu = line.split(":", 1)[1].strip()
+          break
   except OSError:
     pass
   try:
@@ -398,7 +399,7 @@ def _jaxlib_version() -> str | None:
     import jaxlib
 
     return jaxlib.__version__
-  except Exception:  # pragma: no cover
+  except (ImportError, AttributeError):  # pragma: no cover
     return None
 
 
