@@ -90,18 +90,14 @@ CAADAM_STRATEGIES = ("additive", "multiplicative", "depth")
 
 
 def optimizers() -> dict[str, Callable[[], optax.GradientTransformation]]:
-  """Name -> factory. Optional library entry points are skipped when missing."""
+  """Name -> factory of every optimizer the benchmark compares."""
   opts: dict[str, Callable[[], optax.GradientTransformation]] = {
       BASELINE: lambda: optax.adam(1e-3)
   }
   for s in CAADAM_STRATEGIES:
     opts[f"caadam-{s}"] = lambda s=s: caadam_jax.caadam(1e-3, strategy=s)
-  keras_caadam = getattr(caadam_jax, "keras_caadam", None)
-  if keras_caadam is not None:
-    opts["keras_caadam"] = lambda: keras_caadam(1e-3)
-  adas = getattr(caadam_jax, "adas", None)
-  if adas is not None:
-    opts["adas"] = lambda: adas()
+  opts["keras_caadam"] = lambda: caadam_jax.keras_caadam(1e-3)
+  opts["adas"] = caadam_jax.adas
   return opts
 
 
@@ -517,11 +513,8 @@ def main(argv: list[str] | None = None) -> int:
   if args.optimizers:
     wanted = [BASELINE] + [n for n in args.optimizers.split(",") if n != BASELINE]
     factories = {n: factories[n] for n in wanted}
-  missing = [n for n in ("keras_caadam", "adas") if n not in optimizers()]
   info = machine_info()
   print("machine:", json.dumps(info))
-  if missing:
-    print("not available in this caadam_jax (skipped):", ", ".join(missing))
   print("byte models: min = 3*param_bytes (grad read; param read+write) + 2*state_bytes "
         "(state read+write), i.e. 28 B/param for Adam; hlo = operand+result bytes of every "
         "top-level kernel of the compiled step")

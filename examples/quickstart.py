@@ -44,16 +44,13 @@ class MLP(nn.Module):
 
 
 def optimizers(learning_rate: float) -> dict[str, optax.GradientTransformation]:
-  table = {
+  return {
       "adam": optax.adam(learning_rate),
       "caadam additive": caadam_jax.caadam(learning_rate, strategy="additive"),
       "caadam multiplicative": caadam_jax.caadam(learning_rate, strategy="multiplicative"),
       "caadam depth": caadam_jax.caadam(learning_rate, strategy="depth"),
+      "keras_caadam (published)": caadam_jax.keras_caadam(learning_rate),
   }
-  keras_caadam = getattr(caadam_jax, "keras_caadam", None)
-  if keras_caadam is not None:
-    table["keras_caadam (published)"] = keras_caadam(learning_rate)
-  return table
 
 
 def load(dataset: str, data_dir: str | None, seed: int = 0):

@@ -271,49 +271,39 @@ register(
 )
 
 # ----------------------------------------------------------------------------
-# >>> Aliases being written elsewhere: picked up automatically once they exist. <<<
-#
 # ADAS: ``caadam_jax.adas(lr=...)`` (its learning rate argument is ``lr``, not
 # ``learning_rate``). It is not Adam, so it has no Optax reference, and its
-# per-layer rates adapt over time: looser targets / more steps may be needed;
-# tune its Settings here once it lands.
-_adas = getattr(caadam_jax, "adas", None)
-if _adas is not None:
-  register(
-      "adas",
-      functools.partial(_adas, lr=LR),
-      Settings(
-          steps=5000,
-          rosenbrock_steps=30000,
-          rtol=5e-2,
-          atol=5e-2,
-          lr_name="lr",
-          rosenbrock_lr=None,  # lr is only ADAS's initial step size
-          inject_values={"lr": 0.05},
-          reference=None,
-          per_layer=False,
-          # ADAS is defined for real parameters only; init raises for complex ones.
-          supports_complex=False,
-      ),
-  )
+# per-layer rates adapt over time: looser targets and more steps.
+register(
+    "adas",
+    functools.partial(caadam_jax.adas, lr=LR),
+    Settings(
+        steps=5000,
+        rosenbrock_steps=30000,
+        rtol=5e-2,
+        atol=5e-2,
+        lr_name="lr",
+        rosenbrock_lr=None,  # lr is only ADAS's initial step size
+        inject_values={"lr": 0.05},
+        reference=None,
+        per_layer=False,
+        # ADAS is defined for real parameters only; init raises for complex ones.
+        supports_complex=False,
+    ),
+)
 
-# Keras-compatible CaAdam: ``caadam_jax.keras_caadam(learning_rate=...)``. Its
-# epsilon convention may differ from optax.adam's, so no exact reference.
-_keras_caadam = getattr(caadam_jax, "keras_caadam", None)
-if _keras_caadam is not None:
-  register(
-      "keras_caadam",
-      functools.partial(_keras_caadam, learning_rate=LR),
-      Settings(
-          inject_values={"learning_rate": 0.05},
-          reference=None,
-          # caadam 0.1.1 looks kernels up by their short name: every kernel gets
-          # the last kernel's connection count, so all kernels share one factor.
-          per_layer=False,
-      ),
-  )
+# Keras-compatible CaAdam: ``caadam_jax.keras_caadam(learning_rate=...)``. Keras
+# adds epsilon to the uncorrected second moment, so optax.adam is no exact reference.
+register(
+    "keras_caadam",
+    functools.partial(caadam_jax.keras_caadam, learning_rate=LR),
+    Settings(
+        inject_values={"learning_rate": 0.05},
+        reference=None,
+        # caadam 0.1.1 looks kernels up by their short name: every kernel gets
+        # the last kernel's connection count, so all kernels share one factor.
+        per_layer=False,
+    ),
+)
 
-_scale_by_adas = getattr(caadam_jax, "scale_by_adas", None)
-if _scale_by_adas is not None:
-  NO_ARGUMENT_SCALERS.append(("scale_by_adas", _scale_by_adas))
-# >>> end of the aliases being written elsewhere. <<<
+NO_ARGUMENT_SCALERS.append(("scale_by_adas", caadam_jax.scale_by_adas))
