@@ -293,6 +293,21 @@ def check_per_layer_step_sizes(factory: Factory, settings) -> None:
   assert distinct[-1] > 1.01 * distinct[0], f"same step size in every layer: {sizes}"
 
 
+def _injected(factory: Factory, settings, values: dict) -> optax.GradientTransformation:
+  """The factory's optimizer under ``optax.inject_hyperparams`` with ``values`` set."""
+  if not isinstance(factory, functools.partial):
+    pytest.skip("factory is not a functools.partial: cannot rebuild it under inject_hyperparams")
+  inject = optax.inject_hyperparams(factory.func, static_args=settings.inject_static_args)
+  return inject(*factory.args, **{**factory.keywords, **values})
+
+
+def _plain_and_injected(factory: Factory, settings):
+  """The plain optimizer and its injected twin, both at ``settings.inject_values``."""
+  injected = _injected(factory, settings, settings.inject_values)
+  plain = factory.func(*factory.args, **{**factory.keywords, **settings.inject_values})
+  return plain, injected
+
+
 def check_inject_hyperparams(factory: Factory, settings, steps: int = 4) -> None:
   """alias_test.test_optimizers_can_be_wrapped_in_inject_hyperparams, over steps.
 
@@ -302,13 +317,7 @@ def check_inject_hyperparams(factory: Factory, settings, steps: int = 4) -> None
   in ``state.hyperparams``. Tolerances are Optax's: hyperparameters injected as
   float32 arrays round differently from Python floats (``1 - 0.999``).
   """
-  if not isinstance(factory, functools.partial):
-    pytest.skip("factory is not a functools.partial: cannot rebuild it under inject_hyperparams")
-  kwargs = {**factory.keywords, **settings.inject_values}
-  plain = factory.func(*factory.args, **kwargs)
-  injected = optax.inject_hyperparams(factory.func, static_args=settings.inject_static_args)(
-      *factory.args, **kwargs
-  )
+  plain, injected = _plain_and_injected(factory, settings)
   params = layered_params()
   state = plain.init(params)
   state_inj = jax.jit(injected.init)(params)
@@ -338,13 +347,7 @@ def check_inject_hyperparams(factory: Factory, settings, steps: int = 4) -> None
 
 def check_inject_inner_state_structure(factory: Factory, settings) -> None:
   """Optax's own form of the check: ``inner_state`` has the plain state's tree structure."""
-  if not isinstance(factory, functools.partial):
-    pytest.skip("factory is not a functools.partial")
-  kwargs = {**factory.keywords, **settings.inject_values}
-  plain = factory.func(*factory.args, **kwargs)
-  injected = optax.inject_hyperparams(factory.func, static_args=settings.inject_static_args)(
-      *factory.args, **kwargs
-  )
+  plain, injected = _plain_and_injected(factory, settings)
   params = layered_params()
   assert jax.tree.structure(injected.init(params).inner_state) == jax.tree.structure(
       plain.init(params)
@@ -362,11 +365,8 @@ def check_scheduled_hyperparam(factory: Factory, settings, steps: int = 6) -> No
   """
   if settings.schedule is None:
     pytest.skip("no schedule in this entry's Settings")
-  if not isinstance(factory, functools.partial):
-    pytest.skip("factory is not a functools.partial")
   name, schedule, plain_value = settings.schedule
-  inject = optax.inject_hyperparams(factory.func, static_args=settings.inject_static_args)
-  injected = inject(*factory.args, **{**factory.keywords, name: schedule})
+  injected = _injected(factory, settings, {name: schedule})
   params = layered_params()
   state = injected.init(params)
   update = jax.jit(injected.update)
@@ -375,7 +375,7 @@ def check_scheduled_hyperparam(factory: Factory, settings, steps: int = 6) -> No
     # The same optimizer with a constant value, injected too: caadam's injected
     # inner chain differs from the plain one (see test_common), so the inner
     # state is run through an injected constant.
-    tx = inject(*factory.args, **{**factory.keywords, name: value})
+    tx = _injected(factory, settings, {name: value})
     return lambda g, s, p, **kw: tx.update(g, tx.init(p)._replace(inner_state=s), p, **kw)
 
   first = constant(plain_value(0))
@@ -589,7 +589,7 @@ def check_bare_array(factory: Factory, settings, shape: tuple[int, ...]) -> None
   """
   opt = factory()
   params = jnp.linspace(-1.0, 2.0, int(np.prod(shape)), dtype=jnp.float32).reshape(shape)
-  objective = lambda p: jnp.sum((p - 0.5) ** 2)  # noqa: E731
+  objective = lambda p: jnp.sum((p - 0.5) ** 2)
   update = opt.update
   state = opt.init(params)
   ref = settings.reference() if settings.reference is not None else None
