@@ -378,7 +378,7 @@ def image_data(data_dir, variant, subsample=None):
 
 
 def keras_validation_split(x, y, validation_split=0.2):
-  split_at = int(math.floor(len(x) * (1.0 - validation_split)))
+  split_at = math.floor(len(x) * (1.0 - validation_split))
   return x[:split_at], y[:split_at], x[split_at:], y[split_at:]
 
 
@@ -749,8 +749,8 @@ def machine_info() -> dict:
     info["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root,
                                         capture_output=True, text=True, timeout=10,
                                         check=False).stdout.strip()
-  except Exception:  # noqa: BLE001
-    pass
+  except (OSError, subprocess.SubprocessError):  # no git here: the commit stays unrecorded
+    info["git_commit"] = None
   return info
 
 
@@ -838,7 +838,7 @@ def summarize(results: dict, task_name: str) -> dict:
       vals = _metric_values(cell, metric)
       finite = vals[np.isfinite(vals)]
       row = {
-          "n": len(vals), "n_finite": int(len(finite)),
+          "n": len(vals), "n_finite": len(finite),
           "mean": float(np.mean(finite)) if len(finite) else float("nan"),
           "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else float("nan"),
           "median": float(np.median(finite)) if len(finite) else float("nan"),
@@ -976,9 +976,9 @@ def write_markdown(results: dict, task: Task, path: pathlib.Path, summary: dict,
   for name in task.optimizers:
     lines.append(f"- `{name}`: {OPTIMIZERS[name].description}")
   lines.append("")
-  lines += [f"Plots: `{task.name}_box.png` (test {metric} per optimizer and config), "
+  lines += [(f"Plots: `{task.name}_box.png` (test {metric} per optimizer and config), "
             f"`{task.name}_curves.png` (mean validation loss per epoch; a stopped run keeps "
-            "its last value).", ""]
+            "its last value)."), ""]
   path.write_text("\n".join(lines))
 
 
@@ -998,6 +998,15 @@ def write_plots(results: dict, task: Task, out_dir: pathlib.Path) -> list[str]:
   nrow = -(-len(configs) // ncol)
   written = []
 
+  def finish(fig, axes, name: str) -> str:
+    for ax in list(axes.flat)[len(configs):]:  # unused panels of the grid
+      ax.axis("off")
+    fig.tight_layout()
+    path = out_dir / name
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
   fig, axes = plt.subplots(nrow, ncol, figsize=(6 * ncol, 4.2 * nrow), squeeze=False)
   for ax, config in zip(axes.flat, configs):
     names = [n for n in task.optimizers if cell_key(config, n) in cells]
@@ -1012,13 +1021,7 @@ def write_plots(results: dict, task: Task, out_dir: pathlib.Path) -> list[str]:
       ax.legend(fontsize=7)
     ax.set_title(config)
     ax.set_ylabel(f"test {metric}")
-  for ax in list(axes.flat)[len(configs):]:
-    ax.axis("off")
-  fig.tight_layout()
-  p = out_dir / f"{task.name}_box.png"
-  fig.savefig(p, dpi=110)
-  plt.close(fig)
-  written.append(str(p))
+  written.append(finish(fig, axes, f"{task.name}_box.png"))
 
   fig, axes = plt.subplots(nrow, ncol, figsize=(6 * ncol, 4.2 * nrow), squeeze=False)
   for ax, config in zip(axes.flat, configs):
@@ -1040,13 +1043,7 @@ def write_plots(results: dict, task: Task, out_dir: pathlib.Path) -> list[str]:
     ax.set_xlabel("epoch")
     ax.set_ylabel("mean validation loss")
     ax.legend(fontsize=6)
-  for ax in list(axes.flat)[len(configs):]:
-    ax.axis("off")
-  fig.tight_layout()
-  p = out_dir / f"{task.name}_curves.png"
-  fig.savefig(p, dpi=110)
-  plt.close(fig)
-  written.append(str(p))
+  written.append(finish(fig, axes, f"{task.name}_curves.png"))
   return written
 
 
@@ -1144,21 +1141,21 @@ def main(argv=None) -> dict:
   data = (x_train, y_train, x_val, y_val, x_test, y_test)
   if task.name == "california":
     task.notes += [
-        f"Data: `{args.california_variant}` variant of California Housing "
+        (f"Data: `{args.california_variant}` variant of California Housing "
         "(`cal_housing.data.gz`: the 8 raw StatLib features Keras's loader also serves; "
         "`sklearn`: the derived features of `fetch_california_housing`), Keras split "
         "(RandomState(113) shuffle, first 80% train), X and y standardized with the mean/std "
-        "of the 80% training split (validation part included), RMSE in std units of y.",
-        f"Sizes: train {len(x_train)}, validation {len(x_val)} (last 20% of the training "
-        f"split, Keras `validation_split`), test {len(x_test)}.",
-        "Remaining differences from the published setup: JAX/Flax instead of Keras 3 "
+        "of the 80% training split (validation part included), RMSE in std units of y."),
+        (f"Sizes: train {len(x_train)}, validation {len(x_val)} (last 20% of the training "
+        f"split, Keras `validation_split`), test {len(x_test)}."),
+        ("Remaining differences from the published setup: JAX/Flax instead of Keras 3 "
         "(same Glorot-uniform kernels and zero biases, same float32 Keras-form Adam in the "
         "published-mode cells), our own shuffling RNG; the StatLib row order may differ from "
         "the `california_housing.npz` Keras downloads, so the split is the same procedure but "
         "not necessarily the same rows; the published runs shared one initial weight set per "
         "optimizer notebook, ours share one per config across all optimizers "
         f"(`--init {args.init}`); {args.seeds} runs per cell instead of 30; epoch cap "
-        f"{task.max_epochs}.",
+        f"{task.max_epochs}."),
     ]
   else:
     task.notes += [
