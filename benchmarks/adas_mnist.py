@@ -56,18 +56,25 @@ class MLP(nn.Module):
 
 def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--data-dir", default=None,
-                      help=f"data directory containing mnist/ (default ${datasets.DATA_ENV_VAR})")
-  parser.add_argument("--epochs", type=int, default=None,
-                      help="Adam epochs (default 50; 2 with --quick)")
-  parser.add_argument("--epochs-adas", type=int, default=None,
-                      help="ADAS epochs (default 20; 2 with --quick)")
+  parser.add_argument(
+      "--data-dir",
+      default=None,
+      help=f"data directory containing mnist/ (default ${datasets.DATA_ENV_VAR})",
+  )
+  parser.add_argument(
+      "--epochs", type=int, default=None, help="Adam epochs (default 50; 2 with --quick)"
+  )
+  parser.add_argument(
+      "--epochs-adas", type=int, default=None, help="ADAS epochs (default 20; 2 with --quick)"
+  )
   parser.add_argument("--batch-size", type=int, default=32)
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--out", default=None,
-                      help=f"JSON output (default {DEFAULT_OUT}; none with --quick)")
-  parser.add_argument("--quick", action="store_true",
-                      help="a tiny subset and 2 epochs each (a smoke test)")
+  parser.add_argument(
+      "--out", default=None, help=f"JSON output (default {DEFAULT_OUT}; none with --quick)"
+  )
+  parser.add_argument(
+      "--quick", action="store_true", help="a tiny subset and 2 epochs each (a smoke test)"
+  )
   args = parser.parse_args(argv)
   if args.epochs is None:
     args.epochs = 2 if args.quick else 50
@@ -201,8 +208,11 @@ def main(argv=None):
   args = parse_args(argv)
   data = load_data(args)
   n_train = data[0].shape[0]
-  print(f"MNIST: {n_train} train, {data[2].shape[0]} test, batch {args.batch_size}, "
-        f"seed {args.seed}, devices {jax.devices()}", flush=True)
+  print(
+      f"MNIST: {n_train} train, {data[2].shape[0]} test, batch {args.batch_size}, "
+      f"seed {args.seed}, devices {jax.devices()}",
+      flush=True,
+  )
   init_params = MLP().init(jax.random.key(args.seed), jnp.zeros((1, 784)))["params"]
   runs = {
       "adas": (caadam_jax.adas(), args.epochs_adas),
@@ -242,10 +252,10 @@ def main(argv=None):
     payload = {
         "benchmark": "adas_mnist",
         "description": "MNIST 784-256(ReLU)-10 MLP, batch 32, shuffled per epoch; "
-                       "caadam_jax.adas() defaults vs optax.adam(1e-3); same init and "
-                       "same batch order; accuracy on the full train/test sets after "
-                       "each epoch.",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "caadam_jax.adas() defaults vs optax.adam(1e-3); same init and "
+        "same batch order; accuracy on the full train/test sets after "
+        "each epoch.",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(),
         "args": vars(args),
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
         "n_train": n_train,

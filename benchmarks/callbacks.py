@@ -188,4 +188,3 @@ class ReduceLROnPlateau(_Monitor):
           self.num_reductions += 1
           return new_lr
     return lr
-

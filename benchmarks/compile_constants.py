@@ -46,8 +46,10 @@ from caadam_jax import _paths
 
 def per_layer_lr(layers: int) -> optax.GradientTransformation:
   def labels(params):
-    return {layer: jax.tree.map(lambda _, layer=layer: layer, leaves)
-            for layer, leaves in params.items()}
+    return {
+        layer: jax.tree.map(lambda _, layer=layer: layer, leaves)
+        for layer, leaves in params.items()
+    }
 
   return optax.multi_transform(
       {f"Dense_{i}": optax.adam(1e-3 * (1.0 + i / layers)) for i in range(layers)}, labels
@@ -60,13 +62,12 @@ def depth_behind_barrier() -> optax.GradientTransformation:
     strategy, g = _formulas.resolve_strategy("depth", None)
     factors = caadam_jax.infer_structure(updates).factors(strategy, g)
     # A barrier around all factors, as traced scalars, before they meet the updates.
-    factors = jax.lax.optimization_barrier(
-        {path: jnp.float32(f) for path, f in factors.items()}
-    )
+    factors = jax.lax.optimization_barrier({path: jnp.float32(f) for path, f in factors.items()})
     return _paths.map_with_normalized_path(lambda path, u: u * factors[path], updates)
 
-  return optax.chain(optax.scale_by_adam(), optax.stateless(scale),
-                     optax.scale_by_learning_rate(1e-3))
+  return optax.chain(
+      optax.scale_by_adam(), optax.stateless(scale), optax.scale_by_learning_rate(1e-3)
+  )
 
 
 def candidates(layers: int) -> dict[str, Callable[[], optax.GradientTransformation]]:
@@ -82,7 +83,9 @@ def candidates(layers: int) -> dict[str, Callable[[], optax.GradientTransformati
 
 
 _NAME_RE = re.compile(r"%[\w.\-]+")
-_META_RE = re.compile(r",?\s*(metadata|frontend_attributes|backend_config)=\{[^{}]*(\{[^{}]*\}[^{}]*)*\}")
+_META_RE = re.compile(
+    r",?\s*(metadata|frontend_attributes|backend_config)=\{[^{}]*(\{[^{}]*\}[^{}]*)*\}"
+)
 
 
 def distinct_fusions(hlo_text: str) -> int:
@@ -109,7 +112,7 @@ def measure(layers: int, rows: int, cols: int, reps: int) -> dict[str, dict[str,
   hlo = {}
   names = list(txs)
   for rep in range(reps):
-    for name in names[rep % len(names):] + names[: rep % len(names)]:
+    for name in names[rep % len(names) :] + names[: rep % len(names)]:
       compiled, t, c = step_cost.compile_step(txs[name], params, states[name], grads)
       wall[name].append(t)
       cpu[name].append(c)
@@ -134,16 +137,22 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
 
   print("machine:", json.dumps(step_cost.machine_info()))
-  print(f"{args.layers} dense layers of kernel ({args.rows}, {args.cols}) + bias, "
-        f"{args.reps} alternating compiles each")
+  print(
+      f"{args.layers} dense layers of kernel ({args.rows}, {args.cols}) + bias, "
+      f"{args.reps} alternating compiles each"
+  )
   results = measure(args.layers, args.rows, args.cols, args.reps)
   base = results["adam"]
-  print(f"{'optimizer':<24}{'compile s':>10}{'ratio':>7}{'cpu s':>8}{'ratio':>7}"
-        f"{'kernels':>9}{'distinct fusions':>18}")
+  print(
+      f"{'optimizer':<24}{'compile s':>10}{'ratio':>7}{'cpu s':>8}{'ratio':>7}"
+      f"{'kernels':>9}{'distinct fusions':>18}"
+  )
   for name, r in results.items():
-    print(f"{name:<24}{r['compile_s']:>10.3f}{r['compile_s'] / base['compile_s']:>7.2f}"
-          f"{r['compile_cpu_s']:>8.3f}{r['compile_cpu_s'] / base['compile_cpu_s']:>7.2f}"
-          f"{r['kernels']:>9d}{r['distinct_fusions']:>18d}")
+    print(
+        f"{name:<24}{r['compile_s']:>10.3f}{r['compile_s'] / base['compile_s']:>7.2f}"
+        f"{r['compile_cpu_s']:>8.3f}{r['compile_cpu_s'] / base['compile_cpu_s']:>7.2f}"
+        f"{r['kernels']:>9d}{r['distinct_fusions']:>18d}"
+    )
   return 0
 
 

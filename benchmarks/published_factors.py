@@ -31,7 +31,7 @@ def mlp_shapes(widths: list[int]) -> dict:
           "kernel": jax.ShapeDtypeStruct((a, b), jnp.float32),
           "bias": jax.ShapeDtypeStruct((b,), jnp.float32),
       }
-      for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]))
+      for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=False))
   }
 
 
@@ -44,9 +44,7 @@ def factor_table(params) -> str:
       for name, g in STRATEGIES
   }
   published_default = caadam_jax.keras_caadam_factors(params)
-  described = {
-      name: structure.factors(_formulas.STRATEGIES[name], g) for name, g in STRATEGIES
-  }
+  described = {name: structure.factors(_formulas.STRATEGIES[name], g) for name, g in STRATEGIES}
   header = ["leaf", "shape", "c (0.1.1)", "c (described)", "CaAdam() 0.1.1"]
   for name, g in STRATEGIES:
     header += [f"{name} {g:g} 0.1.1", f"{name} {g:g} described"]
@@ -64,8 +62,11 @@ def factor_table(params) -> str:
     for name, _ in STRATEGIES:
       row += [f"{published[name][key]:.3f}", f"{float(described[name][path]):.3f}"]
     lines.append("| " + " | ".join(row) + " |")
-  kernel_sizes = sorted(info.connections for info in structure.leaves.values()
-                        if info.connections is not None and len(info.shape) >= 2)
+  kernel_sizes = sorted(
+      info.connections
+      for info in structure.leaves.values()
+      if info.connections is not None and len(info.shape) >= 2
+  )
   notes = [
       "",
       f"Kernel sizes {kernel_sizes}: c_min = {stats.c_min:g}, c_med = {stats.c_med:g}, "

@@ -70,6 +70,8 @@ import caadam_jax
 from caadam_jax import datasets
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import contextlib
+
 import callbacks  # benchmarks/callbacks.py
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
@@ -142,11 +144,17 @@ class PatchConv(nn.Module):
     h, w = x.shape[1], x.shape[2]
     oh, ow = -(-h // s), -(-w // s)
     pad_h, pad_w = max((oh - 1) * s + k - h, 0), max((ow - 1) * s + k - w, 0)
-    x = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2),
-                    (0, 0)))
+    x = jnp.pad(
+        x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0))
+    )
     patches = jnp.concatenate(
-        [x[:, i:i + s * (oh - 1) + 1:s, j:j + s * (ow - 1) + 1:s, :]
-         for i in range(k) for j in range(k)], axis=-1)
+        [
+            x[:, i : i + s * (oh - 1) + 1 : s, j : j + s * (ow - 1) + 1 : s, :]
+            for i in range(k)
+            for j in range(k)
+        ],
+        axis=-1,
+    )
     return patches @ kernel.reshape(k * k * cin, self.features) + bias
 
 
@@ -195,12 +203,19 @@ class ResNet20(nn.Module):
       return n
 
     def conv(y, filters, kernel=3, strides=1):
-      return nn.Conv(filters, (kernel, kernel), strides=strides, padding="SAME",
-                     kernel_init=nn.initializers.he_normal(), name=name("conv"))(y)
+      return nn.Conv(
+          filters,
+          (kernel, kernel),
+          strides=strides,
+          padding="SAME",
+          kernel_init=nn.initializers.he_normal(),
+          name=name("conv"),
+      )(y)
 
     def bn(y):
-      return nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=1e-3,
-                          name=name("bn"))(y)
+      return nn.BatchNorm(
+          use_running_average=not train, momentum=0.99, epsilon=1e-3, name=name("bn")
+      )(y)
 
     x = nn.relu(bn(conv(x, 16)))
     for stage, filters in enumerate((16, 32, 64)):
@@ -255,12 +270,14 @@ def _keras_adam(learning_rate):
 def _published(strategy):
   def make(learning_rate):
     return caadam_jax.keras_caadam(learning_rate, strategy=strategy)
+
   return make
 
 
 def _described(strategy):
   def make(learning_rate):
     return caadam_jax.caadam(learning_rate, strategy=strategy)
+
   return make
 
 
@@ -269,8 +286,18 @@ def _adamw(learning_rate):
 
 
 class OptSpec:
-  def __init__(self, name, factory, lr_mult=1.0, requires=None, has_lr=True, label=None,
-               matched=None, description=""):
+
+  def __init__(
+      self,
+      name,
+      factory,
+      lr_mult=1.0,
+      requires=None,
+      has_lr=True,
+      label=None,
+      matched=None,
+      description="",
+  ):
     self.name = name
     self.factory = factory
     self.lr_mult = lr_mult
@@ -295,31 +322,79 @@ class OptSpec:
 OPTIMIZERS = {
     s.name: s
     for s in [
-        OptSpec("adam", _keras_adam, requires=("keras_caadam",),
-                description="Keras-form Adam (eps 1e-7 on the uncorrected sqrt(v)), lr 1e-3: "
-                "the published baseline"),
-        OptSpec("adam_x2", _keras_adam, 2.0, requires=("keras_caadam",),
-                description="the same Adam at 2x the learning rate (schedule and floor x2)"),
-        OptSpec("adam_x5", _keras_adam, 5.0, requires=("keras_caadam",),
-                description="the same Adam at 5x the learning rate (schedule and floor x5)"),
-        OptSpec("keras_caadam_additive", _published("additive"), requires=("keras_caadam",),
-                matched="adam_x2", description="published mode (caadam 0.1.1), additive g=0.95"),
-        OptSpec("keras_caadam_multiplicative", _published("multiplicative"),
-                requires=("keras_caadam",), matched="adam_x5",
-                description="published mode (caadam 0.1.1), multiplicative g=5"),
-        OptSpec("keras_caadam_depth", _published("depth"), requires=("keras_caadam",),
-                matched="adam_x2", description="published mode (caadam 0.1.1), depth g=1"),
-        OptSpec("caadam_additive", _described("additive"), matched="adam_x2",
-                description="as described (per layer), additive g=0.95, optax Adam eps 1e-8"),
-        OptSpec("caadam_multiplicative", _described("multiplicative"), matched="adam_x5",
-                description="as described (per layer), multiplicative g=5, optax Adam eps 1e-8"),
-        OptSpec("caadam_depth", _described("depth"), matched="adam_x2",
-                description="as described (per layer), depth g=1, optax Adam eps 1e-8"),
-        OptSpec("adamw", _adamw,
-                description="optax.adamw(lr, weight_decay=1e-4) (eps 1e-8, decay scaled by lr)"),
-        OptSpec("adas", lambda: caadam_jax.adas(), requires=("adas",), has_lr=False,
-                description="ADAS defaults (lr=1e-3 initial step sizes); no global learning "
-                "rate, so reduce-on-plateau has nothing to scale (not applied)"),
+        OptSpec(
+            "adam",
+            _keras_adam,
+            requires=("keras_caadam",),
+            description="Keras-form Adam (eps 1e-7 on the uncorrected sqrt(v)), lr 1e-3: "
+            "the published baseline",
+        ),
+        OptSpec(
+            "adam_x2",
+            _keras_adam,
+            2.0,
+            requires=("keras_caadam",),
+            description="the same Adam at 2x the learning rate (schedule and floor x2)",
+        ),
+        OptSpec(
+            "adam_x5",
+            _keras_adam,
+            5.0,
+            requires=("keras_caadam",),
+            description="the same Adam at 5x the learning rate (schedule and floor x5)",
+        ),
+        OptSpec(
+            "keras_caadam_additive",
+            _published("additive"),
+            requires=("keras_caadam",),
+            matched="adam_x2",
+            description="published mode (caadam 0.1.1), additive g=0.95",
+        ),
+        OptSpec(
+            "keras_caadam_multiplicative",
+            _published("multiplicative"),
+            requires=("keras_caadam",),
+            matched="adam_x5",
+            description="published mode (caadam 0.1.1), multiplicative g=5",
+        ),
+        OptSpec(
+            "keras_caadam_depth",
+            _published("depth"),
+            requires=("keras_caadam",),
+            matched="adam_x2",
+            description="published mode (caadam 0.1.1), depth g=1",
+        ),
+        OptSpec(
+            "caadam_additive",
+            _described("additive"),
+            matched="adam_x2",
+            description="as described (per layer), additive g=0.95, optax Adam eps 1e-8",
+        ),
+        OptSpec(
+            "caadam_multiplicative",
+            _described("multiplicative"),
+            matched="adam_x5",
+            description="as described (per layer), multiplicative g=5, optax Adam eps 1e-8",
+        ),
+        OptSpec(
+            "caadam_depth",
+            _described("depth"),
+            matched="adam_x2",
+            description="as described (per layer), depth g=1, optax Adam eps 1e-8",
+        ),
+        OptSpec(
+            "adamw",
+            _adamw,
+            description="optax.adamw(lr, weight_decay=1e-4) (eps 1e-8, decay scaled by lr)",
+        ),
+        OptSpec(
+            "adas",
+            lambda: caadam_jax.adas(),
+            requires=("adas",),
+            has_lr=False,
+            description="ADAS defaults (lr=1e-3 initial step sizes); no global learning "
+            "rate, so reduce-on-plateau has nothing to scale (not applied)",
+        ),
     ]
 }
 REFERENCES = ("adam", "adam_x2", "adam_x5")
@@ -339,8 +414,19 @@ def set_learning_rate(opt_state, lr: np.ndarray):
 class Task:
   """Data, models and protocol of one benchmark task."""
 
-  def __init__(self, name, *, kind, batch_size, es_patience, es_start, plateau_patience,
-               max_epochs, configs, optimizers):
+  def __init__(
+      self,
+      name,
+      *,
+      kind,
+      batch_size,
+      es_patience,
+      es_start,
+      plateau_patience,
+      max_epochs,
+      configs,
+      optimizers,
+  ):
     self.name = name
     self.kind = kind  # "regression" or "classification"
     self.batch_size = batch_size
@@ -366,7 +452,10 @@ def california_data(data_dir, variant="statlib"):
   x_train, y_train, x_test, y_test = x[:n_train], y[:n_train], x[n_train:], y[n_train:]
   mx, sx = x_train.mean(0), x_train.std(0)
   my, sy = y_train.mean(), y_train.std()
-  norm = lambda a, m, s: ((a - m) / s).astype(np.float32)
+
+  def norm(a, m, s):
+    return ((a - m) / s).astype(np.float32)
+
   return norm(x_train, mx, sx), norm(y_train, my, sy), norm(x_test, mx, sx), norm(y_test, my, sy)
 
 
@@ -389,29 +478,66 @@ def config_name(hidden: Sequence[int]) -> str:
 def build_task(args) -> tuple[Task, tuple[np.ndarray, ...]]:
   name = args.task
   if name == "california":
-    configs = {config_name(h): (lambda h=h: ModelSpec(config_name(h), MLP(tuple(h), 1), (8,)))
-               for h in CALIFORNIA_CONFIGS}
-    task = Task(name, kind="regression", batch_size=128, es_patience=25, es_start=12,
-                plateau_patience=8, max_epochs=300, configs=configs,
-                optimizers=list(OPTIMIZERS))
+    configs = {
+        config_name(h): (lambda h=h: ModelSpec(config_name(h), MLP(tuple(h), 1), (8,)))
+        for h in CALIFORNIA_CONFIGS
+    }
+    task = Task(
+        name,
+        kind="regression",
+        batch_size=128,
+        es_patience=25,
+        es_start=12,
+        plateau_patience=8,
+        max_epochs=300,
+        configs=configs,
+        optimizers=list(OPTIMIZERS),
+    )
     data = california_data(args.data_dir, args.california_variant)
   elif name == "fashion":
     if args.resnet20:
       configs = {"resnet20": lambda: ModelSpec("resnet20", ResNet20(10), (28, 28))}
     else:
       configs = {"small_cnn": lambda: ModelSpec("small_cnn", SmallCNN(), (28, 28))}
-    task = Task(name, kind="classification", batch_size=64, es_patience=15, es_start=0,
-                plateau_patience=6, max_epochs=50, configs=configs, optimizers=list(OPTIMIZERS))
-    sub = args.train_subsample if args.train_subsample is not None else (
-        None if args.resnet20 else 6000)
+    task = Task(
+        name,
+        kind="classification",
+        batch_size=64,
+        es_patience=15,
+        es_start=0,
+        plateau_patience=6,
+        max_epochs=50,
+        configs=configs,
+        optimizers=list(OPTIMIZERS),
+    )
+    sub = (
+        args.train_subsample
+        if args.train_subsample is not None
+        else (None if args.resnet20 else 6000)
+    )
     args.train_subsample = sub
     data = image_data(args.data_dir, "fashion-mnist", sub)
   elif name == "mnist":
     configs = {"[256]": lambda: ModelSpec("[256]", MLP((256,), 10), (28, 28))}
-    task = Task(name, kind="classification", batch_size=64, es_patience=15, es_start=0,
-                plateau_patience=6, max_epochs=50, configs=configs,
-                optimizers=["adam", "adam_x2", "adam_x5", "keras_caadam_additive",
-                            "caadam_additive", "adamw", "adas"])
+    task = Task(
+        name,
+        kind="classification",
+        batch_size=64,
+        es_patience=15,
+        es_start=0,
+        plateau_patience=6,
+        max_epochs=50,
+        configs=configs,
+        optimizers=[
+            "adam",
+            "adam_x2",
+            "adam_x5",
+            "keras_caadam_additive",
+            "caadam_additive",
+            "adamw",
+            "adas",
+        ],
+    )
     sub = args.train_subsample
     data = image_data(args.data_dir, "mnist", sub)
   else:
@@ -423,8 +549,14 @@ def build_task(args) -> tuple[Task, tuple[np.ndarray, ...]]:
     task.es_start, task.es_patience, task.plateau_patience = 1, 2, 1
     if name == "california":
       task.configs = {k: v for k, v in task.configs.items() if k == "[64,32]"}
-      task.optimizers = ["adam", "adam_x2", "keras_caadam_additive", "caadam_multiplicative",
-                         "adamw", "adas"]
+      task.optimizers = [
+          "adam",
+          "adam_x2",
+          "keras_caadam_additive",
+          "caadam_multiplicative",
+          "adamw",
+          "adas",
+      ]
     else:
       task.optimizers = ["adam", "keras_caadam_depth", "adas"]
   if args.configs:
@@ -445,8 +577,13 @@ def build_task(args) -> tuple[Task, tuple[np.ndarray, ...]]:
 def _per_example_loss(kind):
   if kind == "regression":
     return lambda out, y: jnp.square(out[:, 0] - y), lambda out, y: jnp.square(out[:, 0] - y)
-  loss = lambda out, y: optax.softmax_cross_entropy_with_integer_labels(out, y)
-  correct = lambda out, y: (jnp.argmax(out, -1) == y).astype(jnp.float32)
+
+  def loss(out, y):
+    return optax.softmax_cross_entropy_with_integer_labels(out, y)
+
+  def correct(out, y):
+    return (jnp.argmax(out, -1) == y).astype(jnp.float32)
+
   return loss, correct
 
 
@@ -458,8 +595,11 @@ def _chunks(x, y, size):
   w = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
   xp = np.concatenate([x, np.repeat(x[:1], pad, 0)]) if pad else x
   yp = np.concatenate([y, np.repeat(y[:1], pad, 0)]) if pad else y
-  return (xp.reshape((nc, size) + x.shape[1:]), yp.reshape((nc, size) + y.shape[1:]),
-          w.reshape(nc, size))
+  return (
+      xp.reshape((nc, size) + x.shape[1:]),
+      yp.reshape((nc, size) + y.shape[1:]),
+      w.reshape(nc, size),
+  )
 
 
 def epoch_batches(rngs, n, batch_size):
@@ -469,8 +609,10 @@ def epoch_batches(rngs, n, batch_size):
   idx = np.stack([np.concatenate([r.permutation(n), np.zeros(pad, np.int64)]) for r in rngs])
   w = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
   w = np.broadcast_to(w, idx.shape)
-  return (idx.reshape(len(rngs), nb, batch_size).astype(np.int32),
-          np.ascontiguousarray(w.reshape(len(rngs), nb, batch_size)))
+  return (
+      idx.reshape(len(rngs), nb, batch_size).astype(np.int32),
+      np.ascontiguousarray(w.reshape(len(rngs), nb, batch_size)),
+  )
 
 
 class CellTrainer:
@@ -487,6 +629,7 @@ class CellTrainer:
         x, y, w = inp
         out, _ = model.apply(params, extra, x, False)
         return carry, (jnp.sum(loss_fn(out, y) * w), jnp.sum(metric_fn(out, y) * w))
+
       _, (ls, ms) = jax.lax.scan(body, None, (xs, ys, ws))
       n = jnp.sum(ws)
       return jnp.sum(ls) / n, jnp.sum(ms) / n
@@ -509,7 +652,10 @@ class CellTrainer:
 
       (p, e, s), lsums = jax.lax.scan(step, (params, extra, opt_state), (idx, w))
       train_loss = jnp.sum(lsums) / jnp.sum(w)
-      keep = lambda new, old: jnp.where(active, new, old)
+
+      def keep(new, old):
+        return jnp.where(active, new, old)
+
       p = jax.tree.map(keep, p, params)
       e = jax.tree.map(keep, e, extra)
       s = jax.tree.map(keep, s, opt_state)
@@ -523,7 +669,9 @@ class CellTrainer:
 
     def select(mask, new, old):
       return jax.tree.map(
-          lambda n_, o_: jnp.where(mask.reshape((-1,) + (1,) * (n_.ndim - 1)), n_, o_), new, old)
+          lambda n_, o_: jnp.where(mask.reshape((-1,) + (1,) * (n_.ndim - 1)), n_, o_), new, old
+      )
+
     self.select = jax.jit(select)
 
 
@@ -558,12 +706,21 @@ def run_cell(task: Task, model: ModelSpec, opt: OptSpec, data, args, progress=No
   lr = np.full(n_seeds, base_lr * opt.lr_mult, np.float64)
   if opt.has_lr:
     opt_state = set_learning_rate(opt_state, lr)
-  es = [callbacks.EarlyStopping(min_delta=1e-5, patience=task.es_patience,
-                                restore_best_weights=True, start_from_epoch=task.es_start)
-        for _ in range(n_seeds)]
-  plateau = [callbacks.ReduceLROnPlateau(factor=0.25, patience=task.plateau_patience,
-                                         min_lr=args.min_lr * opt.lr_mult)
-             for _ in range(n_seeds)]
+  es = [
+      callbacks.EarlyStopping(
+          min_delta=1e-5,
+          patience=task.es_patience,
+          restore_best_weights=True,
+          start_from_epoch=task.es_start,
+      )
+      for _ in range(n_seeds)
+  ]
+  plateau = [
+      callbacks.ReduceLROnPlateau(
+          factor=0.25, patience=task.plateau_patience, min_lr=args.min_lr * opt.lr_mult
+      )
+      for _ in range(n_seeds)
+  ]
   # Same shuffles for every optimizer (paired design); seeds differ in their shuffles.
   rngs = [np.random.default_rng([args.shuffle_seed, s]) for s in range(n_seeds)]
 
@@ -594,8 +751,18 @@ def run_cell(task: Task, model: ModelSpec, opt: OptSpec, data, args, progress=No
     t0 = time.perf_counter()
     idx, w = epoch_batches([rngs[s] for s in slots], len(x_train), task.batch_size)
     params, extra, opt_state, tl, vl, vm = trainer.epoch(
-        params, extra, opt_state, jnp.asarray(active[slots]), jnp.asarray(idx), jnp.asarray(w),
-        xtr, ytr, xv, yv, wv)
+        params,
+        extra,
+        opt_state,
+        jnp.asarray(active[slots]),
+        jnp.asarray(idx),
+        jnp.asarray(w),
+        xtr,
+        ytr,
+        xv,
+        yv,
+        wv,
+    )
     tl, vl, vm = (np.asarray(a, np.float64) for a in (tl, vl, vm))
     epoch_times.append(time.perf_counter() - t0)
     widths.append(len(slots))
@@ -621,16 +788,23 @@ def run_cell(task: Task, model: ModelSpec, opt: OptSpec, data, args, progress=No
       best_params = trainer.select(m, params, best_params)
       best_extra = trainer.select(m, extra, best_extra)
     if progress is not None:
-      progress(epoch + 1, int(active.sum()),
-               float(np.nanmedian(np.where(active[slots], vl, np.nan))) if active.any()
-               else float("nan"))
+      progress(
+          epoch + 1,
+          int(active.sum()),
+          float(np.nanmedian(np.where(active[slots], vl, np.nan)))
+          if active.any()
+          else float("nan"),
+      )
     if not active.any():
       break
     n_active = int(active[slots].sum())
     if args.compact and n_active <= len(slots) // 2:
       keep = np.array([j for j, s in enumerate(slots) if active[s]])
       retire([j for j, s in enumerate(slots) if not active[s]])
-      gather = lambda tree, keep=keep: jax.tree.map(lambda leaf: leaf[keep], tree)
+
+      def gather(tree, keep=keep):
+        return jax.tree.map(lambda leaf: leaf[keep], tree)
+
       params, extra, opt_state = gather(params), gather(extra), gather(opt_state)
       best_params, best_extra = gather(best_params), gather(best_extra)
       slots = slots[keep]
@@ -639,11 +813,15 @@ def run_cell(task: Task, model: ModelSpec, opt: OptSpec, data, args, progress=No
   retire(range(len(slots)))
 
   restore = np.array([e.should_restore for e in es])
-  stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+  def stack(trees):
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
   final_params = stack([finished[s][0] for s in range(n_seeds)])
   final_extra = stack([finished[s][1] for s in range(n_seeds)])
-  tel, tem = trainer.evaluate(final_params, final_extra,
-                              *(jnp.asarray(a) for a in _chunks(x_test, y_test, args.eval_chunk)))
+  tel, tem = trainer.evaluate(
+      final_params, final_extra, *(jnp.asarray(a) for a in _chunks(x_test, y_test, args.eval_chunk))
+  )
   fvl, fvm = trainer.evaluate(final_params, final_extra, xv, yv, wv)
   tel, tem, fvl, fvm = (np.asarray(a, np.float64) for a in (tel, tem, fvl, fvm))
   wall = time.perf_counter() - t_start
@@ -652,26 +830,33 @@ def run_cell(task: Task, model: ModelSpec, opt: OptSpec, data, args, progress=No
   for s in range(n_seeds):
     test_metric = math.sqrt(tel[s]) if task.kind == "regression" else tem[s]
     val_metric = math.sqrt(fvl[s]) if task.kind == "regression" else fvm[s]
-    runs.append({
-        "seed": s,
-        "epochs": int(epochs_run[s]),
-        "best_epoch": int(es[s].best_epoch) + 1 if restore[s] else int(epochs_run[s]),
-        "stopped_early": bool(es[s].stop_training),
-        "restored_best": bool(restore[s]),
-        "lr_reductions": lr_events[s],
-        "test_loss": _round([tel[s]])[0],
-        f"test_{task.metric}": _round([test_metric])[0],
-        "final_val_loss": _round([fvl[s]])[0],
-        f"final_val_{task.metric}": _round([val_metric])[0],
-        "train_loss": _round(curves["train_loss"][s], 6),
-        # Full float32 precision: the early-stopping decisions can be replayed from it.
-        "val_loss": _round(curves["val_loss"][s], 9),
-        **({"val_accuracy": _round(curves["val_metric"][s], 5)}
-           if task.kind == "classification" else {}),
-    })
+    runs.append(
+        {
+            "seed": s,
+            "epochs": int(epochs_run[s]),
+            "best_epoch": int(es[s].best_epoch) + 1 if restore[s] else int(epochs_run[s]),
+            "stopped_early": bool(es[s].stop_training),
+            "restored_best": bool(restore[s]),
+            "lr_reductions": lr_events[s],
+            "test_loss": _round([tel[s]])[0],
+            f"test_{task.metric}": _round([test_metric])[0],
+            "final_val_loss": _round([fvl[s]])[0],
+            f"final_val_{task.metric}": _round([val_metric])[0],
+            "train_loss": _round(curves["train_loss"][s], 6),
+            # Full float32 precision: the early-stopping decisions can be replayed from it.
+            "val_loss": _round(curves["val_loss"][s], 9),
+            **(
+                {"val_accuracy": _round(curves["val_metric"][s], 5)}
+                if task.kind == "classification"
+                else {}
+            ),
+        }
+    )
   # The first epoch includes compilation; report the median of the other
   # full-width epochs (the per-epoch cost of the cell with all seeds).
-  steady = [t for t, wd in zip(epoch_times[1:], widths[1:]) if wd == n_seeds] or epoch_times
+  steady = [
+      t for t, wd in zip(epoch_times[1:], widths[1:], strict=False) if wd == n_seeds
+  ] or epoch_times
   return {
       "config": model.name,
       "optimizer": opt.name,
@@ -684,7 +869,7 @@ def run_cell(task: Task, model: ModelSpec, opt: OptSpec, data, args, progress=No
       "first_epoch_s": round(epoch_times[0], 3),
       "epoch_s_median": round(float(np.median(steady)), 4),
       "seed_epochs_computed": int(sum(widths)),
-      "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
       "runs": runs,
   }
 
@@ -709,7 +894,7 @@ def measured_factors(model: ModelSpec, opt_name: str) -> dict[str, float]:
   u, _ = tx.update(grads, tx.init(params), params)
   r, _ = ref.update(grads, ref.init(params), params)
   out = {}
-  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(u), jax.tree.leaves(r)):
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(u), jax.tree.leaves(r), strict=False):
     key = "/".join(str(getattr(k, "key", k)) for k in path)
     out[key] = float(np.mean(np.asarray(a) / np.asarray(b)))
   return out
@@ -727,10 +912,14 @@ def machine_info() -> dict:
       "processor": platform.processor(),
       "cpu_count": os.cpu_count(),
       "jax_devices": [str(d) for d in jax.devices()],
-      "versions": {"jax": jax.__version__, "jaxlib": getattr(jax.lib, "__version__", None) or
-                   __import__("jaxlib").__version__, "optax": optax.__version__,
-                   "flax": flax.__version__, "numpy": np.__version__,
-                   "caadam_jax": caadam_jax.__version__},
+      "versions": {
+          "jax": jax.__version__,
+          "jaxlib": getattr(jax.lib, "__version__", None) or __import__("jaxlib").__version__,
+          "optax": optax.__version__,
+          "flax": flax.__version__,
+          "numpy": np.__version__,
+          "caadam_jax": caadam_jax.__version__,
+      },
   }
   try:
     with open("/proc/cpuinfo") as f:
@@ -740,15 +929,18 @@ def machine_info() -> dict:
           break
   except OSError:
     pass
-  try:
+  with contextlib.suppress(OSError):
     info["loadavg_at_start"] = os.getloadavg()
-  except OSError:
-    pass
   try:
     root = pathlib.Path(__file__).resolve().parent.parent
-    info["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root,
-                                        capture_output=True, text=True, timeout=10,
-                                        check=False).stdout.strip()
+    info["git_commit"] = subprocess.run(
+        ["git", "rev-parse", "HEAD"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    ).stdout.strip()
   except (OSError, subprocess.SubprocessError):  # no git here: the commit stays unrecorded
     info["git_commit"] = None
   return info
@@ -760,12 +952,22 @@ def protocol_of(task: Task, args) -> dict:
       "lr": args.lr,
       "batch_size": task.batch_size,
       "validation_split": 0.2,
-      "early_stopping": {"monitor": "val_loss", "min_delta": 1e-5, "patience": task.es_patience,
-                         "start_from_epoch": task.es_start, "restore_best_weights": True},
-      "reduce_lr_on_plateau": {"monitor": "val_loss", "factor": 0.25,
-                               "patience": task.plateau_patience, "min_delta": 1e-4,
-                               "cooldown": 0, "min_lr": args.min_lr,
-                               "min_lr_scaled_by_lr_mult": True},
+      "early_stopping": {
+          "monitor": "val_loss",
+          "min_delta": 1e-5,
+          "patience": task.es_patience,
+          "start_from_epoch": task.es_start,
+          "restore_best_weights": True,
+      },
+      "reduce_lr_on_plateau": {
+          "monitor": "val_loss",
+          "factor": 0.25,
+          "patience": task.plateau_patience,
+          "min_delta": 1e-4,
+          "cooldown": 0,
+          "min_lr": args.min_lr,
+          "min_lr_scaled_by_lr_mult": True,
+      },
       "max_epochs": task.max_epochs,
       "seeds": args.seeds,
       "init": args.init,
@@ -785,7 +987,8 @@ def load_results(path: pathlib.Path, protocol: dict) -> dict:
     if results.get("protocol") != protocol:
       raise SystemExit(
           f"{path} holds results for a different protocol:\n  stored {results.get('protocol')}\n"
-          f"  asked  {protocol}\nUse another --out-dir or move the file away.")
+          f"  asked  {protocol}\nUse another --out-dir or move the file away."
+      )
     return results
   return {"format": JSON_FORMAT, "protocol": protocol, "cells": {}}
 
@@ -802,8 +1005,10 @@ def cell_key(config: str, optimizer: str) -> str:
 
 
 def _metric_values(cell, metric):
-  return np.array([r[f"test_{metric}"] if r[f"test_{metric}"] is not None else np.nan
-                   for r in cell["runs"]], np.float64)
+  return np.array(
+      [r[f"test_{metric}"] if r[f"test_{metric}"] is not None else np.nan for r in cell["runs"]],
+      np.float64,
+  )
 
 
 def welch(a, b):
@@ -830,22 +1035,33 @@ def summarize(results: dict, task_name: str) -> dict:
     adam = refs["adam"]
     target = None
     if adam is not None:
-      target = float(np.nanmedian([r["final_val_loss"] if r["final_val_loss"] is not None
-                                   else np.nan for r in adam["runs"]]))
+      target = float(
+          np.nanmedian(
+              [
+                  r["final_val_loss"] if r["final_val_loss"] is not None else np.nan
+                  for r in adam["runs"]
+              ]
+          )
+      )
     for key, cell in cells.items():
       if cell["config"] != config:
         continue
       vals = _metric_values(cell, metric)
       finite = vals[np.isfinite(vals)]
       row = {
-          "n": len(vals), "n_finite": len(finite),
+          "n": len(vals),
+          "n_finite": len(finite),
           "mean": float(np.mean(finite)) if len(finite) else float("nan"),
           "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else float("nan"),
           "median": float(np.median(finite)) if len(finite) else float("nan"),
-          "test_loss": float(np.nanmean([r["test_loss"] if r["test_loss"] is not None else np.nan
-                                         for r in cell["runs"]])),
+          "test_loss": float(
+              np.nanmean(
+                  [r["test_loss"] if r["test_loss"] is not None else np.nan for r in cell["runs"]]
+              )
+          ),
           "epochs": float(np.mean([r["epochs"] for r in cell["runs"]])),
-          "wall_s": cell["wall_s"], "epoch_s": cell["epoch_s_median"],
+          "wall_s": cell["wall_s"],
+          "epoch_s": cell["epoch_s_median"],
           "cell_epochs": cell["cell_epochs"],
       }
       for ref_name, ref in refs.items():
@@ -853,8 +1069,7 @@ def summarize(results: dict, task_name: str) -> dict:
           continue
         rv = _metric_values(ref, metric)
         rm = float(np.nanmean(rv))
-        row[f"vs_{ref_name}"] = {"rel_pct": 100.0 * (row["mean"] - rm) / rm,
-                                 "p": welch(vals, rv)}
+        row[f"vs_{ref_name}"] = {"rel_pct": 100.0 * (row["mean"] - rm) / rm, "p": welch(vals, rv)}
       if target is not None:
         reach = []
         for r in cell["runs"]:
@@ -863,7 +1078,9 @@ def summarize(results: dict, task_name: str) -> dict:
           reach.append(hit)
         hits = [h for h in reach if h is not None]
         row["to_adam_val"] = {
-            "target_val_loss": target, "reached": len(hits), "of": len(reach),
+            "target_val_loss": target,
+            "reached": len(hits),
+            "of": len(reach),
             "median_epochs": float(np.median(hits)) if hits else None,
             "median_seconds": float(np.median(hits)) * cell["epoch_s_median"] if hits else None,
         }
@@ -889,8 +1106,9 @@ def ordered_configs(results: dict, task: Task) -> list[str]:
   return [c for c in task.configs if c in present] + [c for c in present if c not in task.configs]
 
 
-def write_markdown(results: dict, task: Task, path: pathlib.Path, summary: dict,
-                   factor_notes: dict | None = None) -> None:
+def write_markdown(
+    results: dict, task: Task, path: pathlib.Path, summary: dict, factor_notes: dict | None = None
+) -> None:
   metric = task.metric
   better = "lower" if metric == "rmse" else "higher"
   proto = results["protocol"]
@@ -900,14 +1118,17 @@ def write_markdown(results: dict, task: Task, path: pathlib.Path, summary: dict,
       f"({results.get('machine', {}).get('cpu_model', '?')}, "
       f"{results.get('machine', {}).get('cpu_count', '?')} CPUs, "
       f"jax {results.get('machine', {}).get('versions', {}).get('jax', '?')}). "
-      f"Every run is in `{task.name}.json`.")
+      f"Every run is in `{task.name}.json`."
+  )
   lines.append("")
-  lines.append(f"Test {metric} ({better} is better): mean ± std over {proto['seeds']} runs "
-               f"({proto['init']} initialization). Relative change of the mean and Welch "
-               "t-test p-value against Adam (lr 1e-3), Adam ×2 and Adam ×5; **bold** marks "
-               "the learning-rate-matched control of each CaAdam cell (additive and depth → "
-               "×2, multiplicative → ×5). \"to Adam val\": median epochs (and seconds) to "
-               "reach the median final validation loss of Adam, with how many runs reached it.")
+  lines.append(
+      f"Test {metric} ({better} is better): mean ± std over {proto['seeds']} runs "
+      f"({proto['init']} initialization). Relative change of the mean and Welch "
+      "t-test p-value against Adam (lr 1e-3), Adam ×2 and Adam ×5; **bold** marks "
+      "the learning-rate-matched control of each CaAdam cell (additive and depth → "
+      '×2, multiplicative → ×5). "to Adam val": median epochs (and seconds) to '
+      "reach the median final validation loss of Adam, with how many runs reached it."
+  )
   lines.append("")
   lines.append("Protocol: " + json.dumps({k: v for k, v in proto.items() if v is not None}))
   lines.append("")
@@ -918,28 +1139,39 @@ def write_markdown(results: dict, task: Task, path: pathlib.Path, summary: dict,
 
   configs = ordered_configs(results, task)
   if task.name == "california":
-    lines += ["## Adam vs the published Adam", "",
-              "| config | published Adam RMSE | this Adam RMSE (mean ± std) | difference |",
-              "|---|---|---|---|"]
+    lines += [
+        "## Adam vs the published Adam",
+        "",
+        "| config | published Adam RMSE | this Adam RMSE (mean ± std) | difference |",
+        "|---|---|---|---|",
+    ]
     for config in configs:
       row = summary.get(cell_key(config, "adam"))
       pub = PUBLISHED_ADAM_RMSE.get(config)
       if row is None or pub is None:
         continue
-      lines.append(f"| {config} | {pub:.4f} | {row['mean']:.4f} ± {row['std']:.4f} | "
-                   f"{100 * (row['mean'] - pub) / pub:+.1f}% |")
+      lines.append(
+          f"| {config} | {pub:.4f} | {row['mean']:.4f} ± {row['std']:.4f} | "
+          f"{100 * (row['mean'] - pub) / pub:+.1f}% |"
+      )
     lines.append("")
 
-  lines += ["## Summary: CaAdam relative to Adam and to its learning-rate-matched control", "",
-            "| config | optimizer | vs Adam | vs matched control |", "|---|---|---|---|"]
+  lines += [
+      "## Summary: CaAdam relative to Adam and to its learning-rate-matched control",
+      "",
+      "| config | optimizer | vs Adam | vs matched control |",
+      "|---|---|---|---|",
+  ]
   for config in configs:
     for name in task.optimizers:
       spec = OPTIMIZERS[name]
       row = summary.get(cell_key(config, name))
       if row is None or spec.matched is None:
         continue
-      lines.append(f"| {config} | {name} | {_fmt_cmp(row, 'adam')} | "
-                   f"{spec.matched}: {_fmt_cmp(row, spec.matched)} |")
+      lines.append(
+          f"| {config} | {name} | {_fmt_cmp(row, 'adam')} | "
+          f"{spec.matched}: {_fmt_cmp(row, spec.matched)} |"
+      )
   lines.append("")
 
   for config in configs:
@@ -947,8 +1179,10 @@ def write_markdown(results: dict, task: Task, path: pathlib.Path, summary: dict,
     if factor_notes and config in factor_notes:
       lines.append(factor_notes[config])
       lines.append("")
-    lines.append(f"| optimizer | test {metric} | vs Adam | vs Adam ×2 | vs Adam ×5 | test loss | "
-                 "epochs | cell wall s (s/epoch) | to Adam val: epochs (s), reached |")
+    lines.append(
+        f"| optimizer | test {metric} | vs Adam | vs Adam ×2 | vs Adam ×5 | test loss | "
+        "epochs | cell wall s (s/epoch) | to Adam val: epochs (s), reached |"
+    )
     lines.append("|---|---|---|---|---|---|---|---|---|")
     for name in task.optimizers:
       row = summary.get(cell_key(config, name))
@@ -970,21 +1204,28 @@ def write_markdown(results: dict, task: Task, path: pathlib.Path, summary: dict,
       lines.append(
           f"| {name} | {row['mean']:.4f} ± {row['std']:.4f}{nf} | {cmp['adam']} | "
           f"{cmp['adam_x2']} | {cmp['adam_x5']} | {row['test_loss']:.4f} | {row['epochs']:.1f} | "
-          f"{row['wall_s']:.0f} ({row['epoch_s']:.3f}) | {reach} |")
+          f"{row['wall_s']:.0f} ({row['epoch_s']:.3f}) | {reach} |"
+      )
     lines.append("")
   lines += ["## Optimizers", ""]
   for name in task.optimizers:
     lines.append(f"- `{name}`: {OPTIMIZERS[name].description}")
   lines.append("")
-  lines += [(f"Plots: `{task.name}_box.png` (test {metric} per optimizer and config), "
-            f"`{task.name}_curves.png` (mean validation loss per epoch; a stopped run keeps "
-            "its last value)."), ""]
+  lines += [
+      (
+          f"Plots: `{task.name}_box.png` (test {metric} per optimizer and config), "
+          f"`{task.name}_curves.png` (mean validation loss per epoch; a stopped run keeps "
+          "its last value)."
+      ),
+      "",
+  ]
   path.write_text("\n".join(lines))
 
 
 def write_plots(results: dict, task: Task, out_dir: pathlib.Path) -> list[str]:
   try:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
   except ImportError:
@@ -999,7 +1240,7 @@ def write_plots(results: dict, task: Task, out_dir: pathlib.Path) -> list[str]:
   written = []
 
   def finish(fig, axes, name: str) -> str:
-    for ax in list(axes.flat)[len(configs):]:  # unused panels of the grid
+    for ax in list(axes.flat)[len(configs) :]:  # unused panels of the grid
       ax.axis("off")
     fig.tight_layout()
     path = out_dir / name
@@ -1008,7 +1249,7 @@ def write_plots(results: dict, task: Task, out_dir: pathlib.Path) -> list[str]:
     return str(path)
 
   fig, axes = plt.subplots(nrow, ncol, figsize=(6 * ncol, 4.2 * nrow), squeeze=False)
-  for ax, config in zip(axes.flat, configs):
+  for ax, config in zip(axes.flat, configs, strict=False):
     names = [n for n in task.optimizers if cell_key(config, n) in cells]
     data = [_metric_values(cells[cell_key(config, n)], metric) for n in names]
     data = [d[np.isfinite(d)] for d in data]
@@ -1024,7 +1265,7 @@ def write_plots(results: dict, task: Task, out_dir: pathlib.Path) -> list[str]:
   written.append(finish(fig, axes, f"{task.name}_box.png"))
 
   fig, axes = plt.subplots(nrow, ncol, figsize=(6 * ncol, 4.2 * nrow), squeeze=False)
-  for ax, config in zip(axes.flat, configs):
+  for ax, config in zip(axes.flat, configs, strict=False):
     for n in task.optimizers:
       cell = cells.get(cell_key(config, n))
       if cell is None:
@@ -1033,9 +1274,9 @@ def write_plots(results: dict, task: Task, out_dir: pathlib.Path) -> list[str]:
       mat = np.full((len(cell["runs"]), length), np.nan)
       for i, r in enumerate(cell["runs"]):
         v = np.array([x if x is not None else np.nan for x in r["val_loss"]])
-        mat[i, :len(v)] = v
+        mat[i, : len(v)] = v
         if len(v):
-          mat[i, len(v):] = v[-1]
+          mat[i, len(v) :] = v[-1]
       style = "-" if n.startswith(("adam", "keras")) else "--"
       ax.plot(np.arange(1, length + 1), np.nanmean(mat, 0), style, lw=1, label=n)
     ax.set_yscale("log")
@@ -1069,8 +1310,10 @@ def factor_notes_for(task: Task) -> dict[str, str]:
         txt += f", biases/other {min(other):.3g}–{max(other):.3g}"
       parts.append(txt)
     if parts:
-      notes[config] = ("Step multipliers actually applied (measured from one update against the "
-                       "same Adam form): " + "; ".join(parts) + ".")
+      notes[config] = (
+          "Step multipliers actually applied (measured from one update against the "
+          "same Adam form): " + "; ".join(parts) + "."
+      )
   return notes
 
 
@@ -1082,38 +1325,66 @@ def factor_notes_for(task: Task) -> dict[str, str]:
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--task", default="california", choices=["california", "fashion", "mnist"])
-  p.add_argument("--data-dir", default=None,
-                 help=f"data directory (default ${datasets.DATA_ENV_VAR})")
+  p.add_argument(
+      "--data-dir", default=None, help=f"data directory (default ${datasets.DATA_ENV_VAR})"
+  )
   p.add_argument("--california-variant", default="statlib", choices=["statlib", "sklearn"])
-  p.add_argument("--resnet20", action="store_true",
-                 help="fashion: the published ResNet-20 on 56x56x3 (for GPU machines)")
-  p.add_argument("--train-subsample", type=int, default=None,
-                 help="images: use the first N training images (fashion default with the "
-                 "small CNN: 6000; 0 or a negative value for all)")
+  p.add_argument(
+      "--resnet20",
+      action="store_true",
+      help="fashion: the published ResNet-20 on 56x56x3 (for GPU machines)",
+  )
+  p.add_argument(
+      "--train-subsample",
+      type=int,
+      default=None,
+      help="images: use the first N training images (fashion default with the "
+      "small CNN: 6000; 0 or a negative value for all)",
+  )
   p.add_argument("--seeds", type=int, default=10)
-  p.add_argument("--init", default="shared", choices=["shared", "fresh"],
-                 help="shared: one initial weight set for all runs (published protocol); "
-                 "fresh: one per seed")
+  p.add_argument(
+      "--init",
+      default="shared",
+      choices=["shared", "fresh"],
+      help="shared: one initial weight set for all runs (published protocol); "
+      "fresh: one per seed",
+  )
   p.add_argument("--init-seed", type=int, default=0)
   p.add_argument("--shuffle-seed", type=int, default=1234)
-  p.add_argument("--max-epochs", type=int, default=None,
-                 help="epoch cap (default 300 California, 50 images)")
+  p.add_argument(
+      "--max-epochs", type=int, default=None, help="epoch cap (default 300 California, 50 images)"
+  )
   p.add_argument("--lr", type=float, default=1e-3)
   p.add_argument("--min-lr", type=float, default=2.5e-5)
   p.add_argument("--configs", nargs="*", default=None, help="subset of configs, e.g. '[64,32]'")
   p.add_argument("--optimizers", nargs="*", default=None, help=f"subset of {list(OPTIMIZERS)}")
   p.add_argument("--eval-chunk", type=int, default=None)
-  p.add_argument("--out-dir", default=None,
-                 help=f"output directory (default {RESULTS_DIR}; a temporary one with --quick)")
+  p.add_argument(
+      "--out-dir",
+      default=None,
+      help=f"output directory (default {RESULTS_DIR}; a temporary one with --quick)",
+  )
   p.add_argument("--quick", action="store_true", help="a tiny sweep (< 3 minutes), for tests")
-  p.add_argument("--merge-from", nargs="*", default=None, metavar="DIR",
-                 help="first copy into this sweep the cells of <DIR>/<task>.json files run with "
-                 "the same protocol (e.g. parts of one sweep run in parallel processes)")
-  p.add_argument("--report-only", action="store_true",
-                 help="train nothing: (merge and) rewrite the markdown and plots from the JSON")
+  p.add_argument(
+      "--merge-from",
+      nargs="*",
+      default=None,
+      metavar="DIR",
+      help="first copy into this sweep the cells of <DIR>/<task>.json files run with "
+      "the same protocol (e.g. parts of one sweep run in parallel processes)",
+  )
+  p.add_argument(
+      "--report-only",
+      action="store_true",
+      help="train nothing: (merge and) rewrite the markdown and plots from the JSON",
+  )
   p.add_argument("--no-progress", action="store_true")
-  p.add_argument("--no-compact", dest="compact", action="store_false",
-                 help="keep stopped seeds in the vmapped batch (frozen) until the cell ends")
+  p.add_argument(
+      "--no-compact",
+      dest="compact",
+      action="store_false",
+      help="keep stopped seeds in the vmapped batch (frozen) until the cell ends",
+  )
   args = p.parse_args(argv)
   if args.train_subsample is not None and args.train_subsample <= 0:
     args.train_subsample = 0
@@ -1141,43 +1412,58 @@ def main(argv=None) -> dict:
   data = (x_train, y_train, x_val, y_val, x_test, y_test)
   if task.name == "california":
     task.notes += [
-        (f"Data: `{args.california_variant}` variant of California Housing "
-        "(`cal_housing.data.gz`: the 8 raw StatLib features Keras's loader also serves; "
-        "`sklearn`: the derived features of `fetch_california_housing`), Keras split "
-        "(RandomState(113) shuffle, first 80% train), X and y standardized with the mean/std "
-        "of the 80% training split (validation part included), RMSE in std units of y."),
-        (f"Sizes: train {len(x_train)}, validation {len(x_val)} (last 20% of the training "
-        f"split, Keras `validation_split`), test {len(x_test)}."),
-        ("Remaining differences from the published setup: JAX/Flax instead of Keras 3 "
-        "(same Glorot-uniform kernels and zero biases, same float32 Keras-form Adam in the "
-        "published-mode cells), our own shuffling RNG; the StatLib row order may differ from "
-        "the `california_housing.npz` Keras downloads, so the split is the same procedure but "
-        "not necessarily the same rows; the published runs shared one initial weight set per "
-        "optimizer notebook, ours share one per config across all optimizers "
-        f"(`--init {args.init}`); {args.seeds} runs per cell instead of 30; epoch cap "
-        f"{task.max_epochs}."),
+        (
+            f"Data: `{args.california_variant}` variant of California Housing "
+            "(`cal_housing.data.gz`: the 8 raw StatLib features Keras's loader also serves; "
+            "`sklearn`: the derived features of `fetch_california_housing`), Keras split "
+            "(RandomState(113) shuffle, first 80% train), X and y standardized with the mean/std "
+            "of the 80% training split (validation part included), RMSE in std units of y."
+        ),
+        (
+            f"Sizes: train {len(x_train)}, validation {len(x_val)} (last 20% of the training "
+            f"split, Keras `validation_split`), test {len(x_test)}."
+        ),
+        (
+            "Remaining differences from the published setup: JAX/Flax instead of Keras 3 "
+            "(same Glorot-uniform kernels and zero biases, same float32 Keras-form Adam in the "
+            "published-mode cells), our own shuffling RNG; the StatLib row order may differ from "
+            "the `california_housing.npz` Keras downloads, so the split is the same procedure but "
+            "not necessarily the same rows; the published runs shared one initial weight set per "
+            "optimizer notebook, ours share one per config across all optimizers "
+            f"(`--init {args.init}`); {args.seeds} runs per cell instead of 30; epoch cap "
+            f"{task.max_epochs}."
+        ),
     ]
   else:
     task.notes += [
         f"Data: {task.name} training images "
-        + (f"subsampled to the first {args.train_subsample} (for CPU speed)"
-           if args.train_subsample else "(all 60000)")
+        + (
+            f"subsampled to the first {args.train_subsample} (for CPU speed)"
+            if args.train_subsample
+            else "(all 60000)"
+        )
         + f"; train {len(x_train)}, validation {len(x_val)} (last 20%), test {len(x_test)} "
         "(full test set). Pixels in [0, 1], no augmentation.",
-        "Model: " + ("the published ResNet-20 on 56x56x3 upscaled inputs" if args.resnet20 else
-                     "a small CNN (conv 3x3/2 16 -> conv 3x3/2 32 -> dense 10, ReLU), not the "
-                     "published ResNet-20 (use `--resnet20` on a GPU machine)")
+        "Model: "
+        + (
+            "the published ResNet-20 on 56x56x3 upscaled inputs"
+            if args.resnet20
+            else "a small CNN (conv 3x3/2 16 -> conv 3x3/2 32 -> dense 10, ReLU), not the "
+            "published ResNet-20 (use `--resnet20` on a GPU machine)"
+        )
         + f"; batch {task.batch_size}; epoch cap {task.max_epochs}.",
     ]
   task.notes.append(
       "Reduce-on-plateau scales the base learning rate of every optimizer that has one "
       "(Adam ×2/×5: their floor is scaled too, so they are exactly Adam with the whole "
       "schedule multiplied); ADAS has no global learning rate and gets no plateau scaling. "
-      "Early stopping (with restoring the best weights) applies to every optimizer.")
+      "Early stopping (with restoring the best weights) applies to every optimizer."
+  )
   task.notes.append(
-      "Times: all runs of a cell train together (vmapped over seeds); \"cell wall s\" includes "
-      "compilation, \"s/epoch\" is one epoch of all seeds. On a shared, loaded machine the "
-      "seconds are noisy (cells ran in parallel processes): compare epochs, not seconds.")
+      'Times: all runs of a cell train together (vmapped over seeds); "cell wall s" includes '
+      'compilation, "s/epoch" is one epoch of all seeds. On a shared, loaded machine the '
+      "seconds are noisy (cells ran in parallel processes): compare epochs, not seconds."
+  )
 
   protocol = protocol_of(task, args)
   json_path = out_dir / f"{task.name}.json"
@@ -1189,7 +1475,8 @@ def main(argv=None) -> dict:
     results["cells"].update(new)
     if new:
       results.setdefault("merged_from", []).append(
-          {"dir": str(other_dir), "cells": sorted(new), "machine": other.get("machine")})
+          {"dir": str(other_dir), "cells": sorted(new), "machine": other.get("machine")}
+      )
       save_results(json_path, results)
     print(f"merged {len(new)} cells from {other_dir}", file=sys.stderr)
 
@@ -1198,8 +1485,16 @@ def main(argv=None) -> dict:
     from tqdm import tqdm
   except ImportError:  # pragma: no cover
     tqdm = None
-  bar = tqdm(total=len(todo), desc=f"{task.name} cells", disable=args.no_progress or tqdm is None,
-             file=sys.stderr) if tqdm else None
+  bar = (
+      tqdm(
+          total=len(todo),
+          desc=f"{task.name} cells",
+          disable=args.no_progress or tqdm is None,
+          file=sys.stderr,
+      )
+      if tqdm
+      else None
+  )
   ran, skipped, unavailable = [], [], []
   for config, opt_name in todo:
     key = cell_key(config, opt_name)
@@ -1226,14 +1521,16 @@ def main(argv=None) -> dict:
 
     cell = run_cell(task, model, spec, data, args, progress)
     results["cells"][key] = cell
-    results["updated"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
-        timespec="seconds")
+    results["updated"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     save_results(json_path, results)
     ran.append(key)
-    print(f"[{task.name}] {key}: {task.metric} "
-          f"{np.nanmean(_metric_values(cell, task.metric)):.4f}, "
-          f"epochs {np.mean([r['epochs'] for r in cell['runs']]):.1f}, {cell['wall_s']:.1f}s",
-          file=sys.stderr, flush=True)
+    print(
+        f"[{task.name}] {key}: {task.metric} "
+        f"{np.nanmean(_metric_values(cell, task.metric)):.4f}, "
+        f"epochs {np.mean([r['epochs'] for r in cell['runs']]):.1f}, {cell['wall_s']:.1f}s",
+        file=sys.stderr,
+        flush=True,
+    )
     if bar:
       bar.update(1)
   if bar:
@@ -1241,8 +1538,7 @@ def main(argv=None) -> dict:
 
   summary = summarize(results, task.name)
   results["summary"] = summary
-  results.setdefault("updated", datetime.datetime.now(datetime.timezone.utc).isoformat(
-      timespec="seconds"))
+  results.setdefault("updated", datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
   save_results(json_path, results)
   try:
     notes = factor_notes_for(task)
@@ -1253,10 +1549,17 @@ def main(argv=None) -> dict:
   plots = write_plots(results, task, out_dir)
   print(f"wrote {json_path}, {out_dir / (task.name + '.md')}, {plots}", file=sys.stderr)
   if unavailable:
-    print("not run (resume later with the same command): " + "; ".join(unavailable),
-          file=sys.stderr)
-  return {"ran": ran, "skipped": skipped, "unavailable": unavailable, "out_dir": str(out_dir),
-          "json": str(json_path), "summary": summary}
+    print(
+        "not run (resume later with the same command): " + "; ".join(unavailable), file=sys.stderr
+    )
+  return {
+      "ran": ran,
+      "skipped": skipped,
+      "unavailable": unavailable,
+      "out_dir": str(out_dir),
+      "json": str(json_path),
+      "summary": summary,
+  }
 
 
 if __name__ == "__main__":

@@ -91,9 +91,7 @@ CAADAM_STRATEGIES = ("additive", "multiplicative", "depth")
 
 def optimizers() -> dict[str, Callable[[], optax.GradientTransformation]]:
   """Name -> factory of every optimizer the benchmark compares."""
-  opts: dict[str, Callable[[], optax.GradientTransformation]] = {
-      BASELINE: lambda: optax.adam(1e-3)
-  }
+  opts: dict[str, Callable[[], optax.GradientTransformation]] = {BASELINE: lambda: optax.adam(1e-3)}
   for s in CAADAM_STRATEGIES:
     opts[f"caadam-{s}"] = lambda s=s: caadam_jax.caadam(1e-3, strategy=s)
   opts["keras_caadam"] = lambda: caadam_jax.keras_caadam(1e-3)
@@ -106,7 +104,7 @@ def optimizers() -> dict[str, Callable[[], optax.GradientTransformation]]:
 
 def parse_size(text: str) -> int:
   text = text.strip().upper()
-  mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], None)
+  mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:])
   return int(float(text[:-1]) * mult) if mult else int(text)
 
 
@@ -160,18 +158,19 @@ class ResNet20(nn.Module):
 
 
 def resnet_shapes() -> Any:
-  variables = jax.eval_shape(
-      lambda: ResNet20().init(jax.random.key(0), jnp.ones((1, 32, 32, 3)))
-  )
+  variables = jax.eval_shape(lambda: ResNet20().init(jax.random.key(0), jnp.ones((1, 32, 32, 3))))
   return jax.tree.map(lambda s: tuple(s.shape), variables["params"])
 
 
 def materialize(shapes: Any, seed: int) -> Any:
   """Random float32 arrays for a tree of shape tuples."""
-  is_shape = lambda x: isinstance(x, tuple) and all(isinstance(d, int) for d in x)
+
+  def is_shape(x):
+    return isinstance(x, tuple) and all(isinstance(d, int) for d in x)
+
   leaves, treedef = jax.tree.flatten(shapes, is_leaf=is_shape)
   keys = jax.random.split(jax.random.key(seed), len(leaves))
-  arrays = [0.01 * jax.random.normal(k, s, jnp.float32) for k, s in zip(keys, leaves)]
+  arrays = [0.01 * jax.random.normal(k, s, jnp.float32) for k, s in zip(keys, leaves, strict=False)]
   return jax.tree.unflatten(treedef, arrays)
 
 
@@ -185,8 +184,21 @@ def tree_size(tree: Any) -> int:
 
 # ----------------------------------------------------------------------------- HLO analysis
 
-_DTYPE_BYTES = {"f32": 4, "f16": 2, "bf16": 2, "f64": 8, "s32": 4, "u32": 4, "s64": 8,
-                "u64": 8, "s8": 1, "u8": 1, "pred": 1, "s16": 2, "u16": 2}
+_DTYPE_BYTES = {
+    "f32": 4,
+    "f16": 2,
+    "bf16": 2,
+    "f64": 8,
+    "s32": 4,
+    "u32": 4,
+    "s64": 8,
+    "u64": 8,
+    "s8": 1,
+    "u8": 1,
+    "pred": 1,
+    "s16": 2,
+    "u16": 2,
+}
 _SHAPE_RE = re.compile(r"\b(f32|f16|bf16|f64|s32|u32|s64|u64|s8|u8|pred|s16|u16)\[([0-9,]*)\]")
 _INSTR_RE = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*?)\s+([\w\-]+)\((.*)$")
 _FREE_OPS = {"parameter", "tuple", "get-tuple-element", "constant", "bitcast"}
@@ -202,7 +214,7 @@ def _shape_bytes(text: str) -> int:
 
 def hlo_summary(hlo_text: str) -> dict[str, Any]:
   """Kernels and bytes moved by the entry computation of a compiled HLO module."""
-  entry = hlo_text[hlo_text.index("\nENTRY"):]
+  entry = hlo_text[hlo_text.index("\nENTRY") :]
   entry = entry[: entry.index("\n}") + 1]
   result_bytes: dict[str, int] = {}
   kernels: dict[str, int] = {}
@@ -274,7 +286,7 @@ def run_case(
   names = [n for n in names if n in txs]
   # Compile times: alternate optimizers, several repetitions, median.
   for rep in range(compile_reps):
-    for name in names[rep % len(names):] + names[: rep % len(names)]:
+    for name in names[rep % len(names) :] + names[: rep % len(names)]:
       p, s = live[name]
       c, t, cpu = compile_step(txs[name], p, s, grads)
       compiled[name] = c
@@ -301,7 +313,7 @@ def run_case(
   inner = int(min(200, max(1, math.ceil(sample_seconds / max(t_est, 1e-6)))))
   times: dict[str, list[float]] = {n: [] for n in names}
   for rnd in range(warmup + reps):
-    order = names[rnd % len(names):] + names[: rnd % len(names)]
+    order = names[rnd % len(names) :] + names[: rnd % len(names)]
     sample = {name: run(name, inner) for name in order}
     if rnd >= warmup:
       for name in names:
@@ -313,7 +325,7 @@ def run_case(
   results = {}
   for name in names:
     t = times[name]
-    paired = [a / b for a, b in zip(t, base)]
+    paired = [a / b for a, b in zip(t, base, strict=False)]
     med = statistics.median(t)
     min_bytes = 3 * param_bytes + 2 * state_bytes[name]
     results[name] = {
@@ -440,8 +452,10 @@ def check_targets(cases: list[dict[str, Any]]) -> list[str]:
 
 
 def print_targets(misses: list[str]) -> None:
-  print("\ntargets (caadam strategies: step ratio <= 1.03, state bytes == adam, "
-        "compile ratio <= 1.2):")
+  print(
+      "\ntargets (caadam strategies: step ratio <= 1.03, state bytes == adam, "
+      "compile ratio <= 1.2):"
+  )
   print("  all held" if not misses else "\n".join("  MISSED " + m for m in misses))
 
 
@@ -459,8 +473,15 @@ def merge_results(paths: list[str], out: str | None) -> int:
         command=" && ".join(run["command"] for run in runs),
         date=max(run["date"] for run in runs),
         complete=all(run.get("complete", True) for run in runs),
-        merged_from=[{"command": r["command"], "date": r["date"], "machine": r["machine"],
-                      "total_s": r["total_s"]} for r in runs],
+        merged_from=[
+            {
+                "command": r["command"],
+                "date": r["date"],
+                "machine": r["machine"],
+                "total_s": r["total_s"],
+            }
+            for r in runs
+        ],
         total_s=sum(run["total_s"] for run in runs),
         target_misses=misses,
         cases=cases,
@@ -476,8 +497,12 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument(
       "--layouts", default=None, help="default large,many,resnet (--quick: large,many)"
   )
-  parser.add_argument("--many-layers", type=int, default=None,
-                      help="layers of the 'many' layout (default 100 = 200 leaves; --quick: 12)")
+  parser.add_argument(
+      "--many-layers",
+      type=int,
+      default=None,
+      help="layers of the 'many' layout (default 100 = 200 leaves; --quick: 12)",
+  )
   parser.add_argument("--optimizers", default=None, help="comma list of names (default all)")
   parser.add_argument("--reps", type=int, default=None, help="timed rounds (default 15)")
   parser.add_argument("--warmup", type=int, default=2, help="untimed rounds")
@@ -485,8 +510,13 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--sample-seconds", type=float, default=None, help="default 0.03")
   parser.add_argument("--quick", action="store_true", help="tiny sizes, few rounds (< 60 s)")
   parser.add_argument("--out", default=None)
-  parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
-                      help="merge the cases of these result files into --out and report")
+  parser.add_argument(
+      "--merge",
+      nargs="+",
+      default=None,
+      metavar="JSON",
+      help="merge the cases of these result files into --out and report",
+  )
   arg_list = sys.argv[1:] if argv is None else list(argv)
   args = parser.parse_args(arg_list)
   if args.merge:
@@ -515,9 +545,11 @@ def main(argv: list[str] | None = None) -> int:
     factories = {n: factories[n] for n in wanted}
   info = machine_info()
   print("machine:", json.dumps(info))
-  print("byte models: min = 3*param_bytes (grad read; param read+write) + 2*state_bytes "
-        "(state read+write), i.e. 28 B/param for Adam; hlo = operand+result bytes of every "
-        "top-level kernel of the compiled step")
+  print(
+      "byte models: min = 3*param_bytes (grad read; param read+write) + 2*state_bytes "
+      "(state read+write), i.e. 28 B/param for Adam; hlo = operand+result bytes of every "
+      "top-level kernel of the compiled step"
+  )
 
   layouts = layouts.split(",")
   cases: list[dict[str, Any]] = []
@@ -530,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     if out:
       payload = {
           "benchmark": "step_cost",
-          "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+          "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
           "command": " ".join(["python", "benchmarks/step_cost.py", *arg_list]),
           "complete": final,
           "machine": info,
@@ -554,14 +586,19 @@ def main(argv: list[str] | None = None) -> int:
     if layout == "resnet":
       shape_list = [("resnet", resnet_shapes())]
     else:
-      fn = {"large": large_tree_shapes,
-            "many": lambda n: many_tree_shapes(n, many_layers)}[layout]
+      fn = {"large": large_tree_shapes, "many": lambda n: many_tree_shapes(n, many_layers)}[layout]
       shape_list = [(layout, fn(parse_size(s))) for s in sizes.split(",")]
     for name, shapes in shape_list:
       t0 = time.perf_counter()
       case = run_case(
-          name, shapes, factories, reps=reps, warmup=warmup, compile_reps=compile_reps,
-          sample_seconds=sample_s, log=print,
+          name,
+          shapes,
+          factories,
+          reps=reps,
+          warmup=warmup,
+          compile_reps=compile_reps,
+          sample_seconds=sample_s,
+          log=print,
       )
       case["wall_s"] = time.perf_counter() - t0
       cases.append(case)

@@ -84,18 +84,26 @@ def main(argv=None):
   )
   _, infer_times = timed(lambda: caadam_jax.infer_structure(variables["params"]), args.repeats)
 
-  print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"python {platform.python_version()}, jax {jax.__version__}, flax {flax.__version__}, "
-        f"device {jax.devices()[0].platform}")
-  print(f"model: ResNet-50, {n_params / 1e6:.1f}M parameters, "
-        f"{len(jax.tree.leaves(variables['params']))} leaves, "
-        f"{len(structure.layers)} counted layers, D = {structure.statistics.num_layers}")
-  for name, times in [("jax.make_jaxpr alone", jaxpr_times),
-                      ("trace_structure (incl. make_jaxpr)", trace_times),
-                      ("infer_structure", infer_times)]:
+  print(
+      f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+      f"python {platform.python_version()}, jax {jax.__version__}, flax {flax.__version__}, "
+      f"device {jax.devices()[0].platform}"
+  )
+  print(
+      f"model: ResNet-50, {n_params / 1e6:.1f}M parameters, "
+      f"{len(jax.tree.leaves(variables['params']))} leaves, "
+      f"{len(structure.layers)} counted layers, D = {structure.statistics.num_layers}"
+  )
+  for name, times in [
+      ("jax.make_jaxpr alone", jaxpr_times),
+      ("trace_structure (incl. make_jaxpr)", trace_times),
+      ("infer_structure", infer_times),
+  ]:
     wall, cpu = [t[0] for t in times], [t[1] for t in times]
-    print(f"{name:<36} wall median {statistics.median(wall):.3f} s (min {min(wall):.3f}), "
-          f"CPU median {statistics.median(cpu):.3f} s, {len(times)} runs")
+    print(
+        f"{name:<36} wall median {statistics.median(wall):.3f} s (min {min(wall):.3f}), "
+        f"CPU median {statistics.median(cpu):.3f} s, {len(times)} runs"
+    )
   return structure, trace_times
 
 

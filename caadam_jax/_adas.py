@@ -61,9 +61,7 @@ def _is_tracer(value: Any) -> bool:
   return isinstance(value, jax.core.Tracer)
 
 
-def _check_hyperparameter(
-    name: str, value: Any, allowed: str, ok: Callable[[float], bool]
-) -> None:
+def _check_hyperparameter(name: str, value: Any, allowed: str, ok: Callable[[float], bool]) -> None:
   """Raises ValueError if a concrete ``value`` fails ``ok``; tracers are not checked."""
   if _is_tracer(value):
     return
@@ -80,9 +78,15 @@ def _check_hyperparameter(
 
 
 def _validate(lr, lr2, lr3, beta_1, beta_2, beta_3, eps) -> None:
-  positive = lambda x: x > 0
-  non_negative = lambda x: x >= 0
-  decay = lambda x: 0 <= x < 1
+  def positive(x):
+    return x > 0
+
+  def non_negative(x):
+    return x >= 0
+
+  def decay(x):
+    return 0 <= x < 1
+
   _check_hyperparameter("lr", lr, "lr > 0", positive)
   _check_hyperparameter("lr2", lr2, "lr2 >= 0", non_negative)
   _check_hyperparameter("lr3", lr3, "lr3 >= 0", non_negative)
@@ -112,9 +116,7 @@ def _leaf_axis(ndim: int, output_axis: int) -> int | None:
   if ndim == 0:
     return None
   if not -ndim <= output_axis < ndim:
-    raise ValueError(
-        f"output_axis={output_axis} is out of range for a parameter of rank {ndim}."
-    )
+    raise ValueError(f"output_axis={output_axis} is out of range for a parameter of rank {ndim}.")
   return output_axis % ndim
 
 
@@ -275,7 +277,7 @@ def scale_by_adas(
     # Keep the state's dtypes fixed (e.g. a float64 injected hyperparameter
     # must not promote a float32 state), so that init and update agree.
     old_state = (eta, mu, v_w, u_w, v_eta, u_eta, v_mu)
-    return update, tuple(n.astype(o.dtype) for n, o in zip(new_state, old_state))
+    return update, tuple(n.astype(o.dtype) for n, o in zip(new_state, old_state, strict=False))
 
   def update_fn(
       updates: optax.Updates,
@@ -289,14 +291,17 @@ def scale_by_adas(
     names = ScaleByAdasState._fields[1:]
     columns = [treedef.flatten_up_to(getattr(state, name)) for name in names]
     new_updates, new_columns = [], [[] for _ in names]
-    for g, *leaf_state in zip(grads, *columns):
+    for g, *leaf_state in zip(grads, *columns, strict=False):
       update, new_leaf_state = update_leaf(g, *leaf_state, count=count)
       new_updates.append(update)
-      for column, value in zip(new_columns, new_leaf_state):
+      for column, value in zip(new_columns, new_leaf_state, strict=False):
         column.append(value)
     new_state = ScaleByAdasState(
         count=count,
-        **{name: jax.tree.unflatten(treedef, col) for name, col in zip(names, new_columns)},
+        **{
+            name: jax.tree.unflatten(treedef, col)
+            for name, col in zip(names, new_columns, strict=False)
+        },
     )
     return jax.tree.unflatten(treedef, new_updates), new_state
 
@@ -355,6 +360,4 @@ def adas(
   References:
     Y. Eliyahu, AdasOptimizer, https://github.com/YanaiEliyahu/AdasOptimizer.
   """
-  return scale_by_adas(
-      lr, lr2, lr3, beta_1, beta_2, beta_3, eps, output_axis=output_axis
-  )
+  return scale_by_adas(lr, lr2, lr3, beta_1, beta_2, beta_3, eps, output_axis=output_axis)

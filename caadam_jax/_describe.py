@@ -134,26 +134,36 @@ def _format(value: Any) -> str:
 
 def _print_table(rows, structure, strategy, published) -> None:
   header = ["layer", "leaf", "shape", "connections", "depth", "factor"]
-  body = [[r.layer, r.leaf, str(r.shape), _format(r.connections), _format(r.depth), _format(r.factor)]
-          for r in rows]
+  body = [
+      [r.layer, r.leaf, str(r.shape), _format(r.connections), _format(r.depth), _format(r.factor)]
+      for r in rows
+  ]
   stats = structure.statistics
-  mode = "published (caadam 0.1.1; connections and depth as described)" if published else "as described"
+  mode = (
+      "published (caadam 0.1.1; connections and depth as described)"
+      if published
+      else "as described"
+  )
   title = f"{mode}, strategy={strategy}"
   if stats is not None:
-    title += (f"; c_min={stats.c_min:g}, c_med={stats.c_med:g}, c_max={stats.c_max:g}, "
-              f"D={stats.num_layers}")
+    title += (
+        f"; c_min={stats.c_min:g}, c_med={stats.c_med:g}, c_max={stats.c_max:g}, "
+        f"D={stats.num_layers}"
+    )
   try:
     import rich.console
     import rich.table
   except ImportError:
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *body)]
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *body, strict=False)]
     print(title)
     for line in [header, ["-" * w for w in widths], *body]:
-      print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip())
+      print("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=False)).rstrip())
     return
   table = rich.table.Table(title=title)
   for name in header:
-    table.add_column(name, justify="right" if name in ("connections", "depth", "factor") else "left")
+    table.add_column(
+        name, justify="right" if name in ("connections", "depth", "factor") else "left"
+    )
   for line in body:
     table.add_row(*line)
   rich.console.Console().print(table)

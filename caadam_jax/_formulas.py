@@ -119,8 +119,12 @@ class Strategy:
 
 STRATEGIES: dict[str, Strategy] = {
     # g >= 1 would zero or flip the step of the largest layer.
-    "additive": Strategy(additive_minmaxmedian, 0.95, "0 <= scaling_factor < 1", lambda g: 0 <= g < 1),
-    "multiplicative": Strategy(multiplicative_minmaxmedian, 5.0, "scaling_factor > 0", lambda g: g > 0),
+    "additive": Strategy(
+        additive_minmaxmedian, 0.95, "0 <= scaling_factor < 1", lambda g: 0 <= g < 1
+    ),
+    "multiplicative": Strategy(
+        multiplicative_minmaxmedian, 5.0, "scaling_factor > 0", lambda g: g > 0
+    ),
     "depth": Strategy(depth_scaling, 1.0, "scaling_factor >= 0", lambda g: g >= 0),
 }
 
@@ -145,9 +149,7 @@ def resolve_strategy(
       scalar in the strategy's allowed range.
   """
   if name not in STRATEGIES:
-    raise ValueError(
-        f"Unknown {argument} {name!r}: expected one of {sorted(STRATEGIES)}."
-    )
+    raise ValueError(f"Unknown {argument} {name!r}: expected one of {sorted(STRATEGIES)}.")
   strategy = STRATEGIES[name]
   g = strategy.default_scaling_factor if scaling_factor is None else scaling_factor
   if isinstance(g, jax.core.Tracer):
@@ -155,9 +157,7 @@ def resolve_strategy(
   value = np.asarray(g)
   is_real = jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating)
   if value.ndim != 0 or not is_real or value.dtype == bool:
-    raise ValueError(
-        f"scaling_factor for {argument}={name!r} must be a real scalar, got {g!r}."
-    )
+    raise ValueError(f"scaling_factor for {argument}={name!r} must be a real scalar, got {g!r}.")
   value = float(value)
   if not np.isfinite(value) or not strategy.is_allowed(value):
     raise ValueError(

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, Union
+from typing import Any
 
 import jax
 import optax
 
-PathKey = Union[str, int]
+PathKey = str | int
 Path = tuple[PathKey, ...]
 
 # Attribute names that hold a parameter's array inside a box: NNX Variables (``.value``)
@@ -59,9 +59,7 @@ def normalize_path(key_path: Sequence[Any]) -> Path:
   """
   keys = list(key_path)
   while (
-      keys
-      and isinstance(keys[-1], jax.tree_util.GetAttrKey)
-      and keys[-1].name in _BOX_ATTRIBUTES
+      keys and isinstance(keys[-1], jax.tree_util.GetAttrKey) and keys[-1].name in _BOX_ATTRIBUTES
   ):
     keys.pop()
   return tuple(_key_to_plain(k) for k in keys)
@@ -157,7 +155,10 @@ def path_mismatches(
     are neither in the tree nor masked.
   """
   expected_set, present = set(expected), set(tree_paths)
-  is_masked = lambda p: any(p[: len(m)] == m for m in masked)
+
+  def is_masked(p):
+    return any(p[: len(m)] == m for m in masked)
+
   unexpected = [p for p in tree_paths if p not in expected_set]
   absent = [p for p in expected if p not in present and not is_masked(p)]
   return unexpected, absent

@@ -31,7 +31,7 @@ a ``ValueError`` instead.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -55,7 +55,7 @@ _MINMAXMEDIAN = frozenset({"additive", "multiplicative"})
 # (``beta``) and a kernel before its bias.
 _OFFSET_NAMES = frozenset({"bias", "beta"})
 
-Order = Union[Sequence[Union[str, Sequence[_paths.PathKey]]], _structure.Structure]
+Order = Sequence[str | Sequence[_paths.PathKey]] | _structure.Structure
 
 
 def _resolve(
@@ -182,19 +182,22 @@ def _check_finite(
   what = []
   if below:
     what.append(
-        "+inf (x/0) for " + ", ".join(_paths.path_to_str(p) for p in below[:6])
+        "+inf (x/0) for "
+        + ", ".join(_paths.path_to_str(p) for p in below[:6])
         + (" ..." if len(below) > 6 else "")
     )
   if at:
     what.append(
-        "NaN (0/0) for " + ", ".join(_paths.path_to_str(p) for p in at[:6])
+        "NaN (0/0) for "
+        + ", ".join(_paths.path_to_str(p) for p in at[:6])
         + (" ..." if len(at) > 6 else "")
     )
   raise ValueError(
       f"keras_caadam(strategy={name!r}): c_med == c_min == {stats.c_min:g} < c_max == "
       f"{stats.c_max:g} (more than half of the tensors with 2+ dimensions share the "
       "smallest size, as in transformer blocks). The reference caadam 0.1.1 divides "
-      "by c_med - c_min == 0 here and its factor is " + "; ".join(what)
+      "by c_med - c_min == 0 here and its factor is "
+      + "; ".join(what)
       + "; training then silently produces inf/NaN parameters, so there is no "
       "published behaviour to reproduce. Use caadam_jax.caadam(...) (the method as "
       "described, whose factors stay finite), strategy='depth', or a different "
@@ -301,7 +304,9 @@ def scale_by_keras_adam(
   """
 
   def init_fn(params: optax.Params) -> ScaleByKerasAdamState:
-    zeros = lambda: optax.tree.zeros_like(params)
+    def zeros():
+      return optax.tree.zeros_like(params)
+
     return ScaleByKerasAdamState(
         count=jnp.zeros([], jnp.int32),
         mu=zeros(),
@@ -316,8 +321,11 @@ def scale_by_keras_adam(
   ) -> tuple[optax.Updates, ScaleByKerasAdamState]:
     del params
     mu = jax.tree.map(lambda g, m: beta_1 * m + (1 - beta_1) * g, updates, state.mu)
+
     # |g|^2 for complex parameters; the same bits as g*g for real ones.
-    square = lambda g: jnp.square(jnp.abs(g)) if jnp.iscomplexobj(g) else jnp.square(g)
+    def square(g):
+      return jnp.square(jnp.abs(g)) if jnp.iscomplexobj(g) else jnp.square(g)
+
     nu = jax.tree.map(lambda g, v: beta_2 * v + (1 - beta_2) * square(g), updates, state.nu)
     count = optax.safe_increment(state.count)
     nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu) if amsgrad else None
@@ -517,6 +525,4 @@ def keras_caadam_factors(
     ValueError: as :func:`keras_caadam`'s ``init``.
   """
   resolver = _Resolver(strategy, scaling_factor, order)
-  return {
-      _paths.path_to_str(p): float(f) for p, f in resolver.factors(params).items()
-  }
+  return {_paths.path_to_str(p): float(f) for p, f in resolver.factors(params).items()}

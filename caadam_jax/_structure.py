@@ -149,8 +149,11 @@ class Structure:
       if layer is not None:
         found = [records.get(i) for i in _slice_ids(info)]
         if all(r is not None for r in found):
-          pick = lambda k: tuple(r[k] for r in found) if info.stack_axis is not None else found[0][k]
-          info = info._replace(connections=pick(0), depth=pick(1))
+          if info.stack_axis is not None:
+            connections, depth = tuple(r[0] for r in found), tuple(r[1] for r in found)
+          else:
+            connections, depth = found[0]
+          info = info._replace(connections=connections, depth=depth)
       infos[path] = info
     statistics = None
     if records:
@@ -167,8 +170,7 @@ class Structure:
   def from_records(
       cls,
       params: optax.Params,
-      records: Mapping[Any, tuple[int, int] | None]
-      | Callable[[str, Any], tuple[int, int] | None],
+      records: Mapping[Any, tuple[int, int] | None] | Callable[[str, Any], tuple[int, int] | None],
   ) -> Structure:
     """Builds a structure by hand: every leaf's ``(connections, depth)``.
 
@@ -220,9 +222,7 @@ class Structure:
           f"records gives no (connections, depth) for: {', '.join(missing[:10])}. "
           "Add them (or a prefix covering them), or map them to None for factor 1."
       )
-    return cls.from_layers(
-        leaf_layers, [(layer, c, d) for layer, (c, d) in layer_records.items()]
-    )
+    return cls.from_layers(leaf_layers, [(layer, c, d) for layer, (c, d) in layer_records.items()])
 
   def with_factor_one(self, paths: Iterable[Any]) -> Structure:
     """Returns a copy in which the given leaves (or subtrees) get factor 1.
@@ -252,7 +252,7 @@ class Structure:
       if info.stack_axis is None:
         layers[info.layer] = _formulas.LayerRecord(info.connections, info.depth)
       else:
-        for layer_id, c, d in zip(_slice_ids(info), info.connections, info.depth):
+        for layer_id, c, d in zip(_slice_ids(info), info.connections, info.depth, strict=False):
           layers[layer_id] = _formulas.LayerRecord(c, d)
     return dict(sorted(layers.items(), key=lambda item: item[1].depth))
 
@@ -374,9 +374,7 @@ def assemble(
   return Structure.from_layers(leaf_layers, counted)
 
 
-def infer_structure(
-    params: optax.Params, *, stacked: Mapping[Any, int] | None = None
-) -> Structure:
+def infer_structure(params: optax.Params, *, stacked: Mapping[Any, int] | None = None) -> Structure:
   """Infers a :class:`Structure` from the paths and shapes of a parameter pytree.
 
   Rules (the method as described in arXiv:2410.24216, per layer):

@@ -55,11 +55,14 @@ class _Tracer:
     if isinstance(jaxpr, jex_core.ClosedJaxpr):
       jaxpr = jaxpr.jaxpr
     env: dict[Any, _Value] = {v: _CONSTANT for v in jaxpr.constvars}
-    env.update(zip(jaxpr.invars, inputs))
-    read = lambda v: _CONSTANT if isinstance(v, jex_core.Literal) else env.get(v, _CONSTANT)
+    env.update(zip(jaxpr.invars, inputs, strict=False))
+
+    def read(v):
+      return _CONSTANT if isinstance(v, jex_core.Literal) else env.get(v, _CONSTANT)
+
     for eqn in jaxpr.eqns:
       outs = self._equation(eqn, [read(v) for v in eqn.invars])
-      env.update(zip(eqn.outvars, outs))
+      env.update(zip(eqn.outvars, outs, strict=False))
     return [read(v) for v in jaxpr.outvars]
 
   def _equation(self, eqn: Any, ins: list[_Value]) -> list[_Value]:
@@ -110,7 +113,8 @@ class _Tracer:
   @staticmethod
   def _merge(a: list[_Value], b: list[_Value]) -> list[_Value]:
     return [
-        _Value(x.is_activation or y.is_activation, x.elements | y.elements) for x, y in zip(a, b)
+        _Value(x.is_activation or y.is_activation, x.elements | y.elements)
+        for x, y in zip(a, b, strict=False)
     ]
 
   def _scan(self, eqn: Any, ins: list[_Value]) -> list[_Value]:
@@ -130,7 +134,7 @@ class _Tracer:
       for i in order:
         sliced = [
             _Value(False, frozenset((leaf, i) for leaf, _ in x.elements)) if s else x
-            for x, s in zip(xs, stacked)
+            for x, s in zip(xs, stacked, strict=False)
         ]
         outs = self.run(params["jaxpr"], consts + carry + sliced)
         carry, step_ys = outs[:n_carry], outs[n_carry:]
@@ -156,15 +160,17 @@ def _split_scan_inputs(params: dict[str, Any], ins: list[Any]) -> tuple[list, li
 def _split_static(tree: Any) -> tuple[list[Any], Callable[[list[Any]], Any]]:
   """Separates array leaves (traced) from static ones (closed over)."""
   leaves, treedef = jax.tree_util.tree_flatten(tree)
-  is_array = [isinstance(x, (jax.Array, np.ndarray, jax.ShapeDtypeStruct, np.generic)) for x in leaves]
+  is_array = [
+      isinstance(x, (jax.Array, np.ndarray, jax.ShapeDtypeStruct, np.generic)) for x in leaves
+  ]
 
   def rebuild(arrays: list[Any]) -> Any:
     it = iter(arrays)
     return jax.tree_util.tree_unflatten(
-        treedef, [next(it) if a else x for x, a in zip(leaves, is_array)]
+        treedef, [next(it) if a else x for x, a in zip(leaves, is_array, strict=False)]
     )
 
-  return [x for x, a in zip(leaves, is_array) if a], rebuild
+  return [x for x, a in zip(leaves, is_array, strict=False) if a], rebuild
 
 
 def _longest_path_depths(order: list, preds: Mapping[Any, set]) -> dict[Any, int]:
@@ -290,8 +296,10 @@ def trace_structure(
   roles = {
       path: (index in tracer.contracted) or None
       for index, (path, _) in enumerate(shapes)
-      if not (isinstance(path[-1] if path else None, str)
-              and path[-1].lower() in _structure.WEIGHT_NAMES | _structure.NON_WEIGHT_NAMES)
+      if not (
+          isinstance(path[-1] if path else None, str)
+          and path[-1].lower() in _structure.WEIGHT_NAMES | _structure.NON_WEIGHT_NAMES
+      )
   }
   base = _structure.assemble(shapes, stacked=stacked_table, weight_roles=roles)
   counted = set(base.layers)
@@ -322,6 +330,4 @@ def trace_structure(
     depths = _longest_path_depths(order, preds)
   start = max(depths.values(), default=-1) + 1
   depths.update({layer: start + i for i, layer in enumerate(unused)})
-  return _structure.assemble(
-      shapes, stacked=stacked_table, weight_roles=roles, layer_depths=depths
-  )
+  return _structure.assemble(shapes, stacked=stacked_table, weight_roles=roles, layer_depths=depths)

@@ -36,7 +36,7 @@ def _require_dir(path: str | os.PathLike[str] | None, what: str) -> pathlib.Path
 def load_idx(path: str | os.PathLike[str]) -> np.ndarray:
   """Reads a (gzipped) IDX file of unsigned bytes into a numpy array."""
   path = pathlib.Path(path)
-  with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+  with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
     data = f.read()
   if data[0] != 0 or data[1] != 0 or data[2] != 0x08:
     raise ValueError(f"{path} is not an IDX file of unsigned bytes.")

@@ -32,12 +32,14 @@ def digits_split(seed: int = 0):
   x, y = load_digits(return_X_y=True)
   x = (x / 16.0).astype(np.float32)
   x_train, x_test, y_train, y_test = train_test_split(
-      x, y.astype(np.int32), test_size=0.25, random_state=seed, stratify=y)
+      x, y.astype(np.int32), test_size=0.25, random_state=seed, stratify=y
+  )
   return x_train, y_train, x_test, y_test
 
 
-def load_images(dataset: str, data_dir: str | None, subset: int | None, test_subset: int | None,
-                seed: int = 0):
+def load_images(
+    dataset: str, data_dir: str | None, subset: int | None, test_subset: int | None, seed: int = 0
+):
   """MNIST or Fashion-MNIST IDX files, or the digits when asked for or when there is no data directory.
 
   Returns ``(name, x_train, y_train, x_test, y_test)`` with images as ``(n, h, w, 1)``
@@ -45,7 +47,9 @@ def load_images(dataset: str, data_dir: str | None, subset: int | None, test_sub
   keep only the first N training and test images.
   """
   if dataset != "digits" and datasets.data_dir(data_dir) is None:
-    print(f"no --data-dir and ${datasets.DATA_ENV_VAR} unset: falling back to scikit-learn digits (8x8)")
+    print(
+        f"no --data-dir and ${datasets.DATA_ENV_VAR} unset: falling back to scikit-learn digits (8x8)"
+    )
     dataset = "digits"
   if dataset == "digits":
     x_train, y_train, x_test, y_test = digits_split(seed)
@@ -59,22 +63,37 @@ def load_images(dataset: str, data_dir: str | None, subset: int | None, test_sub
   return dataset, x_train[..., None], y_train, x_test[..., None], y_test
 
 
-
 def add_image_arguments(parser) -> None:
   """The command-line options of ``load_images``: --dataset, --data-dir, --subset, --test-subset."""
   parser.add_argument("--dataset", choices=["mnist", "fashion-mnist", "digits"], default="mnist")
-  parser.add_argument("--data-dir", default=None,
-                      help=f"directory with mnist/ and fashion-mnist/ IDX files (default ${datasets.DATA_ENV_VAR}; "
-                           "without one: scikit-learn digits)")
-  parser.add_argument("--subset", type=int, default=None, help="number of training images (default all)")
-  parser.add_argument("--test-subset", type=int, default=None, help="number of test images (default all)")
+  parser.add_argument(
+      "--data-dir",
+      default=None,
+      help=f"directory with mnist/ and fashion-mnist/ IDX files (default ${datasets.DATA_ENV_VAR}; "
+      "without one: scikit-learn digits)",
+  )
+  parser.add_argument(
+      "--subset", type=int, default=None, help="number of training images (default all)"
+  )
+  parser.add_argument(
+      "--test-subset", type=int, default=None, help="number of test images (default all)"
+  )
 
 
 # Training.
 
 
-def train_epochs(tx: optax.GradientTransformation, params, loss_fn, x_train, y_train, epochs: int,
-                 batch_size: int, seed: int = 0, on_epoch: Callable[[float], None] | None = None):
+def train_epochs(
+    tx: optax.GradientTransformation,
+    params,
+    loss_fn,
+    x_train,
+    y_train,
+    epochs: int,
+    batch_size: int,
+    seed: int = 0,
+    on_epoch: Callable[[float], None] | None = None,
+):
   """Minibatch training with one jitted ``lax.scan`` over the batches per epoch.
 
   ``loss_fn(params, x, y)`` is the mean loss of a batch. Each epoch shuffles the
@@ -88,7 +107,10 @@ def train_epochs(tx: optax.GradientTransformation, params, loss_fn, x_train, y_t
   @jax.jit
   def epoch(params, opt_state, key):
     order = jax.random.permutation(key, len(x_train))[: steps * batch_size]
-    batches = (x_train[order].reshape(steps, batch_size, -1), y_train[order].reshape(steps, batch_size))
+    batches = (
+        x_train[order].reshape(steps, batch_size, -1),
+        y_train[order].reshape(steps, batch_size),
+    )
 
     def step(carry, batch):
       params, opt_state = carry
@@ -111,8 +133,16 @@ def train_epochs(tx: optax.GradientTransformation, params, loss_fn, x_train, y_t
   return params, opt_state, losses
 
 
-def train_classifier(tx: optax.GradientTransformation, params, model, data, epochs: int, batch_size: int,
-                     seed: int = 0, on_epoch: Callable[[float], None] | None = None):
+def train_classifier(
+    tx: optax.GradientTransformation,
+    params,
+    model,
+    data,
+    epochs: int,
+    batch_size: int,
+    seed: int = 0,
+    on_epoch: Callable[[float], None] | None = None,
+):
   """``train_epochs`` of a linen classifier on ``data = (x_train, y_train, x_test, y_test)``.
 
   Softmax cross-entropy on integer labels. Returns ``(losses, test accuracy, opt_state)``.
@@ -124,7 +154,8 @@ def train_classifier(tx: optax.GradientTransformation, params, model, data, epoc
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
   params, opt_state, losses = train_epochs(
-      tx, params, loss_fn, x_train, y_train, epochs, batch_size, seed, on_epoch)
+      tx, params, loss_fn, x_train, y_train, epochs, batch_size, seed, on_epoch
+  )
   logits = model.apply({"params": params}, x_test)
   accuracy = float((jnp.argmax(logits, -1) == y_test).mean())
   return losses, accuracy, opt_state

@@ -49,8 +49,8 @@ def numpy_adam_matches_optax(steps: int = 5) -> float:
   for t in range(1, steps + 1):
     g = 2 * theta  # gradient of sum(theta**2)
     m = b1 * m + (1 - b1) * g
-    v = b2 * v + (1 - b2) * g ** 2
-    theta = theta - lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+    v = b2 * v + (1 - b2) * g**2
+    theta = theta - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
     updates, state = tx.update(2 * params, state)
     params = optax.apply_updates(params, updates)
   return float(np.max(np.abs(np.asarray(params) - theta)))
@@ -109,7 +109,8 @@ def breast_cancer(epochs: int, learning_rate: optax.ScalarOrSchedule):
 
   data = load_breast_cancer()
   x_train, x_test, y_train, y_test = train_test_split(
-      data.data, data.target, test_size=0.2, random_state=42)
+      data.data, data.target, test_size=0.2, random_state=42
+  )
   scaler = StandardScaler().fit(x_train)  # fit on the training split only
   x_train, x_test = (jnp.asarray(scaler.transform(a), dtype=jnp.float32) for a in (x_train, x_test))
   y_train = jnp.asarray(y_train, dtype=jnp.float32)
@@ -129,7 +130,7 @@ def breast_cancer(epochs: int, learning_rate: optax.ScalarOrSchedule):
 
 def rosenbrock(p):
   x, y = p[0], p[1]
-  return (1 - x) ** 2 + 100 * (y - x ** 2) ** 2
+  return (1 - x) ** 2 + 100 * (y - x**2) ** 2
 
 
 def rosenbrock_race(optimizers: dict[str, optax.GradientTransformation], iterations: int):
@@ -145,7 +146,11 @@ def rosenbrock_race(optimizers: dict[str, optax.GradientTransformation], iterati
       return (params, state), (rosenbrock(params), params)
 
     start = jnp.array([-1.0, 1.0])
-    _, (losses, path) = jax.jit(lambda p: jax.lax.scan(body, (p, tx.init(p)), length=iterations))(start)
+
+    def run(start, body=body, tx=tx):
+      return jax.lax.scan(body, (start, tx.init(start)), length=iterations)
+
+    _, (losses, path) = jax.jit(run)(start)
     runs[name] = (np.asarray(losses), np.asarray(path))
   return runs
 
@@ -164,21 +169,33 @@ def main(argv=None):
   results["numpy_vs_optax"] = diff
 
   losses, final = linear_regression(args.epochs, learning_rate=args.regression_lr)
-  print(f"1. linear regression (1000 x 20, noise 0.1), adam lr {args.regression_lr:g}: "
-        f"MSE {losses[0]:.1f} -> {final:.4f} after {args.epochs} steps")
-  print("   (Adam moves each weight by about lr per step whatever the gradient's scale: the true "
-        "weights here are tens, so the tutorial's lr 1e-3 for 100 steps barely moves them)")
+  print(
+      f"1. linear regression (1000 x 20, noise 0.1), adam lr {args.regression_lr:g}: "
+      f"MSE {losses[0]:.1f} -> {final:.4f} after {args.epochs} steps"
+  )
+  print(
+      "   (Adam moves each weight by about lr per step whatever the gradient's scale: the true "
+      "weights here are tens, so the tutorial's lr 1e-3 for 100 steps barely moves them)"
+  )
   results["linear_regression"] = losses
 
   constant = breast_cancer(args.epochs, 1e-2)
-  schedule = optax.exponential_decay(1e-2, transition_steps=max(1, args.epochs // 4), decay_rate=0.5)
+  schedule = optax.exponential_decay(
+      1e-2, transition_steps=max(1, args.epochs // 4), decay_rate=0.5
+  )
   decayed = breast_cancer(args.epochs, schedule)
-  print(f"2. breast cancer 30-16-8-1 (sigmoid), adam lr 1e-2: train loss {constant[0][-1]:.4f}, "
-        f"test accuracy {constant[1]:.4f}, ROC AUC {constant[2]:.4f}")
-  print(f"3. same with exponential_decay(1e-2, {max(1, args.epochs // 4)}, 0.5) (lr at the end "
-        f"{float(schedule(args.epochs)):.2e}): train loss {decayed[0][-1]:.4f}, "
-        f"test accuracy {decayed[1]:.4f}, ROC AUC {decayed[2]:.4f}")
-  print("   (the tutorial's decay lr * 0.95 ** (t / 1000) is optax.exponential_decay(lr, 1000, 0.95))")
+  print(
+      f"2. breast cancer 30-16-8-1 (sigmoid), adam lr 1e-2: train loss {constant[0][-1]:.4f}, "
+      f"test accuracy {constant[1]:.4f}, ROC AUC {constant[2]:.4f}"
+  )
+  print(
+      f"3. same with exponential_decay(1e-2, {max(1, args.epochs // 4)}, 0.5) (lr at the end "
+      f"{float(schedule(args.epochs)):.2e}): train loss {decayed[0][-1]:.4f}, "
+      f"test accuracy {decayed[1]:.4f}, ROC AUC {decayed[2]:.4f}"
+  )
+  print(
+      "   (the tutorial's decay lr * 0.95 ** (t / 1000) is optax.exponential_decay(lr, 1000, 0.95))"
+  )
   results["breast_cancer"] = {"constant": constant, "decay": decayed}
 
   optimizers = {
@@ -191,8 +208,10 @@ def main(argv=None):
   runs = rosenbrock_race(optimizers, args.iterations)
   print(f"4. Rosenbrock from (-1, 1), {args.iterations} steps (minimum 0 at (1, 1)):")
   for name, (losses, path) in runs.items():
-    print(f"   {name:<16} final loss {losses[-1]:.3e}  at ({path[-1, 0]:+.4f}, {path[-1, 1]:+.4f})  "
-          f"best {losses.min():.3e} at step {int(np.argmin(losses)) + 1}")
+    print(
+        f"   {name:<16} final loss {losses[-1]:.3e}  at ({path[-1, 0]:+.4f}, {path[-1, 1]:+.4f})  "
+        f"best {losses.min():.3e} at step {int(np.argmin(losses)) + 1}"
+    )
   results["rosenbrock"] = {name: losses for name, (losses, _) in runs.items()}
 
   import matplotlib
@@ -205,17 +224,25 @@ def main(argv=None):
   axes[0, 0].set(yscale="log", xlabel="step", ylabel="MSE", title="1. linear regression, adam")
   axes[0, 1].plot(constant[0], label="adam lr 1e-2")
   axes[0, 1].plot(decayed[0], label="adam, exponential decay")
-  axes[0, 1].set(yscale="log", xlabel="step", ylabel="binary cross-entropy", title="2-3. breast cancer")
+  axes[0, 1].set(
+      yscale="log", xlabel="step", ylabel="binary cross-entropy", title="2-3. breast cancer"
+  )
   axes[0, 1].legend()
   for name, (losses, path) in runs.items():
     axes[1, 0].plot(np.arange(1, len(losses) + 1), losses, label=name)
     axes[1, 1].plot(path[:, 0], path[:, 1], label=name)
-  axes[1, 0].set(yscale="log", xscale="log", xlabel="step", ylabel="f(x, y)", title="4. Rosenbrock loss")
+  axes[1, 0].set(
+      yscale="log", xscale="log", xlabel="step", ylabel="f(x, y)", title="4. Rosenbrock loss"
+  )
   axes[1, 0].legend(fontsize=8)
   grid_x, grid_y = np.meshgrid(np.linspace(-1.5, 1.5, 200), np.linspace(-0.5, 1.5, 200))
-  axes[1, 1].contour(grid_x, grid_y, np.log1p(rosenbrock((grid_x, grid_y))), levels=20, colors="0.8")
+  axes[1, 1].contour(
+      grid_x, grid_y, np.log1p(rosenbrock((grid_x, grid_y))), levels=20, colors="0.8"
+  )
   axes[1, 1].plot([-1, 1], [1, 1], "k*", markersize=10)
-  axes[1, 1].set(xlim=(-1.5, 1.5), ylim=(-0.5, 1.5), xlabel="x", ylabel="y", title="4. Rosenbrock paths")
+  axes[1, 1].set(
+      xlim=(-1.5, 1.5), ylim=(-0.5, 1.5), xlabel="x", ylabel="y", title="4. Rosenbrock paths"
+  )
   fig.tight_layout()
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,9 @@ class MLP(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    dense = lambda width: nn.Dense(width, kernel_init=nn.initializers.glorot_uniform())
+    def dense(width):
+      return nn.Dense(width, kernel_init=nn.initializers.glorot_uniform())
+
     for width in self.hidden:
       x = nn.relu(dense(width)(x))
     return dense(1)(x)[:, 0]
@@ -64,9 +66,16 @@ def load(data_dir: str | None, variant: str = "statlib"):
   x_train, y_train, x_test, y_test = x[:n_train], y[:n_train], x[n_train:], y[n_train:]
   x_mean, x_std = x_train.mean(0), x_train.std(0)
   y_mean, y_std = y_train.mean(), y_train.std()
-  scale = lambda a, mean, std: jnp.asarray((a - mean) / std, dtype=jnp.float32)
-  return scale(x_train, x_mean, x_std), scale(y_train, y_mean, y_std), scale(x_test, x_mean, x_std), \
-      scale(y_test, y_mean, y_std)
+
+  def scale(a, mean, std):
+    return jnp.asarray((a - mean) / std, dtype=jnp.float32)
+
+  return (
+      scale(x_train, x_mean, x_std),
+      scale(y_train, y_mean, y_std),
+      scale(x_test, x_mean, x_std),
+      scale(y_test, y_mean, y_std),
+  )
 
 
 OPTIMIZERS = {
@@ -87,25 +96,36 @@ def train(tx, params, model, data, epochs, batch_size, seed):
   def loss_fn(params, x, y):
     return jnp.mean((model.apply({"params": params}, x) - y) ** 2)
 
-  params, _, losses = _common.train_epochs(tx, params, loss_fn, x_train, y_train, epochs, batch_size, seed)
+  params, _, losses = _common.train_epochs(
+      tx, params, loss_fn, x_train, y_train, epochs, batch_size, seed
+  )
   rmse = float(jnp.sqrt(loss_fn(params, x_test, y_test)))
   return losses, rmse
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--data-dir", default=None,
-                      help=f"directory with california-housing/ (default ${datasets.DATA_ENV_VAR})")
+  parser.add_argument(
+      "--data-dir",
+      default=None,
+      help=f"directory with california-housing/ (default ${datasets.DATA_ENV_VAR})",
+  )
   parser.add_argument("--variant", choices=["statlib", "sklearn"], default="statlib")
-  parser.add_argument("--hidden", default="128,64,32",
-                      help="hidden sizes, comma separated (published: 64,32 / 128,64,32 / 128,128,64 / "
-                           "256,128,64,32 / 128,128,128,128,128 / 1024,256,64,16)")
+  parser.add_argument(
+      "--hidden",
+      default="128,64,32",
+      help="hidden sizes, comma separated (published: 64,32 / 128,64,32 / 128,128,64 / "
+      "256,128,64,32 / 128,128,128,128,128 / 1024,256,64,16)",
+  )
   parser.add_argument("--epochs", type=int, default=30)
   parser.add_argument("--seeds", type=int, default=1)
   parser.add_argument("--learning-rate", type=float, default=1e-3)
   parser.add_argument("--batch-size", type=int, default=128)
-  parser.add_argument("--optimizers", default=",".join(OPTIMIZERS),
-                      help=f"comma separated subset of {', '.join(OPTIMIZERS)}")
+  parser.add_argument(
+      "--optimizers",
+      default=",".join(OPTIMIZERS),
+      help=f"comma separated subset of {', '.join(OPTIMIZERS)}",
+  )
   args = parser.parse_args(argv)
 
   hidden = tuple(int(h) for h in args.hidden.split(","))
@@ -122,25 +142,38 @@ def main(argv=None):
       caadam_jax.describe(params, strategy="additive")
     for name in names:
       start = time.perf_counter()
-      losses, rmse = train(OPTIMIZERS[name](args.learning_rate), params, model, data, args.epochs,
-                           args.batch_size, seed)
+      losses, rmse = train(
+          OPTIMIZERS[name](args.learning_rate),
+          params,
+          model,
+          data,
+          args.epochs,
+          args.batch_size,
+          seed,
+      )
       results.setdefault(name, []).append((losses, rmse, time.perf_counter() - start))
       print(f"seed {seed} {name:<22} train MSE {losses[-1]:.4f}  test RMSE {rmse:.4f}")
 
-  print(f"\nCalifornia Housing ({args.variant}, train {len(data[0])}, test {len(data[2])}): "
-        f"MLP 8 -> {','.join(map(str, hidden))} -> 1, {args.epochs} epochs, batch {args.batch_size}, "
-        f"lr {args.learning_rate}, {args.seeds} seed(s)")
+  print(
+      f"\nCalifornia Housing ({args.variant}, train {len(data[0])}, test {len(data[2])}): "
+      f"MLP 8 -> {','.join(map(str, hidden))} -> 1, {args.epochs} epochs, batch {args.batch_size}, "
+      f"lr {args.learning_rate}, {args.seeds} seed(s)"
+  )
   header = f"{'optimizer':<22} {'test RMSE (std units of y)':>28} {'vs adam':>9} {'wall s':>8}"
   print(header + "\n" + "-" * len(header))
   base = np.mean([r[1] for r in results["adam"]]) if "adam" in results else None
   for name, runs in results.items():
     rmse = np.array([r[1] for r in runs])
     change = f"{100 * (rmse.mean() / base - 1):+.2f}%" if base else "-"
-    print(f"{name:<22} {rmse.mean():>19.4f} ± {rmse.std():<6.4f} {change:>9} "
-          f"{np.median([r[2] for r in runs]):>8.2f}")
+    print(
+        f"{name:<22} {rmse.mean():>19.4f} ± {rmse.std():<6.4f} {change:>9} "
+        f"{np.median([r[2] for r in runs]):>8.2f}"
+    )
   print("(mean ± standard deviation over seeds; no early stopping or LR reduction)")
-  return {name: [{"losses": l, "test_rmse": r, "seconds": s} for l, r, s in runs]
-          for name, runs in results.items()}
+  return {
+      name: [{"losses": losses, "test_rmse": rmse, "seconds": s} for losses, rmse, s in runs]
+      for name, runs in results.items()
+  }
 
 
 if __name__ == "__main__":

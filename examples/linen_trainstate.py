@@ -54,7 +54,9 @@ class CNN(nn.Module):
     return nn.Dense(self.num_classes)(x)
 
 
-def make_optimizer(strategy: str, learning_rate: float, structure=None) -> optax.GradientTransformation:
+def make_optimizer(
+    strategy: str, learning_rate: float, structure=None
+) -> optax.GradientTransformation:
   if strategy == "adam":
     return optax.adam(learning_rate)
   return caadam_jax.caadam(learning_rate, strategy=strategy, structure=structure)
@@ -99,17 +101,25 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   _common.add_image_arguments(parser)  # --dataset, --data-dir, --subset, --test-subset
   parser.add_argument("--epochs", type=int, default=2)
-  parser.add_argument("--strategy", choices=["additive", "multiplicative", "depth", "adam"], default="additive",
-                      help="CaAdam strategy, or plain optax.adam for comparison")
+  parser.add_argument(
+      "--strategy",
+      choices=["additive", "multiplicative", "depth", "adam"],
+      default="additive",
+      help="CaAdam strategy, or plain optax.adam for comparison",
+  )
   parser.add_argument("--learning-rate", type=float, default=1e-3)
   parser.add_argument("--batch-size", type=int, default=64)
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--ckpt-dir", default="checkpoints/linen_trainstate",
-                      help="Orbax checkpoint directory (overwritten)")
+  parser.add_argument(
+      "--ckpt-dir",
+      default="checkpoints/linen_trainstate",
+      help="Orbax checkpoint directory (overwritten)",
+  )
   args = parser.parse_args(argv)
 
   name, x_train, y_train, x_test, y_test = _common.load_images(
-      args.dataset, args.data_dir, args.subset, args.test_subset, args.seed)
+      args.dataset, args.data_dir, args.subset, args.test_subset, args.seed
+  )
   model = CNN()
   variables = model.init(jax.random.key(args.seed), jnp.asarray(x_train[:1]))
   # The forward order of the layers, traced from the model (shapes only, no compute):
@@ -132,22 +142,32 @@ def main(argv=None):
     print(f"epoch {epoch + 1}/{args.epochs}: train loss {losses[-1]:.4f}")
   wall = time.perf_counter() - start
   test_accuracy = evaluate(state, x_test, y_test)
-  print(f"{name}: {len(x_train)} training images, CNN {model.features}+{model.hidden}, "
-        f"{args.strategy}, lr {args.learning_rate}: test accuracy {test_accuracy:.4f} "
-        f"({wall:.1f} s training, jax {jax.__version__} on {jax.devices()[0].platform})")
+  print(
+      f"{name}: {len(x_train)} training images, CNN {model.features}+{model.hidden}, "
+      f"{args.strategy}, lr {args.learning_rate}: test accuracy {test_accuracy:.4f} "
+      f"({wall:.1f} s training, jax {jax.__version__} on {jax.devices()[0].platform})"
+  )
 
   path, restored = save_and_restore(state, pathlib.Path(args.ckpt_dir))
   same = jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), restored, state))
   restored_accuracy = evaluate(restored, x_test, y_test)
-  print(f"Orbax checkpoint {path}: restored TrainState (step {int(restored.step)}) identical: {same}; "
-        f"test accuracy after restore {restored_accuracy:.4f}")
+  print(
+      f"Orbax checkpoint {path}: restored TrainState (step {int(restored.step)}) identical: {same}; "
+      f"test accuracy after restore {restored_accuracy:.4f}"
+  )
   if not same or restored_accuracy != test_accuracy:
     raise RuntimeError("the restored TrainState differs from the saved one")
   # Training continues from the restored state exactly as from the original one.
   state, _ = train_step(restored, x_train[: args.batch_size], y_train[: args.batch_size])
-  return {"dataset": name, "losses": losses, "test_accuracy": test_accuracy,
-          "restored_accuracy": restored_accuracy, "restored_identical": same,
-          "checkpoint": str(path), "step": int(state.step)}
+  return {
+      "dataset": name,
+      "losses": losses,
+      "test_accuracy": test_accuracy,
+      "restored_accuracy": restored_accuracy,
+      "restored_identical": same,
+      "checkpoint": str(path),
+      "step": int(state.step),
+  }
 
 
 if __name__ == "__main__":

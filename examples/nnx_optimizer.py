@@ -38,10 +38,12 @@ class CNN(nnx.Module):
   """Two 3x3 conv blocks (average pooling) and a two-layer head, for ``size x size`` images."""
 
   def __init__(self, size: int, *, rngs: nnx.Rngs, features=(16, 32), hidden=64, num_classes=10):
-    self.convs = nnx.List([
-        nnx.Conv(c_in, c_out, (3, 3), rngs=rngs)
-        for c_in, c_out in zip((1, *features[:-1]), features)
-    ])
+    self.convs = nnx.List(
+        [
+            nnx.Conv(c_in, c_out, (3, 3), rngs=rngs)
+            for c_in, c_out in zip((1, *features[:-1]), features, strict=False)
+        ]
+    )
     flat = (size // 2 ** len(features)) ** 2 * features[-1]
     self.hidden = nnx.Linear(flat, hidden, rngs=rngs)
     self.head = nnx.Linear(hidden, num_classes, rngs=rngs)
@@ -80,7 +82,9 @@ def save_and_restore(model, optimizer, make_model, make_tx, ckpt_dir: pathlib.Pa
 
   path = ckpt_dir.resolve() / f"step_{int(optimizer.step[...])}"
   checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(path, {"model": nnx.state(model), "optimizer": nnx.state(optimizer)}, force=True)
+  checkpointer.save(
+      path, {"model": nnx.state(model), "optimizer": nnx.state(optimizer)}, force=True
+  )
   checkpointer.wait_until_finished()
 
   # Abstract model and optimizer (shapes only), then restore into their states and merge.
@@ -102,22 +106,34 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   _common.add_image_arguments(parser)  # --dataset, --data-dir, --subset, --test-subset
   parser.add_argument("--epochs", type=int, default=2)
-  parser.add_argument("--strategy", choices=["additive", "multiplicative", "depth"], default="additive")
+  parser.add_argument(
+      "--strategy", choices=["additive", "multiplicative", "depth"], default="additive"
+  )
   parser.add_argument("--learning-rate", type=float, default=1e-3)
   parser.add_argument("--batch-size", type=int, default=64)
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--ckpt-dir", default="checkpoints/nnx_optimizer",
-                      help="Orbax checkpoint directory (overwritten)")
+  parser.add_argument(
+      "--ckpt-dir",
+      default="checkpoints/nnx_optimizer",
+      help="Orbax checkpoint directory (overwritten)",
+  )
   args = parser.parse_args(argv)
 
   name, x_train, y_train, x_test, y_test = _common.load_images(
-      args.dataset, args.data_dir, args.subset, args.test_subset, args.seed)
+      args.dataset, args.data_dir, args.subset, args.test_subset, args.seed
+  )
   size = x_train.shape[1]
-  make_model = lambda: CNN(size, rngs=nnx.Rngs(args.seed))
+
+  def make_model():
+    return CNN(size, rngs=nnx.Rngs(args.seed))
+
   model = make_model()
   # NNX modules trace directly: the structure holds the forward order of the layers.
   structure = caadam_jax.trace_structure(model, jnp.asarray(x_train[:1]))
-  make_tx = lambda: caadam_jax.caadam(args.learning_rate, strategy=args.strategy, structure=structure)
+
+  def make_tx():
+    return caadam_jax.caadam(args.learning_rate, strategy=args.strategy, structure=structure)
+
   optimizer = nnx.Optimizer(model, make_tx(), wrt=nnx.Param)
   caadam_jax.describe(structure, strategy=args.strategy)
 
@@ -130,25 +146,39 @@ def main(argv=None):
     print(f"epoch {epoch + 1}/{args.epochs}: train loss {losses[-1]:.4f}")
   wall = time.perf_counter() - start
   test_accuracy = evaluate(model, x_test, y_test)
-  print(f"{name}: {len(x_train)} training images, nnx CNN, caadam {args.strategy}, lr {args.learning_rate}: "
-        f"test accuracy {test_accuracy:.4f} ({wall:.1f} s training, jax {jax.__version__} on "
-        f"{jax.devices()[0].platform})")
+  print(
+      f"{name}: {len(x_train)} training images, nnx CNN, caadam {args.strategy}, lr {args.learning_rate}: "
+      f"test accuracy {test_accuracy:.4f} ({wall:.1f} s training, jax {jax.__version__} on "
+      f"{jax.devices()[0].platform})"
+  )
 
   path, new_model, new_optimizer = save_and_restore(
-      model, optimizer, make_model, make_tx, pathlib.Path(args.ckpt_dir))
+      model, optimizer, make_model, make_tx, pathlib.Path(args.ckpt_dir)
+  )
   same = all(
-      jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), nnx.state(new), nnx.state(old)))
-      for new, old in ((new_model, model), (new_optimizer, optimizer)))
+      jax.tree.all(
+          jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), nnx.state(new), nnx.state(old))
+      )
+      for new, old in ((new_model, model), (new_optimizer, optimizer))
+  )
   restored_accuracy = evaluate(new_model, x_test, y_test)
-  print(f"Orbax checkpoint {path}: restored model and optimizer (step {int(new_optimizer.step[...])}) "
-        f"identical: {same}; test accuracy after restore {restored_accuracy:.4f}")
+  print(
+      f"Orbax checkpoint {path}: restored model and optimizer (step {int(new_optimizer.step[...])}) "
+      f"identical: {same}; test accuracy after restore {restored_accuracy:.4f}"
+  )
   if not same or restored_accuracy != test_accuracy:
     raise RuntimeError("the restored NNX state differs from the saved one")
   # Training continues from the restored objects.
   train_step(new_model, new_optimizer, x_train[: args.batch_size], y_train[: args.batch_size])
-  return {"dataset": name, "losses": losses, "test_accuracy": test_accuracy,
-          "restored_accuracy": restored_accuracy, "restored_identical": same,
-          "checkpoint": str(path), "step": int(new_optimizer.step[...])}
+  return {
+      "dataset": name,
+      "losses": losses,
+      "test_accuracy": test_accuracy,
+      "restored_accuracy": restored_accuracy,
+      "restored_identical": same,
+      "checkpoint": str(path),
+      "step": int(new_optimizer.step[...]),
+  }
 
 
 if __name__ == "__main__":

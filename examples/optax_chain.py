@@ -36,8 +36,10 @@ def probe_factors(tx, params) -> dict[str, float]:
   ones = jax.tree.map(jnp.ones_like, params)
   scaled, _ = jax.jit(tx.update)(ones, tx.init(params), params)
   flat, _ = jax.tree_util.tree_flatten_with_path(scaled)
-  return {jax.tree_util.keystr(path, simple=True, separator="/"): float(leaf.reshape(-1)[0])
-          for path, leaf in flat}
+  return {
+      jax.tree_util.keystr(path, simple=True, separator="/"): float(leaf.reshape(-1)[0])
+      for path, leaf in flat
+  }
 
 
 def main(argv=None):
@@ -57,14 +59,20 @@ def main(argv=None):
 
   # 1. A chain: clipping, Adam, depth factors, a scheduled learning rate.
   schedule = optax.warmup_cosine_decay_schedule(
-      0.0, args.learning_rate, warmup_steps=max(1, total_steps // 10), decay_steps=max(2, total_steps))
+      0.0,
+      args.learning_rate,
+      warmup_steps=max(1, total_steps // 10),
+      decay_steps=max(2, total_steps),
+  )
   chain = optax.chain(
       optax.clip_by_global_norm(1.0),
       optax.scale_by_adam(),
       caadam_jax.scale_by_depth(),
       optax.scale_by_learning_rate(schedule),
   )
-  unclipped = optax.chain(optax.scale_by_adam(), caadam_jax.scale_by_depth(), optax.scale_by_learning_rate(schedule))
+  unclipped = optax.chain(
+      optax.scale_by_adam(), caadam_jax.scale_by_depth(), optax.scale_by_learning_rate(schedule)
+  )
   one_liner = caadam_jax.caadam(schedule, strategy="depth")
 
   @jax.jit
@@ -78,22 +86,31 @@ def main(argv=None):
 
   ua, ub = three_steps(params)
   same = jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), ua, ub))
-  print(f"1. chain(scale_by_adam, scale_by_depth, scale_by_learning_rate) == caadam(strategy='depth'): {same}")
+  print(
+      f"1. chain(scale_by_adam, scale_by_depth, scale_by_learning_rate) == caadam(strategy='depth'): {same}"
+  )
   losses, accuracy, _ = _common.train_classifier(
-      chain, params, model, data, args.epochs, args.batch_size, args.seed)
-  print(f"   clip + adam + depth + warmup-cosine schedule: final loss {losses[-1]:.4f}, "
-        f"test accuracy {accuracy:.4f}")
+      chain, params, model, data, args.epochs, args.batch_size, args.seed
+  )
+  print(
+      f"   clip + adam + depth + warmup-cosine schedule: final loss {losses[-1]:.4f}, "
+      f"test accuracy {accuracy:.4f}"
+  )
   results["chain"] = {"losses": losses, "accuracy": accuracy, "equals_caadam_depth": same}
 
   # 2. A scheduled scaling factor: additive CaAdam whose g ramps from 0 (Adam) to 0.95.
   ramp = optax.linear_schedule(0.0, 0.95, transition_steps=max(1, total_steps // 2))
   injected = optax.inject_hyperparams(caadam_jax.caadam)(
-      learning_rate=args.learning_rate, scaling_factor=ramp, strategy="additive")
+      learning_rate=args.learning_rate, scaling_factor=ramp, strategy="additive"
+  )
   losses, accuracy, opt_state = _common.train_classifier(
-      injected, params, model, data, args.epochs, args.batch_size, args.seed)
+      injected, params, model, data, args.epochs, args.batch_size, args.seed
+  )
   g_end = float(opt_state.hyperparams["scaling_factor"])
-  print(f"2. inject_hyperparams(caadam)(scaling_factor=linear 0 -> 0.95 over {max(1, total_steps // 2)} steps): "
-        f"g at the end {g_end:.3f}, final loss {losses[-1]:.4f}, test accuracy {accuracy:.4f}")
+  print(
+      f"2. inject_hyperparams(caadam)(scaling_factor=linear 0 -> 0.95 over {max(1, total_steps // 2)} steps): "
+      f"g at the end {g_end:.3f}, final loss {losses[-1]:.4f}, test accuracy {accuracy:.4f}"
+  )
   results["scheduled_scaling_factor"] = {"losses": losses, "accuracy": accuracy, "final_g": g_end}
 
   # 3. optax.partition: the hidden layers in one group, the classifier in another.
@@ -108,28 +125,45 @@ def main(argv=None):
 
   full_structure = caadam_jax.infer_structure(params)
   per_group = optax.partition(
-      {"body": caadam_jax.scale_by_connection_minmaxmedian(),
-       "head": caadam_jax.scale_by_connection_minmaxmedian()}, labels)
+      {
+          "body": caadam_jax.scale_by_connection_minmaxmedian(),
+          "head": caadam_jax.scale_by_connection_minmaxmedian(),
+      },
+      labels,
+  )
   global_stats = optax.partition(
-      {"body": caadam_jax.scale_by_connection_minmaxmedian(structure=full_structure),
-       "head": caadam_jax.scale_by_connection_minmaxmedian(structure=full_structure)}, labels)
+      {
+          "body": caadam_jax.scale_by_connection_minmaxmedian(structure=full_structure),
+          "head": caadam_jax.scale_by_connection_minmaxmedian(structure=full_structure),
+      },
+      labels,
+  )
   per_group_factors = probe_factors(per_group, params)
   global_factors = probe_factors(global_stats, params)
   print(f"   {'leaf':<16} {'group':<6} {'per-group factor':>17} {'global factor':>14}")
   for leaf in sorted(per_group_factors, key=lambda s: (s.split("/")[0].split("_")[-1], s)):
-    print(f"   {leaf:<16} {labels[leaf.split('/')[0]]:<6} {per_group_factors[leaf]:>17.4f} "
-          f"{global_factors[leaf]:>14.4f}")
+    print(
+        f"   {leaf:<16} {labels[leaf.split('/')[0]]:<6} {per_group_factors[leaf]:>17.4f} "
+        f"{global_factors[leaf]:>14.4f}"
+    )
   print("   (the head is alone in its group: c_min == c_max there, so its per-group factor is 1)")
   results["factors"] = {"per_group": per_group_factors, "global": global_factors}
 
   for name, structure in (("per-group statistics", None), ("global statistics", full_structure)):
     tx = optax.partition(
-        {"body": caadam_jax.caadam(args.learning_rate, structure=structure),
-         "head": caadam_jax.caadam(args.learning_rate, structure=structure)}, labels)
+        {
+            "body": caadam_jax.caadam(args.learning_rate, structure=structure),
+            "head": caadam_jax.caadam(args.learning_rate, structure=structure),
+        },
+        labels,
+    )
     losses, accuracy, _ = _common.train_classifier(
-        tx, params, model, data, args.epochs, args.batch_size, args.seed)
-    print(f"   partition, caadam additive with {name}: final loss {losses[-1]:.4f}, "
-          f"test accuracy {accuracy:.4f}")
+        tx, params, model, data, args.epochs, args.batch_size, args.seed
+    )
+    print(
+        f"   partition, caadam additive with {name}: final loss {losses[-1]:.4f}, "
+        f"test accuracy {accuracy:.4f}"
+    )
     results[f"partition {name}"] = {"losses": losses, "accuracy": accuracy}
   return results
 

@@ -57,7 +57,10 @@ def load(dataset: str, data_dir: str | None, seed: int = 0):
   if dataset == "digits":
     return _common.digits_split(seed)
   x_train, y_train, x_test, y_test = datasets.load_mnist(data_dir, variant=dataset)
-  flat = lambda a: a.reshape(len(a), -1)
+
+  def flat(a):
+    return a.reshape(len(a), -1)
+
   return flat(x_train), y_train, flat(x_test), y_test
 
 
@@ -68,8 +71,11 @@ def main(argv=None):
   parser.add_argument("--learning-rate", type=float, default=1e-3)
   parser.add_argument("--batch-size", type=int, default=64)
   parser.add_argument("--dataset", choices=["digits", "mnist", "fashion-mnist"], default="digits")
-  parser.add_argument("--data-dir", default=None,
-                      help=f"directory with mnist/ and fashion-mnist/ IDX files (default ${datasets.DATA_ENV_VAR})")
+  parser.add_argument(
+      "--data-dir",
+      default=None,
+      help=f"directory with mnist/ and fashion-mnist/ IDX files (default ${datasets.DATA_ENV_VAR})",
+  )
   parser.add_argument("--out", default="quickstart_losses.png", help="PNG of the loss curves")
   args = parser.parse_args(argv)
 
@@ -94,16 +100,20 @@ def main(argv=None):
         )
       results.setdefault(name, []).append((losses, accuracy, time.perf_counter() - start))
 
-  print(f"\n{args.dataset}: MLP {model.hidden}, {args.epochs} epochs, lr {args.learning_rate}, "
-        f"{args.seeds} seed(s), jax {jax.__version__} on {jax.devices()[0].platform}")
+  print(
+      f"\n{args.dataset}: MLP {model.hidden}, {args.epochs} epochs, lr {args.learning_rate}, "
+      f"{args.seeds} seed(s), jax {jax.__version__} on {jax.devices()[0].platform}"
+  )
   header = f"{'optimizer':<26} {'final train loss':>20} {'test accuracy':>18} {'wall s':>8}"
   print(header + "\n" + "-" * len(header))
   for name, runs in results.items():
     final = np.array([r[0][-1] for r in runs])
     accuracy = np.array([r[1] for r in runs])
     wall = np.array([r[2] for r in runs])
-    print(f"{name:<26} {final.mean():>11.4f} ± {final.std():<6.4f} "
-          f"{accuracy.mean():>9.4f} ± {accuracy.std():<6.4f} {np.median(wall):>8.2f}")
+    print(
+        f"{name:<26} {final.mean():>11.4f} ± {final.std():<6.4f} "
+        f"{accuracy.mean():>9.4f} ± {accuracy.std():<6.4f} {np.median(wall):>8.2f}"
+    )
   print("(mean ± standard deviation over seeds; wall time is the median and includes compilation)")
 
   import matplotlib

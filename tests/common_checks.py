@@ -44,7 +44,9 @@ LAYER_SHAPES = {
 
 def _layered(fn: Callable[[str, str, tuple[int, ...]], np.ndarray], dtype) -> dict[str, Any]:
   return {
-      layer: {name: jnp.asarray(fn(layer, name, shape), dtype=dtype) for name, shape in leaves.items()}
+      layer: {
+          name: jnp.asarray(fn(layer, name, shape), dtype=dtype) for name, shape in leaves.items()
+      }
       for layer, leaves in LAYER_SHAPES.items()
   }
 
@@ -65,9 +67,7 @@ def layered_params(dtype=jnp.float32) -> dict[str, Any]:
 
 def layered_grads(params: Any) -> Any:
   """Gradients of a fixed quadratic at ``params`` (differ per leaf and per step)."""
-  return jax.grad(lambda p: sum(jnp.sum(jnp.abs(x - 0.5) ** 2) for x in jax.tree.leaves(p)))(
-      params
-  )
+  return jax.grad(lambda p: sum(jnp.sum(jnp.abs(x - 0.5) ** 2) for x in jax.tree.leaves(p)))(params)
 
 
 def _abs_sq(x):
@@ -169,7 +169,12 @@ TARGETS = {
 def _as_numpy(x) -> np.ndarray:
   """A numpy array, with 16-bit floats widened to float32 (numpy lacks bfloat16 math)."""
   x = np.asarray(x)
-  if x.dtype.kind == "V" or x.dtype.itemsize < 4 and x.dtype.kind == "f" or "bfloat16" in str(x.dtype):
+  if (
+      x.dtype.kind == "V"
+      or x.dtype.itemsize < 4
+      and x.dtype.kind == "f"
+      or "bfloat16" in str(x.dtype)
+  ):
     x = x.astype(np.float32)
   return x
 
@@ -179,7 +184,7 @@ def assert_trees_all_close(actual, desired, rtol=1e-6, atol=0.0, err_msg=""):
   flat_d, def_d = jax.tree.flatten(desired)
   if def_a != def_d:
     raise AssertionError(f"Trees have different structures:\n{def_a}\n{def_d}")
-  for x, y in zip(flat_a, flat_d):
+  for x, y in zip(flat_a, flat_d, strict=False):
     np.testing.assert_allclose(
         _as_numpy(x),
         _as_numpy(y),
@@ -194,7 +199,7 @@ def assert_trees_all_equal(actual, desired, err_msg=""):
   flat_d, def_d = jax.tree.flatten(desired)
   if def_a != def_d:
     raise AssertionError(f"Trees have different structures:\n{def_a}\n{def_d}")
-  for x, y in zip(flat_a, flat_d):
+  for x, y in zip(flat_a, flat_d, strict=False):
     assert np.asarray(x).dtype == np.asarray(y).dtype, (x.dtype, y.dtype, err_msg)
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=err_msg)
 
@@ -211,7 +216,7 @@ def assert_same_abstract_trees(actual, desired, err_msg=""):
   flat_d, def_d = jax.tree.flatten(desired)
   if def_a != def_d:
     raise AssertionError(f"Trees have different structures:\n{def_a}\n{def_d}\n{err_msg}")
-  for x, y in zip(flat_a, flat_d):
+  for x, y in zip(flat_a, flat_d, strict=False):
     if (tuple(x.shape), jnp.dtype(x.dtype)) != (tuple(y.shape), jnp.dtype(y.dtype)):
       raise AssertionError(f"{x.shape}/{x.dtype} != {y.shape}/{y.dtype}. {err_msg}")
 
@@ -398,7 +403,7 @@ def check_scheduled_hyperparam(factory: Factory, settings, steps: int = 6) -> No
     elif plain_value(t) != plain_value(0):
       changed = changed or not all(
           np.allclose(a, b, rtol=1e-3)
-          for a, b in zip(jax.tree.leaves(updates), jax.tree.leaves(with_first))
+          for a, b in zip(jax.tree.leaves(updates), jax.tree.leaves(with_first), strict=False)
       )
     params, state = optax.apply_updates(params, updates), new_state
   assert changed, f"the schedule of {name} did not change the updates"
@@ -417,7 +422,7 @@ def check_preserve_dtype(factory: Factory, settings, dtype, layered: bool) -> No
   updates, new_state = jax.jit(opt.update)(
       grads, state, params, **_update_kwargs(settings, _quadratic(params))
   )
-  for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(grads)):
+  for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(grads), strict=False):
     assert u.dtype == g.dtype == dtype, (u.dtype, g.dtype)
   # The updates are usable in that dtype: finite and not all zero.
   assert_tree_all_finite(updates)
@@ -568,7 +573,7 @@ def check_tree_map_params(factory: Factory, settings) -> None:
       )
   )
   assert len(kinds) == len(jax.tree.leaves(state))
-  for kind, new, old in zip(kinds, jax.tree.leaves(mapped), jax.tree.leaves(state)):
+  for kind, new, old in zip(kinds, jax.tree.leaves(mapped), jax.tree.leaves(state), strict=False):
     expected = 2 * old if kind == "param" else old
     np.testing.assert_array_equal(new, expected)
   if settings.reference is not None:
@@ -589,7 +594,10 @@ def check_bare_array(factory: Factory, settings, shape: tuple[int, ...]) -> None
   """
   opt = factory()
   params = jnp.linspace(-1.0, 2.0, int(np.prod(shape)), dtype=jnp.float32).reshape(shape)
-  objective = lambda p: jnp.sum((p - 0.5) ** 2)
+
+  def objective(p):
+    return jnp.sum((p - 0.5) ** 2)
+
   update = opt.update
   state = opt.init(params)
   ref = settings.reference() if settings.reference is not None else None

@@ -133,8 +133,9 @@ def test_matches_numpy_oracle_output_axis_0():
   assert state.eta["dense"].shape == (5,)
   assert state.eta["conv"].shape == (3, 3, 2)  # (out, kh, kw, in) without out
   for k in SHAPES:
-    np.testing.assert_allclose(to_oracle(np.asarray(params[k])), expected[k],
-                               rtol=2e-5, atol=2e-6, err_msg=k)
+    np.testing.assert_allclose(
+        to_oracle(np.asarray(params[k])), expected[k], rtol=2e-5, atol=2e-6, err_msg=k
+    )
 
 
 def test_first_step_leaves_step_sizes_unchanged():
@@ -160,7 +161,7 @@ def _grads(params, seed=0):
   keys = jax.random.split(jax.random.key(seed), len(params))
   return {
       k: jax.random.normal(key, p.shape, jnp.float32).astype(p.dtype)
-      for key, (k, p) in zip(keys, sorted(params.items()))
+      for key, (k, p) in zip(keys, sorted(params.items()), strict=False)
   }
 
 
@@ -169,7 +170,11 @@ def test_state_layout():
   assert isinstance(state, caadam_jax.ScaleByAdasState)
   assert state._fields == ("count", "eta", "mu", "v_w", "u_w", "v_eta", "u_eta", "v_mu")
   assert {k: v.shape for k, v in state.eta.items()} == {
-      "dense": (5,), "bias": (), "conv": (3, 3, 2), "scalar": ()}
+      "dense": (5,),
+      "bias": (),
+      "conv": (3, 3, 2),
+      "scalar": (),
+  }
   assert all(v.shape == () for v in state.mu.values())
   assert all(v.shape == () for v in state.v_mu.values())
   assert jax.tree.map(jnp.shape, state.v_w) == jax.tree.map(jnp.shape, _params())
@@ -181,7 +186,10 @@ def test_state_shapes_and_dtypes_stable_and_lax_cond():
   params = _params()
   state = tx.init(params)
   _, new_state = jax.eval_shape(tx.update, _grads(params), state, params)
-  spec = lambda t: jax.tree.map(lambda x: (x.shape, x.dtype), t)
+
+  def spec(t):
+    return jax.tree.map(lambda x: (x.shape, x.dtype), t)
+
   assert spec(new_state) == spec(state)
 
   @jax.jit
@@ -202,8 +210,9 @@ def test_jit_matches_eager():
     g = _grads(params, i)
     u_eager, s_eager = tx.update(g, s_eager, params)
     u_jit, s_jit = update(g, s_jit, params)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9),
-                 u_eager, u_jit)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9), u_eager, u_jit
+    )
 
 
 def test_inject_hyperparams_matches_plain():
@@ -218,10 +227,12 @@ def test_inject_hyperparams_matches_plain():
     u_inj, s_inj = up_inj(g, s_inj, params)
     # Injected hyperparameters are float32 arrays where the plain ones are Python
     # floats (1 - beta rounds differently), hence a float32 tolerance.
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-10),
-                 u_plain, u_inj)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5),
-               s_plain.mu, s_inj.inner_state.mu)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-10), u_plain, u_inj
+    )
+  jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), s_plain.mu, s_inj.inner_state.mu
+  )
   # An injected lr3 acts at every step: lr3 = 0 freezes mu.
   s_inj.hyperparams["lr3"] = jnp.asarray(0.0)
   _, s_next = up_inj(_grads(params, 9), s_inj, params)
@@ -289,6 +300,7 @@ def _toy_data():
 
 def test_linen_train_state_reduces_loss():
   class MLP(nn.Module):
+
     @nn.compact
     def __call__(self, x):
       return nn.Dense(3)(nn.relu(nn.Dense(16)(x)))
@@ -296,8 +308,9 @@ def test_linen_train_state_reduces_loss():
   x, y = _toy_data()
   model = MLP()
   params = model.init(jax.random.key(0), x)["params"]
-  state = train_state.TrainState.create(apply_fn=model.apply, params=params,
-                                        tx=caadam_jax.adas(lr=1e-2))
+  state = train_state.TrainState.create(
+      apply_fn=model.apply, params=params, tx=caadam_jax.adas(lr=1e-2)
+  )
 
   @jax.jit
   def loss_fn(p):
@@ -319,6 +332,7 @@ def test_nnx_optimizer_reduces_loss():
   x, y = _toy_data()
 
   class MLP(nnx.Module):
+
     def __init__(self, rngs):
       self.l1 = nnx.Linear(8, 16, rngs=rngs)
       self.l2 = nnx.Linear(16, 3, rngs=rngs)
@@ -398,12 +412,17 @@ def test_doctests():
 def test_benchmark_quick(tmp_path):
   data = os.environ.get("CAADAM_JAX_DATA")
   if not data:
-    pytest.skip("CAADAM_JAX_DATA is not set: the MNIST benchmark needs the data directory "
-                "(e.g. CAADAM_JAX_DATA=/path/to/shared/data).")
+    pytest.skip(
+        "CAADAM_JAX_DATA is not set: the MNIST benchmark needs the data directory "
+        "(e.g. CAADAM_JAX_DATA=/path/to/shared/data)."
+    )
   out = tmp_path / "quick.json"
   proc = subprocess.run(
       [sys.executable, str(REPO / "benchmarks" / "adas_mnist.py"), "--quick", "--out", str(out)],
-      capture_output=True, text=True, timeout=600, env=dict(os.environ, CAADAM_JAX_DATA=data),
+      capture_output=True,
+      text=True,
+      timeout=600,
+      env=dict(os.environ, CAADAM_JAX_DATA=data),
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "adas epoch" in proc.stdout and "adam epoch" in proc.stdout
@@ -419,7 +438,10 @@ def test_complex_parameters_are_rejected_with_a_clear_error():
 
 
 def test_init_accepts_shape_dtype_structs():
-  params = {"w": jax.ShapeDtypeStruct((4, 3), jnp.float32), "b": jax.ShapeDtypeStruct((3,), jnp.bfloat16)}
+  params = {
+      "w": jax.ShapeDtypeStruct((4, 3), jnp.float32),
+      "b": jax.ShapeDtypeStruct((3,), jnp.bfloat16),
+  }
   state = caadam_jax.adas().init(params)
   assert state.eta["w"].shape == (4,) and state.eta["b"].shape == ()
   assert state.v_w["b"].dtype == jnp.float32

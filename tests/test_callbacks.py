@@ -54,8 +54,12 @@ def test_early_stopping_basic_patience():
 
 def test_early_stopping_min_delta_is_absolute_and_strict():
   # 1.0 - 5e-6 does not beat 1.0 by min_delta 1e-5; 1.0 - 2e-5 does.
-  snaps, stop, es = run_es([1.0, 1.0 - 5e-6, 1.0 - 2e-5, 1.0 - 2.5e-5], min_delta=1e-5,
-                           patience=5, restore_best_weights=True)
+  snaps, stop, es = run_es(
+      [1.0, 1.0 - 5e-6, 1.0 - 2e-5, 1.0 - 2.5e-5],
+      min_delta=1e-5,
+      patience=5,
+      restore_best_weights=True,
+  )
   assert snaps == [0, 2]
   assert stop is None
   assert es.best == pytest.approx(1.0 - 2e-5)
@@ -65,16 +69,19 @@ def test_early_stopping_min_delta_is_absolute_and_strict():
 def test_early_stopping_start_from_epoch():
   # Epochs 0-2 are ignored entirely (even the very low value at epoch 2); epoch 3 is the
   # first monitored epoch and its weights are the first best weights.
-  snaps, stop, es = run_es([5.0, 4.0, 0.1, 10.0, 10.0, 10.0, 10.0], patience=2,
-                           start_from_epoch=3, restore_best_weights=True)
+  snaps, stop, es = run_es(
+      [5.0, 4.0, 0.1, 10.0, 10.0, 10.0, 10.0],
+      patience=2,
+      start_from_epoch=3,
+      restore_best_weights=True,
+  )
   assert snaps == [3]
   assert stop == 5
   assert es.best == 10.0 and es.best_epoch == 3
 
 
 def test_early_stopping_no_restore_if_never_monitored():
-  snaps, stop, es = run_es([1.0, 0.5], patience=1, start_from_epoch=12,
-                           restore_best_weights=True)
+  snaps, stop, es = run_es([1.0, 0.5], patience=1, start_from_epoch=12, restore_best_weights=True)
   assert snaps == [] and stop is None and not es.should_restore
 
 
@@ -99,8 +106,7 @@ def test_early_stopping_patience_zero():
 
 def test_early_stopping_nan():
   # NaN is never an improvement, so training stops after `patience` epochs ...
-  snaps, stop, es = run_es([1.0, float("nan"), float("nan")], patience=2,
-                           restore_best_weights=True)
+  snaps, stop, es = run_es([1.0, float("nan"), float("nan")], patience=2, restore_best_weights=True)
   assert stop == 2 and es.best == 1.0 and snaps == [0]
   # ... but a NaN first value is the first "best" (reference None), as in Keras.
   snaps, stop, es = run_es([float("nan"), 0.5, 0.4], patience=2, restore_best_weights=True)
@@ -132,8 +138,20 @@ def test_plateau_reductions_floor_and_threshold():
   # e0 best 1.0; e1 not an improvement (5e-5 < min_delta 1e-4): wait 1; e2 improves;
   # e3 wait 1; e4 wait 2 -> 2.5e-4; e5, e6 -> 6.25e-5; e7, e8 -> max(1.5625e-5, floor);
   # then the floor: nothing more happens.
-  expected = [1e-3, 1e-3, 1e-3, 1e-3, 2.5e-4, 2.5e-4, 6.25e-5, 6.25e-5, 2.5e-5, 2.5e-5, 2.5e-5,
-              2.5e-5]
+  expected = [
+      1e-3,
+      1e-3,
+      1e-3,
+      1e-3,
+      2.5e-4,
+      2.5e-4,
+      6.25e-5,
+      6.25e-5,
+      2.5e-5,
+      2.5e-5,
+      2.5e-5,
+      2.5e-5,
+  ]
   np.testing.assert_allclose(lrs, expected, rtol=1e-6)
   assert cb.num_reductions == 3
   assert cb.wait == 3  # keeps counting at the floor, as Keras
@@ -168,8 +186,10 @@ def _import_keras():
   try:
     return importlib.import_module("keras")
   except Exception as e:  # noqa: BLE001
-    pytest.skip(f"keras is not importable in this environment ({type(e).__name__}: {e}); "
-                "the hand-worked sequences above cover the semantics")
+    pytest.skip(
+        f"keras is not importable in this environment ({type(e).__name__}: {e}); "
+        "the hand-worked sequences above cover the semantics"
+    )
 
 
 class _FakeModel:
@@ -202,19 +222,23 @@ def _sequences(n, rng):
   return out
 
 
-@pytest.mark.parametrize("params", [
-    dict(min_delta=1e-5, patience=25, start_from_epoch=12),
-    dict(min_delta=1e-5, patience=3, start_from_epoch=2),
-    dict(min_delta=0.0, patience=1, start_from_epoch=0),
-    dict(min_delta=1e-3, patience=4, start_from_epoch=5),
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(min_delta=1e-5, patience=25, start_from_epoch=12),
+        dict(min_delta=1e-5, patience=3, start_from_epoch=2),
+        dict(min_delta=0.0, patience=1, start_from_epoch=0),
+        dict(min_delta=1e-3, patience=4, start_from_epoch=5),
+    ],
+)
 def test_early_stopping_matches_keras(params):
   keras = _import_keras()
   rng = np.random.default_rng(0)
   for seq in _sequences(40, rng):
     model = _FakeModel(keras, 1e-3)
-    ref = keras.callbacks.EarlyStopping(monitor="val_loss", mode="min",
-                                        restore_best_weights=True, **params)
+    ref = keras.callbacks.EarlyStopping(
+        monitor="val_loss", mode="min", restore_best_weights=True, **params
+    )
     ref.set_model(model)
     ref.on_train_begin()
     ours = callbacks.EarlyStopping(restore_best_weights=True, **params)
@@ -230,18 +254,22 @@ def test_early_stopping_matches_keras(params):
         ours_stop = epoch
         break
     ref.on_train_end()
-    final_ours = kept if ours.should_restore else (ours_stop if ours_stop is not None
-                                                    else len(seq) - 1)
+    final_ours = (
+        kept if ours.should_restore else (ours_stop if ours_stop is not None else len(seq) - 1)
+    )
     assert model.weights_value == final_ours, (seq, params)
     assert ref.best_epoch == ours.best_epoch
 
 
-@pytest.mark.parametrize("params", [
-    dict(factor=0.25, patience=8, min_lr=2.5e-5),
-    dict(factor=0.25, patience=2, min_lr=2.5e-5),
-    dict(factor=0.5, patience=1, min_lr=1e-4, cooldown=2),
-    dict(factor=0.25, patience=3, min_lr=5e-5, min_delta=1e-3),
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(factor=0.25, patience=8, min_lr=2.5e-5),
+        dict(factor=0.25, patience=2, min_lr=2.5e-5),
+        dict(factor=0.5, patience=1, min_lr=1e-4, cooldown=2),
+        dict(factor=0.25, patience=3, min_lr=5e-5, min_delta=1e-3),
+    ],
+)
 def test_plateau_matches_keras(params):
   keras = _import_keras()
   rng = np.random.default_rng(1)

@@ -31,6 +31,7 @@ BATCH = 16
 
 
 class MLP(nn.Module):
+
   @nn.compact
   def __call__(self, x):
     x = nn.relu(nn.Dense(32)(x))
@@ -107,18 +108,22 @@ def test_resume_from_orbax_checkpoint_is_exact(tmp_path, name):
   assert isinstance(restored, train_state.TrainState)
   assert int(restored.step) == K
   assert jax.tree.structure(restored.opt_state) == jax.tree.structure(fresh.opt_state)
-  for a, b in zip(jax.tree.leaves(restored.opt_state), jax.tree.leaves(fresh.opt_state)):
+  for a, b in zip(
+      jax.tree.leaves(restored.opt_state), jax.tree.leaves(fresh.opt_state), strict=False
+  ):
     assert a.shape == b.shape and a.dtype == b.dtype
 
   resumed = _train(restored, range(K, 2 * K), x, y, _make_train_step())
 
   assert int(resumed.step) == int(straight.step) == 2 * K
-  for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(straight.params)):
+  for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(straight.params), strict=False):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  for a, b in zip(jax.tree.leaves(resumed.opt_state), jax.tree.leaves(straight.opt_state)):
+  for a, b in zip(
+      jax.tree.leaves(resumed.opt_state), jax.tree.leaves(straight.opt_state), strict=False
+  ):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # The run actually moved away from the initial params.
   assert any(
       not np.array_equal(np.asarray(a), np.asarray(b))
-      for a, b in zip(jax.tree.leaves(straight.params), jax.tree.leaves(init_params))
+      for a, b in zip(jax.tree.leaves(straight.params), jax.tree.leaves(init_params), strict=False)
   )

@@ -138,8 +138,11 @@ def test_caadam_explicit_mu_dtype(params_dtype, state_dtype):
 
 
 @entry_params
-@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32, jnp.complex64],
-                         ids=["float16", "bfloat16", "float32", "complex64"])
+@pytest.mark.parametrize(
+    "dtype",
+    [jnp.float16, jnp.bfloat16, jnp.float32, jnp.complex64],
+    ids=["float16", "bfloat16", "float32", "complex64"],
+)
 def test_state_shape_dtype_stability(request, entry, dtype):
   known_failure(request, entry, jnp.dtype(dtype).name)
   # Every dtype is traced (lax.cond checks the branches agree); the jitted step
@@ -189,7 +192,10 @@ def test_caadam_state_bytes_equal_adam(strategy):
   params = common_checks.layered_params()
   state = caadam_jax.caadam(strategy=strategy).init(params)
   adam_state = optax.adam(1e-3).init(params)
-  nbytes = lambda t: sum(x.nbytes for x in jax.tree.leaves(t))
+
+  def nbytes(t):
+    return sum(x.nbytes for x in jax.tree.leaves(t))
+
   assert nbytes(state) == nbytes(adam_state) > 0
   common_checks.assert_trees_all_equal(jax.tree.leaves(state), jax.tree.leaves(adam_state))
 
@@ -271,24 +277,33 @@ def _scale_leaf_by_two(name):
 
 def test_checks_detect_broken_optimizers():
   settings = registry.Settings(reference=lambda: optax.adam(registry.LR))
+
   # Not Adam on a bare array: a bare array's leaf path is empty, "" matches it.
-  broken = lambda **_: optax.chain(
-      optax.scale_by_adam(), _scale_leaf_by_two(""), optax.scale_by_learning_rate(0.1)
-  )
+  def broken(**_):
+    return optax.chain(
+        optax.scale_by_adam(), _scale_leaf_by_two(""), optax.scale_by_learning_rate(0.1)
+    )
+
   with pytest.raises(AssertionError):
     common_checks.check_bare_array(broken, settings, (3,))
+
   # Upcasts bf16 updates.
-  upcast = lambda **_: optax.chain(
-      optax.adam(0.1),
-      optax.GradientTransformation(
-          lambda _: optax.EmptyState(),
-          lambda u, s, p=None: (jax.tree.map(lambda x: x.astype(jnp.float32), u), s),
-      ),
-  )
+  def upcast(**_):
+    return optax.chain(
+        optax.adam(0.1),
+        optax.GradientTransformation(
+            lambda _: optax.EmptyState(),
+            lambda u, s, p=None: (jax.tree.map(lambda x: x.astype(jnp.float32), u), s),
+        ),
+    )
+
   with pytest.raises(AssertionError):
     common_checks.check_preserve_dtype(upcast, settings, "bfloat16", True)
+
   # Holds an extra leaf of state: more bytes than Adam.
-  bigger = lambda **_: optax.chain(optax.adam(0.1), optax.scale_by_rms())
+  def bigger(**_):
+    return optax.chain(optax.adam(0.1), optax.scale_by_rms())
+
   with pytest.raises(AssertionError):
     common_checks.check_state_matches_reference(bigger, settings)
   # Same step in every layer.

@@ -37,8 +37,10 @@ def _require_data():
   from caadam_jax import datasets
 
   if not _has_data():
-    pytest.skip(f"${datasets.DATA_ENV_VAR} is unset: no California Housing file "
-                "(set it to the project's shared/data)")
+    pytest.skip(
+        f"${datasets.DATA_ENV_VAR} is unset: no California Housing file "
+        "(set it to the project's shared/data)"
+    )
 
 
 def _check_restored(results, steps):
@@ -50,17 +52,31 @@ def _check_restored(results, steps):
 
 def _tiny_image_args(tmp_path):
   # 32 steps of 32 images; evaluation on 500 test images (all of the digits test split).
-  return ["--epochs", "1", "--subset", "1024", "--batch-size", "32", "--test-subset", "500",
-          "--ckpt-dir", str(tmp_path / "ckpt")]
+  return [
+      "--epochs",
+      "1",
+      "--subset",
+      "1024",
+      "--batch-size",
+      "32",
+      "--test-subset",
+      "500",
+      "--ckpt-dir",
+      str(tmp_path / "ckpt"),
+  ]
 
 
 def test_linen_trainstate_tiny(tmp_path, capsys):
   """MNIST from $CAADAM_JAX_DATA when set; otherwise the example's fallback to digits."""
   pytest.importorskip("sklearn", reason="the example needs the 'examples' extra")
-  pytest.importorskip("orbax.checkpoint", reason="the example needs orbax-checkpoint ('examples' extra)")
+  pytest.importorskip(
+      "orbax.checkpoint", reason="the example needs orbax-checkpoint ('examples' extra)"
+  )
   import linen_trainstate
 
-  results = linen_trainstate.main(["--dataset", "mnist", "--strategy", "depth", *_tiny_image_args(tmp_path)])
+  results = linen_trainstate.main(
+      ["--dataset", "mnist", "--strategy", "depth", *_tiny_image_args(tmp_path)]
+  )
   assert results["dataset"] == ("mnist" if _has_data() else "digits")
   _check_restored(results, 1024 // 32)
   assert results["test_accuracy"] > 0.2  # 10 classes: chance is 0.1
@@ -71,11 +87,14 @@ def test_linen_trainstate_tiny(tmp_path, capsys):
 def test_nnx_optimizer_tiny(tmp_path, capsys):
   """Fashion-MNIST from $CAADAM_JAX_DATA when set; otherwise the example's fallback to digits."""
   pytest.importorskip("sklearn", reason="the example needs the 'examples' extra")
-  pytest.importorskip("orbax.checkpoint", reason="the example needs orbax-checkpoint ('examples' extra)")
+  pytest.importorskip(
+      "orbax.checkpoint", reason="the example needs orbax-checkpoint ('examples' extra)"
+  )
   import nnx_optimizer
 
-  results = nnx_optimizer.main(["--dataset", "fashion-mnist", "--strategy", "multiplicative",
-                                *_tiny_image_args(tmp_path)])
+  results = nnx_optimizer.main(
+      ["--dataset", "fashion-mnist", "--strategy", "multiplicative", *_tiny_image_args(tmp_path)]
+  )
   assert results["dataset"] == ("fashion-mnist" if _has_data() else "digits")
   _check_restored(results, 1024 // 32)
   assert results["test_accuracy"] > 0.2
@@ -103,8 +122,16 @@ def test_california_housing_tiny(capsys):
   _require_data()
   import california_housing
 
-  results = california_housing.main(["--epochs", "2", "--hidden", "16,8",
-                                     "--optimizers", "adam,caadam-multiplicative,keras-caadam"])
+  results = california_housing.main(
+      [
+          "--epochs",
+          "2",
+          "--hidden",
+          "16,8",
+          "--optimizers",
+          "adam,caadam-multiplicative,keras-caadam",
+      ]
+  )
   assert set(results) == {"adam", "caadam-multiplicative", "keras-caadam"}
   for runs in results.values():
     assert 0.3 < runs[0]["test_rmse"] < 1.2  # std units: predicting the mean gives about 1
@@ -119,7 +146,12 @@ def test_adam_basics_tiny(tmp_path, capsys):
   results = adam_basics.main(["--epochs", "30", "--iterations", "50", "--out", str(out)])
   assert results["numpy_vs_optax"] < 1e-6
   assert results["linear_regression"][-1] < results["linear_regression"][0]
-  assert set(results["rosenbrock"]) >= {"sgd lr 1e-3", "rmsprop lr 1e-3", "adam lr 1e-3", "adas (defaults)"}
+  assert set(results["rosenbrock"]) >= {
+      "sgd lr 1e-3",
+      "rmsprop lr 1e-3",
+      "adam lr 1e-3",
+      "adas (defaults)",
+  }
   for losses in results["rosenbrock"].values():
     assert len(losses) == 50 and np.isfinite(losses).all()
   assert out.stat().st_size > 10_000

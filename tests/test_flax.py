@@ -16,6 +16,7 @@ WIDTHS = [6, 32, 16, 64, 3]
 
 
 class LinenMLP(nn.Module):
+
   @nn.compact
   def __call__(self, x):
     for width in WIDTHS[1:-1]:
@@ -24,9 +25,10 @@ class LinenMLP(nn.Module):
 
 
 class NnxMLP(nnx.Module):
+
   def __init__(self, rngs: nnx.Rngs):
     self.layers = nnx.List(
-        [nnx.Linear(a, b, rngs=rngs) for a, b in zip(WIDTHS[:-1], WIDTHS[1:])]
+        [nnx.Linear(a, b, rngs=rngs) for a, b in zip(WIDTHS[:-1], WIDTHS[1:], strict=False)]
     )
 
   def __call__(self, x):
@@ -118,8 +120,11 @@ def test_linen_and_nnx_give_identical_factors_and_steps():
 
 def test_nnx_sequential_skips_parameterless_indices():
   model = nnx.Sequential(
-      nnx.Linear(4, 8, rngs=nnx.Rngs(0)), nnx.relu, nnx.Linear(8, 16, rngs=nnx.Rngs(1)),
-      nnx.relu, nnx.Linear(16, 2, rngs=nnx.Rngs(2)),
+      nnx.Linear(4, 8, rngs=nnx.Rngs(0)),
+      nnx.relu,
+      nnx.Linear(8, 16, rngs=nnx.Rngs(1)),
+      nnx.relu,
+      nnx.Linear(16, 2, rngs=nnx.Rngs(2)),
   )
   structure = caadam_jax.infer_structure(nnx.state(model, nnx.Param))
   depths = {layer: record.depth for layer, record in structure.layers.items()}

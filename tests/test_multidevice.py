@@ -52,10 +52,13 @@ def _child() -> dict:
 
   report: dict = {"device_count": jax.device_count()}
   t_start = time.perf_counter()
-  log = lambda msg: print(
-      f"[{time.perf_counter() - t_start:6.1f}s wall, {time.process_time():6.1f}s cpu] {msg}",
-      file=sys.stderr,
-  )
+
+  def log(msg):
+    return print(
+        f"[{time.perf_counter() - t_start:6.1f}s wall, {time.process_time():6.1f}s cpu] {msg}",
+        file=sys.stderr,
+    )
+
   log("imported")
   dims = [16, 64, 32, 16, 8]
   keys = jax.random.split(jax.random.key(0), 2 * len(dims))
@@ -99,7 +102,7 @@ def _child() -> dict:
   def max_abs_diff(a, b):
     return max(
         float(np.max(np.abs(np.asarray(u) - np.asarray(v))))
-        for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+        for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=False)
     )
 
   def flat(tree):
@@ -125,7 +128,7 @@ def _child() -> dict:
   def ratio_to_adam(updates, adam_updates):
     """Per leaf: max and min over elements of caadam update / adam update."""
     out = {}
-    for (k, u), a in zip(flat(updates).items(), flat(adam_updates).values()):
+    for (k, u), a in zip(flat(updates).items(), flat(adam_updates).values(), strict=False):
       u, a = np.asarray(u, np.float64), np.asarray(a, np.float64)
       mask = np.abs(a) > 1e-12
       r = u[mask] / a[mask]
@@ -144,7 +147,7 @@ def _child() -> dict:
     ok, details = True, {}
     for field in ("mu", "nu"):
       for (k, leaf), sh in zip(
-          flat(getattr(adam_state, field)).items(), flat(param_shardings).values()
+          flat(getattr(adam_state, field)).items(), flat(param_shardings).values(), strict=False
       ):
         same = leaf.sharding.is_equivalent_to(sh, leaf.ndim)
         ok &= same
@@ -203,7 +206,10 @@ def _child() -> dict:
   # sharding would replicate it).
   state_shardings = {
       name: optax.tree_map_params(
-          tx, lambda _, sh: sh, jax.eval_shape(tx.init, params), p_shardings,
+          tx,
+          lambda _, sh: sh,
+          jax.eval_shape(tx.init, params),
+          p_shardings,
           transform_non_params=lambda _: rep,
       )
       for name, tx in txs.items()
@@ -251,8 +257,9 @@ def _child() -> dict:
   }
   sm_states = {k: tx.init(p_fs) for k, tx in variants.items()}  # outside shard_map: global shapes
   sm_specs = {
-      k: optax.tree_map_params(tx, lambda _, sp: sp, sm_states[k], specs,
-                               transform_non_params=lambda _: P())
+      k: optax.tree_map_params(
+          tx, lambda _, sp: sp, sm_states[k], specs, transform_non_params=lambda _: P()
+      )
       for k, tx in variants.items()
   }
 
@@ -261,7 +268,9 @@ def _child() -> dict:
     return {
         k: jax.shard_map(
             lambda g, st, tx=tx: tx.update(g, st, g)[0],
-            mesh=mesh, in_specs=(specs, sm_specs[k]), out_specs=specs,
+            mesh=mesh,
+            in_specs=(specs, sm_specs[k]),
+            out_specs=specs,
         )(g, states[k])
         for k, tx in variants.items()
     }
@@ -290,10 +299,14 @@ def report():
   t0 = time.perf_counter()
   proc = subprocess.run(
       [sys.executable, os.path.abspath(__file__)],
-      env=env, capture_output=True, text=True, timeout=300, check=False,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
   )
   assert proc.returncode == 0, proc.stderr[-4000:]
-  lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+  lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
   result = json.loads(lines[-1])
   result["wall_s"] = time.perf_counter() - t0
   return result

@@ -41,7 +41,8 @@ def test_notebook_runs_small(name, monkeypatch):
   monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
   notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
   client = nbclient.NotebookClient(
-      notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}})
+      notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+  )
   client.execute()  # raises CellExecutionError with the cell and traceback on failure
   text = _outputs_text(notebook)
   if name.startswith("01"):

@@ -65,6 +65,7 @@ def test_masked_nodes_are_reported_separately():
 
 def test_linen_boxed_and_plain_params_normalize_alike():
   class Boxed(nn.Module):
+
     @nn.compact
     def __call__(self, x):
       init = nn.with_partitioning(nn.initializers.lecun_normal(), (None, "model"))
@@ -80,6 +81,7 @@ def test_linen_boxed_and_plain_params_normalize_alike():
 
 def test_nnx_state_paths_with_and_without_value_agree():
   class Model(nnx.Module):
+
     def __init__(self, rngs):
       self.layers = nnx.List([nnx.Linear(3, 4, rngs=rngs), nnx.Linear(4, 2, rngs=rngs)])
 

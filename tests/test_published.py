@@ -68,6 +68,7 @@ class MLP(nn.Module):
 
 
 class CNN(nn.Module):
+
   @nn.compact
   def __call__(self, x):
     x = nn.relu(nn.Conv(4, (3, 3), padding="VALID")(x))
@@ -84,13 +85,15 @@ def keras_mlp(n_in, widths, use_bias=True):
 
 
 def keras_cnn():
-  return keras.Sequential([
-      keras.Input((6, 6, 2)),
-      keras.layers.Conv2D(4, 3, activation="relu"),
-      keras.layers.Conv2D(8, 3, activation="relu"),
-      keras.layers.Flatten(),
-      keras.layers.Dense(3),
-  ])
+  return keras.Sequential(
+      [
+          keras.Input((6, 6, 2)),
+          keras.layers.Conv2D(4, 3, activation="relu"),
+          keras.layers.Conv2D(8, 3, activation="relu"),
+          keras.layers.Flatten(),
+          keras.layers.Dense(3),
+      ]
+  )
 
 
 # name -> (keras builder, flax module, flax layer names in Keras layer order, input shape,
@@ -126,7 +129,7 @@ def copy_weights(kmodel, flax_names):
   params, mapping = {}, []
   layers = [layer for layer in kmodel.layers if layer.trainable_weights]
   assert len(layers) == len(flax_names)
-  for name, layer in zip(flax_names, layers):
+  for name, layer in zip(flax_names, layers, strict=False):
     params[name] = {}
     for w in layer.trainable_weights:
       params[name][w.name] = jnp.asarray(np.asarray(w.value))
@@ -163,14 +166,14 @@ def loss_fn(module, kind):
 def max_diff(params, kmodel, mapping):
   return max(
       float(np.max(np.abs(np.asarray(v.value) - np.asarray(params[layer][leaf]))))
-      for v, (layer, leaf) in zip(kmodel.trainable_variables, mapping)
+      for v, (layer, leaf) in zip(kmodel.trainable_variables, mapping, strict=False)
   )
 
 
 def step_both(keras_opt, kmodel, mapping, update, state, params, grads):
   """One step of the Keras optimizer and of an optax update on the same gradients."""
   keras_opt.apply_gradients(
-      zip([grads[layer][leaf] for layer, leaf in mapping], kmodel.trainable_variables)
+      zip([grads[layer][leaf] for layer, leaf in mapping], kmodel.trainable_variables, strict=False)
   )
   updates, state = update(grads, state, params)
   return optax.apply_updates(params, updates), state
@@ -314,12 +317,13 @@ def test_factors_published_and_as_described_side_by_side(g_add, g_mul, g_depth):
   }
   # As described: per layer, bias shares its layer's factor, D = 4 layers.
   n = [
-      (c_med - c) / (c_med - c_min) if c <= c_med else (c - c_med) / (c_max - c_med)
-      for c in sizes
+      (c_med - c) / (c_med - c_min) if c <= c_med else (c - c_med) / (c_max - c_med) for c in sizes
   ]
   sign = [1 if c <= c_med else -1 for c in sizes]
   per_layer = {
-      "additive": [1 + s * g_add * k for s, k in zip(sign, n)],  # 1+g, 1+0.2g, 1-g/31, 1-g
+      "additive": [
+          1 + s * g_add * k for s, k in zip(sign, n, strict=False)
+      ],  # 1+g, 1+0.2g, 1-g/31, 1-g
       "multiplicative": [g_mul**k for k in n],
       "depth": [(1 + g_depth) ** ((4 - 1 - d) / 4) for d in range(4)],
   }
@@ -345,8 +349,11 @@ def reference_factors(kmodel, strategy, g):
   opt = keras_optimizer(strategy, g)
   opt.build(kmodel.trainable_variables)
   return [
-      float(opt.scaling_strategy.compute_scaling_factor(
-          opt.connection_counts.get(v.name, 0), None, {"depth": i}, opt.model_info))
+      float(
+          opt.scaling_strategy.compute_scaling_factor(
+              opt.connection_counts.get(v.name, 0), None, {"depth": i}, opt.model_info
+          )
+      )
       for i, v in enumerate(kmodel.trainable_variables)
   ]
 
@@ -408,11 +415,11 @@ def test_division_by_zero_raises_where_reference_produces_inf_nan(widths, bad, s
   opt = keras_optimizer(strategy, None)
   grads = [np.full(v.shape, 0.5, np.float32) for v in kmodel.trainable_variables]
   with np.errstate(divide="ignore", invalid="ignore"):
-    opt.apply_gradients(zip(grads, kmodel.trainable_variables))
+    opt.apply_gradients(zip(grads, kmodel.trainable_variables, strict=False))
   finite = [bool(np.all(np.isfinite(np.asarray(v.value)))) for v in kmodel.trainable_variables]
   assert not all(finite)
   names = [v.name for v in kmodel.trainable_variables]
-  broken = {n for n, ok in zip(names, finite) if not ok}
+  broken = {n for n, ok in zip(names, finite, strict=False) if not ok}
   assert broken == ({"bias"} if bad == "+inf" else {"kernel", "bias"})
 
 
@@ -496,8 +503,14 @@ def test_order_from_structure_uses_its_depths():
   # Counted layers take the natural slots of Dense_0..2 in depth order; the
   # uncounted LayerNorm_0 keeps its natural slot (after the Dense layers).
   assert list(got) == [
-      "Dense_1/kernel", "Dense_1/bias", "Dense_0/kernel", "Dense_0/bias",
-      "Dense_2/kernel", "Dense_2/bias", "LayerNorm_0/scale", "LayerNorm_0/bias",
+      "Dense_1/kernel",
+      "Dense_1/bias",
+      "Dense_0/kernel",
+      "Dense_0/bias",
+      "Dense_2/kernel",
+      "Dense_2/bias",
+      "LayerNorm_0/scale",
+      "LayerNorm_0/bias",
   ]
   tx = caadam_jax.keras_caadam(strategy="depth", order=structure)
   grads = jax.tree.map(jnp.ones_like, params)
@@ -530,6 +543,7 @@ def test_named_layers_need_an_explicit_order_to_match_keras():
   order = [f"{layer}/{leaf}" for layer, leaf in mapping]
 
   class Named(nn.Module):
+
     @nn.compact
     def __call__(self, x):
       return nn.Dense(2, name="decoder")(nn.relu(nn.Dense(8, name="encoder")(x)))
@@ -617,14 +631,16 @@ def _attention_model():
 
 
 def _conv_bn_model():
-  return keras.Sequential([
-      keras.Input((6, 6, 2)),
-      keras.layers.Conv2D(4, 3),
-      keras.layers.BatchNormalization(),
-      keras.layers.Conv2D(5, 3),  # kernels 72, 180, 60
-      keras.layers.Flatten(),
-      keras.layers.Dense(3),
-  ])
+  return keras.Sequential(
+      [
+          keras.Input((6, 6, 2)),
+          keras.layers.Conv2D(4, 3),
+          keras.layers.BatchNormalization(),
+          keras.layers.Conv2D(5, 3),  # kernels 72, 180, 60
+          keras.layers.Flatten(),
+          keras.layers.Dense(3),
+      ]
+  )
 
 
 @pytest.mark.parametrize("builder", [_attention_model, _conv_bn_model])

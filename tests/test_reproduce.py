@@ -17,20 +17,25 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import callbacks
-import reproduce
+import callbacks  # noqa: E402  (benchmarks/ is not a package yet)
+import reproduce  # noqa: E402
 
 DATA = os.environ.get("CAADAM_JAX_DATA")
 needs_data = pytest.mark.skipif(
-    not DATA, reason="CAADAM_JAX_DATA is not set: the quick sweep needs the real datasets "
-    "(set it to the project's shared/data)")
+    not DATA,
+    reason="CAADAM_JAX_DATA is not set: the quick sweep needs the real datasets "
+    "(set it to the project's shared/data)",
+)
 
 
 def test_keras_adam_is_the_published_keras_form_adam():
   """The Adam baseline (keras_caadam, depth, g=0) is exactly Keras-form Adam."""
   from caadam_jax import _published
-  params = {"Dense_0": {"kernel": jnp.linspace(-1, 1, 12).reshape(3, 4), "bias": jnp.zeros(4)},
-            "Dense_1": {"kernel": jnp.ones((4, 1)), "bias": jnp.zeros(1)}}
+
+  params = {
+      "Dense_0": {"kernel": jnp.linspace(-1, 1, 12).reshape(3, 4), "bias": jnp.zeros(4)},
+      "Dense_1": {"kernel": jnp.ones((4, 1)), "bias": jnp.zeros(1)},
+  }
   ours = reproduce._keras_adam(1e-3)
   ref = optax.chain(_published.scale_by_keras_adam(), optax.scale_by_learning_rate(1e-3))
   s1, s2 = ours.init(params), ref.init(params)
@@ -40,21 +45,22 @@ def test_keras_adam_is_the_published_keras_form_adam():
     u1, s1 = ours.update(g, s1, p1)
     u2, s2 = ref.update(g, s2, p2)
     p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)
-  for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
+  for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2), strict=False):
     np.testing.assert_array_equal(a, b)
 
 
 def test_optimizers_inject_learning_rate():
-  params = {"Dense_0": {"kernel": jnp.ones((3, 4)), "bias": jnp.zeros(4)},
-            "Dense_1": {"kernel": jnp.ones((4, 1)), "bias": jnp.zeros(1)}}
+  params = {
+      "Dense_0": {"kernel": jnp.ones((3, 4)), "bias": jnp.zeros(4)},
+      "Dense_1": {"kernel": jnp.ones((4, 1)), "bias": jnp.zeros(1)},
+  }
   for name, spec in reproduce.OPTIMIZERS.items():
     if not spec.available()[0]:
       continue
     tx = spec.make(1e-3)
     state = tx.init(params)
     if spec.has_lr:
-      np.testing.assert_allclose(state.hyperparams["learning_rate"], 1e-3 * spec.lr_mult,
-                                 rtol=1e-6)
+      np.testing.assert_allclose(state.hyperparams["learning_rate"], 1e-3 * spec.lr_mult, rtol=1e-6)
       state = reproduce.set_learning_rate(state, np.array(2.5e-4))
       assert float(state.hyperparams["learning_rate"]) == pytest.approx(2.5e-4)
     updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
@@ -73,6 +79,7 @@ def test_measured_factors_published_mode():
 
 def test_patch_conv_matches_flax_conv():
   import flax.linen as nn
+
   for size in (28, 14, 7):
     x = jax.random.normal(jax.random.key(1), (3, size, size, 2))
     pc = reproduce.PatchConv(5)
@@ -91,26 +98,45 @@ def _synthetic():
 
 
 def _tiny_task(max_epochs=30):
-  return reproduce.Task("california", kind="regression", batch_size=32, es_patience=3,
-                        es_start=2, plateau_patience=2, max_epochs=max_epochs, configs={},
-                        optimizers=[])
+  return reproduce.Task(
+      "california",
+      kind="regression",
+      batch_size=32,
+      es_patience=3,
+      es_start=2,
+      plateau_patience=2,
+      max_epochs=max_epochs,
+      configs={},
+      optimizers=[],
+  )
 
 
 def test_compaction_is_exact_and_matches_the_callbacks():
-  """Taking stopped seeds out of the vmapped batch changes no result, and every run's
-  epochs, learning-rate reductions and best epoch replay from its validation curve."""
+  """Taking stopped seeds out of the vmapped batch changes no result.
+
+  Every run's epochs, learning-rate reductions and best epoch replay from its validation curve.
+  """
   data = _synthetic()
   model = reproduce.ModelSpec("[16]", reproduce.MLP((16,), 1), (8,))
-  args = {"seeds": 4, "lr": 1e-2, "init": "shared", "init_seed": 0, "shuffle_seed": 3,
-          "min_lr": 2.5e-5, "eval_chunk": 64}
+  args = {
+      "seeds": 4,
+      "lr": 1e-2,
+      "init": "shared",
+      "init_seed": 0,
+      "shuffle_seed": 3,
+      "min_lr": 2.5e-5,
+      "eval_chunk": 64,
+  }
   task = _tiny_task()
-  a = reproduce.run_cell(task, model, reproduce.OPTIMIZERS["adam"], data,
-                         types.SimpleNamespace(compact=True, **args))
-  b = reproduce.run_cell(task, model, reproduce.OPTIMIZERS["adam"], data,
-                         types.SimpleNamespace(compact=False, **args))
+  a = reproduce.run_cell(
+      task, model, reproduce.OPTIMIZERS["adam"], data, types.SimpleNamespace(compact=True, **args)
+  )
+  b = reproduce.run_cell(
+      task, model, reproduce.OPTIMIZERS["adam"], data, types.SimpleNamespace(compact=False, **args)
+  )
   # Different vmapped widths compile to different kernels, so float rounding may differ
   # in the last bits; the protocol decisions and the numbers must agree.
-  for ra, rb in zip(a["runs"], b["runs"]):
+  for ra, rb in zip(a["runs"], b["runs"], strict=False):
     for k in ("epochs", "best_epoch", "stopped_early", "restored_best", "lr_reductions"):
       assert ra[k] == rb[k], (k, ra[k], rb[k])
     for k in ("test_loss", "test_rmse", "final_val_loss"):
@@ -124,10 +150,15 @@ def test_compaction_is_exact_and_matches_the_callbacks():
 
 def replay(run: dict, task, lr: float, min_lr: float, lr_mult: float = 1.0) -> list[str]:
   """Re-derives a stored run's protocol decisions from its validation curve."""
-  es = callbacks.EarlyStopping(min_delta=1e-5, patience=task.es_patience,
-                               restore_best_weights=True, start_from_epoch=task.es_start)
-  pl = callbacks.ReduceLROnPlateau(factor=0.25, patience=task.plateau_patience,
-                                   min_lr=min_lr * lr_mult)
+  es = callbacks.EarlyStopping(
+      min_delta=1e-5,
+      patience=task.es_patience,
+      restore_best_weights=True,
+      start_from_epoch=task.es_start,
+  )
+  pl = callbacks.ReduceLROnPlateau(
+      factor=0.25, patience=task.plateau_patience, min_lr=min_lr * lr_mult
+  )
   lr = lr * lr_mult
   events, problems = [], []
   vals = [v if v is not None else float("nan") for v in run["val_loss"]]
@@ -157,14 +188,21 @@ def test_stored_results_replay():
       continue
     results = json.loads(path.read_text())
     proto = results["protocol"]
-    task = types.SimpleNamespace(es_patience=proto["early_stopping"]["patience"],
-                                 es_start=proto["early_stopping"]["start_from_epoch"],
-                                 plateau_patience=proto["reduce_lr_on_plateau"]["patience"])
+    task = types.SimpleNamespace(
+        es_patience=proto["early_stopping"]["patience"],
+        es_start=proto["early_stopping"]["start_from_epoch"],
+        plateau_patience=proto["reduce_lr_on_plateau"]["patience"],
+    )
     for key, cell in results["cells"].items():
       spec = reproduce.OPTIMIZERS[cell["optimizer"]]
       for run in cell["runs"]:
-        problems = replay(run, task, proto["lr"], proto["reduce_lr_on_plateau"]["min_lr"],
-                          spec.lr_mult if spec.has_lr else 0.0)
+        problems = replay(
+            run,
+            task,
+            proto["lr"],
+            proto["reduce_lr_on_plateau"]["min_lr"],
+            spec.lr_mult if spec.has_lr else 0.0,
+        )
         assert problems == [], (key, run["seed"], problems)
         checked += 1
   if not checked:
@@ -172,8 +210,10 @@ def test_stored_results_replay():
 
 
 def test_resnet20_builds_and_steps_once():
-  """The published ResNet-20 (for GPU machines): builds, has ~0.27M parameters, and one
-  seed-vmapped training step with a published-mode optimizer runs and changes it."""
+  """The published ResNet-20 (for GPU machines) builds and steps.
+
+  It has ~0.27M parameters, and one seed-vmapped training step with a published-mode optimizer runs and changes it.
+  """
   model = reproduce.ModelSpec("resnet20", reproduce.ResNet20(10), (28, 28))
   params, extra = model.init(jax.random.key(0))
   n = reproduce.count_params(params)
@@ -182,7 +222,10 @@ def test_resnet20_builds_and_steps_once():
   tx = reproduce.OPTIMIZERS["keras_caadam_multiplicative"].make(1e-3)
   trainer = reproduce.CellTrainer(model, tx, "classification", eval_chunk=4)
   seeds = 2
-  stack = lambda t: jax.tree.map(lambda a: jnp.broadcast_to(a, (seeds,) + a.shape), t)
+
+  def stack(t):
+    return jax.tree.map(lambda a: jnp.broadcast_to(a, (seeds,) + a.shape), t)
+
   p, e = stack(params), stack(extra)
   s = trainer.init_opt(p)
   rng = np.random.default_rng(0)
@@ -191,8 +234,9 @@ def test_resnet20_builds_and_steps_once():
   idx = np.tile(np.arange(4, dtype=np.int32), (seeds, 1, 1))
   w = np.ones((seeds, 1, 4), np.float32)
   xv, yv, wv = reproduce._chunks(x[4:], y[4:], 4)
-  p2, e2, _, tl, vl, _ = trainer.epoch(p, e, s, jnp.ones(seeds, bool), idx, w,
-                                         jnp.asarray(x), jnp.asarray(y), xv, yv, wv)
+  p2, e2, _, tl, vl, _ = trainer.epoch(
+      p, e, s, jnp.ones(seeds, bool), idx, w, jnp.asarray(x), jnp.asarray(y), xv, yv, wv
+  )
   assert np.all(np.isfinite(np.asarray(tl))) and np.all(np.isfinite(np.asarray(vl)))
   moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), p2, p)
   assert min(jax.tree.leaves(moved)) > 0
@@ -223,8 +267,9 @@ def test_quick_sweep_and_resume(tmp_path):
 
 @needs_data
 def test_quick_fashion_sweep(tmp_path):
-  out = reproduce.main(["--task", "fashion", "--quick", "--out-dir", str(tmp_path),
-                        "--no-progress"])
+  out = reproduce.main(
+      ["--task", "fashion", "--quick", "--out-dir", str(tmp_path), "--no-progress"]
+  )
   results = json.loads((tmp_path / "fashion.json").read_text())
   accs = [r["test_accuracy"] for c in results["cells"].values() for r in c["runs"]]
   assert out["ran"] and all(0.1 < a <= 1.0 for a in accs)

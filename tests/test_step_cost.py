@@ -1,5 +1,7 @@
-"""The step-cost benchmark's measurements, and the claim it checks: a CaAdam step
-compiles to the same program as an ``optax.adam`` step."""
+"""The step-cost benchmark's measurements, and the claim it checks.
+
+A CaAdam step compiles to the same program as an ``optax.adam`` step.
+"""
 
 import json
 import pathlib
@@ -80,8 +82,11 @@ def test_sizes_and_trees():
 @pytest.mark.parametrize("layout", ["large", "many"])
 def test_caadam_step_compiles_to_adams_program(layout):
   """Same kernel count, same bytes moved and same state bytes as optax.adam."""
-  shapes = (step_cost.large_tree_shapes(2**16) if layout == "large"
-            else step_cost.many_tree_shapes(2**16, 12))
+  shapes = (
+      step_cost.large_tree_shapes(2**16)
+      if layout == "large"
+      else step_cost.many_tree_shapes(2**16, 12)
+  )
   params, grads = step_cost.materialize(shapes, 0), step_cost.materialize(shapes, 1)
 
   def compiled_summary(tx):
@@ -104,10 +109,24 @@ def test_caadam_step_compiles_to_adams_program(layout):
 
 def test_quick_run_writes_json_and_merges(tmp_path, capsys):
   out = tmp_path / "run.json"
-  assert step_cost.main([
-      "--quick", "--sizes", "16K", "--layouts", "large", "--reps", "2",
-      "--optimizers", "caadam-depth,adas", "--out", str(out),
-  ]) == 0
+  assert (
+      step_cost.main(
+          [
+              "--quick",
+              "--sizes",
+              "16K",
+              "--layouts",
+              "large",
+              "--reps",
+              "2",
+              "--optimizers",
+              "caadam-depth,adas",
+              "--out",
+              str(out),
+          ]
+      )
+      == 0
+  )
   run = json.loads(out.read_text())
   assert run["complete"] is True
   (case,) = run["cases"]

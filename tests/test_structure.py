@@ -47,7 +47,7 @@ def reference_factors(connections, strategy, g):
 def mlp_params(widths, prefix="Dense_"):
   return {
       f"{prefix}{i}": {"kernel": jnp.ones((a, b)), "bias": jnp.zeros(b)}
-      for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]))
+      for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=False))
   }
 
 
@@ -72,7 +72,7 @@ def test_small_mlp_literal_values():
   assert multiplicative["Dense_2/bias"] == pytest.approx(5.0)  # large layers are boosted too
   depth = factors_by_str(params, "depth")
   assert [depth[f"Dense_{i}/kernel"] for i in range(4)] == pytest.approx(
-      [2 ** 0.75, 2 ** 0.5, 2 ** 0.25, 1.0]
+      [2**0.75, 2**0.5, 2**0.25, 1.0]
   )
   structure = caadam_jax.infer_structure(params)
   assert structure.statistics == caadam_jax.Statistics(12.0, 16.0, 30.0, 4)
@@ -82,11 +82,16 @@ def test_median_equal_to_min_is_finite():
   # connections 8, 32, 8: c_med == c_min, the lower branch would be 0/0.
   params = mlp_params([2, 4, 8, 1])
   additive = factors_by_str(params, "additive")
-  assert additive == pytest.approx({
-      "Dense_0/kernel": 1.0, "Dense_0/bias": 1.0,
-      "Dense_1/kernel": 0.05, "Dense_1/bias": 0.05,
-      "Dense_2/kernel": 1.0, "Dense_2/bias": 1.0,
-  })
+  assert additive == pytest.approx(
+      {
+          "Dense_0/kernel": 1.0,
+          "Dense_0/bias": 1.0,
+          "Dense_1/kernel": 0.05,
+          "Dense_1/bias": 0.05,
+          "Dense_2/kernel": 1.0,
+          "Dense_2/bias": 1.0,
+      }
+  )
   assert all(math.isfinite(f) for f in factors_by_str(params, "multiplicative").values())
 
 
@@ -96,13 +101,21 @@ def test_equal_layers_give_one():
   assert set(factors_by_str(params, "multiplicative", 3.0).values()) == {1.0}
 
 
-@pytest.mark.parametrize("strategy,g", [("additive", 0.95), ("additive", 0.5),
-                                        ("multiplicative", 5.0), ("multiplicative", 0.5),
-                                        ("depth", 1.0), ("depth", 3.0)])
+@pytest.mark.parametrize(
+    "strategy,g",
+    [
+        ("additive", 0.95),
+        ("additive", 0.5),
+        ("multiplicative", 5.0),
+        ("multiplicative", 0.5),
+        ("depth", 1.0),
+        ("depth", 3.0),
+    ],
+)
 def test_twelve_layer_mlp_uses_natural_order(strategy, g):
   widths = [7, 64, 16, 48, 8, 32, 96, 24, 40, 12, 80, 20, 3]
   params = mlp_params(widths)
-  connections = [a * b for a, b in zip(widths[:-1], widths[1:])]
+  connections = [a * b for a, b in zip(widths[:-1], widths[1:], strict=False)]
   expected = reference_factors(connections, strategy, g)
   got = factors_by_str(params, strategy, g)
   for i in range(12):
@@ -120,6 +133,7 @@ def test_twelve_layer_mlp_uses_natural_order(strategy, g):
 
 def test_cnn_with_batchnorm():
   class CNN(nn.Module):
+
     @nn.compact
     def __call__(self, x, train=False):
       x = nn.Conv(8, (3, 3))(x)
@@ -136,7 +150,13 @@ def test_cnn_with_batchnorm():
   assert [r.connections for r in structure.layers.values()] == connections
   assert list(structure.layers) == [("Conv_0",), ("Conv_1",), ("Dense_0",)]
   for strategy, g in (("additive", 0.95), ("multiplicative", 5.0), ("depth", 1.0)):
-    expected = dict(zip(["Conv_0", "Conv_1", "Dense_0"], reference_factors(connections, strategy, g)))
+    expected = dict(
+        zip(
+            ["Conv_0", "Conv_1", "Dense_0"],
+            reference_factors(connections, strategy, g),
+            strict=False,
+        )
+    )
     got = factors_by_str(params, strategy, g)
     for path, factor in got.items():
       layer = path.split("/")[0]
@@ -156,7 +176,9 @@ def test_conv_kernel_counts_all_dims_and_scalar_root():
 
 
 def test_shape_dtype_struct_leaves():
-  params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), mlp_params([3, 4, 5, 6, 2]))
+  params = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), mlp_params([3, 4, 5, 6, 2])
+  )
   assert factors_by_str(params, "additive") == pytest.approx(
       factors_by_str(mlp_params([3, 4, 5, 6, 2]), "additive")
   )
@@ -176,19 +198,21 @@ def test_factor_properties(connections, g_add, g_mul, g_depth):
   additive = factors_by_str(params, "additive", g_add, structure)
   multiplicative = factors_by_str(params, "multiplicative", g_mul, structure)
   depth = factors_by_str(params, "depth", g_depth, structure)
-  for name, c in zip(order, connections):
+  for name, _c in zip(order, connections, strict=False):
     # Additive stays within [1 - g, 1 + g] and is never negative for g < 1.
     assert 1 - g_add - 1e-12 <= additive[name] <= 1 + g_add + 1e-12
     assert multiplicative[name] >= 1 - 1e-12  # g >= 1: never shrinks a step
     assert 1 - 1e-12 <= depth[name] <= 1 + g_depth + 1e-12
   # Additive is non-increasing in the connection count.
-  pairs = sorted(zip(connections, (additive[n] for n in order)))
-  assert all(a[1] >= b[1] - 1e-12 for a, b in zip(pairs, pairs[1:]))
+  pairs = sorted(zip(connections, (additive[n] for n in order), strict=False))
+  assert all(a[1] >= b[1] - 1e-12 for a, b in zip(pairs, pairs[1:], strict=False))
   # Depth is non-increasing with depth and the last layer gets exactly 1.
   depth_values = [depth[n] for n in order]
   assert depth_values[-1] == 1.0
-  assert all(a >= b for a, b in zip(depth_values, depth_values[1:]))
-  assert np.allclose([additive[n] for n in order], reference_factors(connections, "additive", g_add))
+  assert all(a >= b for a, b in zip(depth_values, depth_values[1:], strict=False))
+  assert np.allclose(
+      [additive[n] for n in order], reference_factors(connections, "additive", g_add)
+  )
   assert np.allclose(
       [multiplicative[n] for n in order], reference_factors(connections, "multiplicative", g_mul)
   )

@@ -36,7 +36,11 @@ def test_named_modules_get_forward_order():
   traced = caadam_jax.trace_structure(model.apply, variables, X)
   assert depths(traced) == {"zeta": 0, "alpha": 1, "beta": 2}
   # Path order would be wrong here: alpha, beta, zeta.
-  assert depths(caadam_jax.infer_structure(variables["params"])) == {"alpha": 0, "beta": 1, "zeta": 2}
+  assert depths(caadam_jax.infer_structure(variables["params"])) == {
+      "alpha": 0,
+      "beta": 1,
+      "zeta": 2,
+  }
   # Depth factors with D = 3, g = 1: 2**(2/3), 2**(1/3), 1.
   rows = {r.leaf: r.factor for r in caadam_jax.describe(traced, strategy="depth", show=False)}
   assert rows["zeta/kernel"] == pytest.approx(2 ** (2 / 3))
@@ -46,6 +50,7 @@ def test_named_modules_get_forward_order():
 
 
 class ResidualBlock(nn.Module):
+
   @nn.compact
   def __call__(self, x):
     h = nn.Dense(4, name="a")(x)
@@ -55,6 +60,7 @@ class ResidualBlock(nn.Module):
 
 
 class TwoBranch(nn.Module):
+
   @nn.compact
   def __call__(self, x):
     left = nn.Dense(6, name="left_2")(nn.relu(nn.Dense(5, name="left_1")(x)))
@@ -83,17 +89,22 @@ def test_two_branch_longest_path_and_first_use():
   assert depths(first_use) == {"left_1": 0, "left_2": 1, "right": 2, "head": 3}
   # Connections: left_1 4*5=20, left_2 5*6=30, right 4*7=28, head 13*1=13.
   assert {"/".join(k): r.connections for k, r in traced.layers.items()} == {
-      "left_1": 20, "right": 28, "left_2": 30, "head": 13
+      "left_1": 20,
+      "right": 28,
+      "left_2": 30,
+      "head": 13,
   }
 
 
 class Block(nn.Module):
+
   @nn.compact
   def __call__(self, x, _):
     return nn.relu(nn.Dense(4)(x)), None
 
 
 class ScannedMLP(nn.Module):
+
   @nn.compact
   def __call__(self, x):
     x = nn.Dense(4, name="embed")(x)
@@ -103,6 +114,7 @@ class ScannedMLP(nn.Module):
 
 
 class UnrolledMLP(nn.Module):
+
   @nn.compact
   def __call__(self, x):
     x = nn.Dense(4, name="embed")(x)
@@ -121,8 +133,12 @@ def test_scanned_stack_matches_unrolled(strategy):
   assert kernel.stack_axis == 0 and kernel.connections == (16, 16, 16) and kernel.depth == (1, 2, 3)
   got = {r.leaf: r.factor for r in caadam_jax.describe(traced, strategy=strategy, show=False)}
   want = {r.leaf: r.factor for r in caadam_jax.describe(reference, strategy=strategy, show=False)}
-  assert got["blocks/Dense_0/kernel"] == pytest.approx(tuple(want[f"block_{i}/kernel"] for i in range(3)))
-  assert got["blocks/Dense_0/bias"] == pytest.approx(tuple(want[f"block_{i}/bias"] for i in range(3)))
+  assert got["blocks/Dense_0/kernel"] == pytest.approx(
+      tuple(want[f"block_{i}/kernel"] for i in range(3))
+  )
+  assert got["blocks/Dense_0/bias"] == pytest.approx(
+      tuple(want[f"block_{i}/bias"] for i in range(3))
+  )
   assert got["head/kernel"] == pytest.approx(want["head/kernel"])
   # The declared form on infer_structure gives the same per-slice connections (its
   # depths follow path order, where "blocks" sorts before "embed").
@@ -131,7 +147,9 @@ def test_scanned_stack_matches_unrolled(strategy):
   if strategy == "depth":
     return
   declared = caadam_jax.describe(
-      caadam_jax.infer_structure(scanned["params"], stacked={"blocks": 0}), strategy=strategy, show=False
+      caadam_jax.infer_structure(scanned["params"], stacked={"blocks": 0}),
+      strategy=strategy,
+      show=False,
   )
   declared = {r.leaf: r.factor for r in declared}
   assert declared["blocks/Dense_0/kernel"] == pytest.approx(got["blocks/Dense_0/kernel"])
@@ -147,11 +165,12 @@ def test_transform_applies_per_slice_factors_inside_one_leaf():
   kernel = np.asarray(updates["blocks"]["Dense_0"]["kernel"])
   for i in range(3):
     np.testing.assert_allclose(kernel[i], 2 ** ((5 - (i + 2)) / 5), rtol=1e-6)
-  np.testing.assert_allclose(updates["blocks"]["Dense_0"]["bias"][2], 2 ** 0.2, rtol=1e-6)
-  np.testing.assert_allclose(updates["embed"]["kernel"], 2 ** 0.8, rtol=1e-6)
+  np.testing.assert_allclose(updates["blocks"]["Dense_0"]["bias"][2], 2**0.2, rtol=1e-6)
+  np.testing.assert_allclose(updates["embed"]["kernel"], 2**0.8, rtol=1e-6)
 
 
 class NnxStack(nnx.Module):
+
   def __init__(self, rngs):
     self.embed = nnx.Linear(4, 4, rngs=rngs)
 
@@ -190,6 +209,7 @@ def test_nnx_vmapped_stack_matches_unrolled():
 
 
 class AttentionModel(nn.Module):
+
   @nn.compact
   def __call__(self, tokens):
     x = nn.Embed(50, 16, name="embed")(tokens)
@@ -221,6 +241,7 @@ def test_attention_and_embedding_roles():
 
 
 class BatchNormNet(nn.Module):
+
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = nn.Dense(8, name="first")(x)
@@ -235,8 +256,12 @@ def test_linen_collections_pass_through():
   traced = caadam_jax.trace_structure(model.apply, variables, X, train=False)
   assert depths(traced) == {"first": 0, "second": 1}
   assert set(traced.leaves) == {
-      ("first", "kernel"), ("first", "bias"), ("bn", "scale"), ("bn", "bias"),
-      ("second", "kernel"), ("second", "bias"),
+      ("first", "kernel"),
+      ("first", "bias"),
+      ("bn", "scale"),
+      ("bn", "bias"),
+      ("second", "kernel"),
+      ("second", "bias"),
   }
   caadam_jax.caadam(structure=traced).init(variables["params"])  # matches the optimizer's tree
 
@@ -247,9 +272,7 @@ def test_traced_structure_under_jit_gives_describe_factors():
   structure = caadam_jax.trace_structure(model.apply, variables, X)
   params = variables["params"]
   for strategy in ("additive", "multiplicative", "depth"):
-    tx = optax.chain(
-        caadam_jax.scale_by_strategy(strategy, structure=structure)
-    )
+    tx = optax.chain(caadam_jax.scale_by_strategy(strategy, structure=structure))
     updates, _ = jax.jit(tx.update)(jax.tree.map(jnp.ones_like, params), tx.init(params))
     for row in caadam_jax.describe(structure, strategy=strategy, show=False):
       leaf = updates
@@ -268,7 +291,13 @@ def test_from_records_and_factor_one_for_out_in_layouts():
       ]
   }
   by_hand = caadam_jax.Structure.from_records(
-      params, lambda path, leaf: (leaf.size if leaf.ndim == 2 else {"layers/0": 24, "layers/1": 32, "layers/2": 4}[path.rsplit("/", 1)[0]], int(path.split("/")[1]))
+      params,
+      lambda path, leaf: (
+          leaf.size
+          if leaf.ndim == 2
+          else {"layers/0": 24, "layers/1": 32, "layers/2": 4}[path.rsplit("/", 1)[0]],
+          int(path.split("/")[1]),
+      ),
   )
   inferred = caadam_jax.infer_structure(params)
   assert {k: r for k, r in by_hand.layers.items()} == {k: r for k, r in inferred.layers.items()}
@@ -279,13 +308,20 @@ def test_from_records_and_factor_one_for_out_in_layouts():
   unscaled = by_hand.with_factor_one(["layers/2/bias"])
   rows = {r.leaf: r.factor for r in caadam_jax.describe(unscaled, show=False)}
   assert rows["layers/2/bias"] == 1.0 and rows["layers/2/weight"] == pytest.approx(1.95)
-  mapping = caadam_jax.Structure.from_records(params, {"layers/0": (10, 1), "layers/1": (20, 0), "layers/2": None})
+  mapping = caadam_jax.Structure.from_records(
+      params, {"layers/0": (10, 1), "layers/1": (20, 0), "layers/2": None}
+  )
   assert mapping.leaves[("layers", 0, "bias")].depth == 1
   assert mapping.leaves[("layers", 2, "weight")].connections is None
   with pytest.raises(ValueError, match="no \\(connections, depth\\) for: layers/2/bias"):
-    caadam_jax.Structure.from_records(params, {"layers/0": (10, 1), "layers/1": (20, 0), "layers/2/weight": (4, 2)})
+    caadam_jax.Structure.from_records(
+        params, {"layers/0": (10, 1), "layers/1": (20, 0), "layers/2/weight": (4, 2)}
+    )
   with pytest.raises(ValueError, match="different records"):
-    caadam_jax.Structure.from_records(params, {"layers/0/weight": (10, 1), "layers/0/bias": (11, 1), "layers/1": None, "layers/2": None})
+    caadam_jax.Structure.from_records(
+        params,
+        {"layers/0/weight": (10, 1), "layers/0/bias": (11, 1), "layers/1": None, "layers/2": None},
+    )
 
 
 def test_describe_prints_a_table(capsys):
@@ -305,13 +341,17 @@ def test_bad_depth_rule():
 
 def test_describe_published_uses_the_traced_order():
   class HeadLast(nn.Module):
+
     @nn.compact
     def __call__(self, x):
       return nn.Dense(2, name="head")(nn.relu(nn.Dense(8, name="stem")(x)))
 
   variables = HeadLast().init(jax.random.key(0), X)
   structure = caadam_jax.trace_structure(HeadLast().apply, variables, X)
-  rows = {r.leaf: r.factor for r in caadam_jax.describe(structure, strategy="depth", published=True, show=False)}
+  rows = {
+      r.leaf: r.factor
+      for r in caadam_jax.describe(structure, strategy="depth", published=True, show=False)
+  }
   # Keras order stem/kernel, stem/bias, head/kernel, head/bias: D = 4 variables, g = 1.
   assert rows["stem/kernel"] == pytest.approx(2 ** (3 / 4))
   assert rows["head/kernel"] == pytest.approx(2 ** (1 / 4))
@@ -335,8 +375,9 @@ def test_scan_inputs_split_in_both_jax_formats():
 
     return jax.lax.scan(body, carry, xs)
 
-  jaxpr = jax.make_jaxpr(f)({"a": jnp.ones((2, 4)), "b": jnp.ones(3)},
-                            {"k": jnp.ones((5, 4, 4)), "j": jnp.ones((5, 2))})
+  jaxpr = jax.make_jaxpr(f)(
+      {"a": jnp.ones((2, 4)), "b": jnp.ones(3)}, {"k": jnp.ones((5, 4, 4)), "j": jnp.ones((5, 2))}
+  )
   (eqn,) = [e for e in jaxpr.eqns if e.primitive.name == "scan"]
   consts, carry, xs = _trace._split_scan_inputs(eqn.params, [str(v.aval) for v in eqn.invars])
   assert consts == ["float32[4,4]"]

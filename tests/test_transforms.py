@@ -16,7 +16,7 @@ def mlp_params(widths, seed=0):
           "kernel": jax.random.normal(keys[i], (a, b)),
           "bias": jnp.full((b,), 0.1 * i),
       }
-      for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]))
+      for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=False))
   }
 
 
@@ -40,7 +40,7 @@ def test_caadam_equals_adam_times_factor_over_steps():
   adam, ca = optax.adam(1e-2), caadam_jax.caadam(1e-2)
   adam_state, ca_state = adam.init(params), ca.init(params)
   for step in range(3):
-    grads = jax.tree.map(lambda p: jnp.sin(p + step), params)
+    grads = jax.tree.map(lambda p, step=step: jnp.sin(p + step), params)
     adam_updates, adam_state = adam.update(grads, adam_state, params)
     ca_updates, ca_state = ca.update(grads, ca_state, params)
     for layer, factor in ADDITIVE.items():
@@ -66,7 +66,9 @@ def test_explicit_chain_equals_alias():
   jax.tree.map(np.testing.assert_array_equal, a, b)
   # D = 4 layers: the first gets 3 ** (3/4).
   adam_updates, _ = optax.adam(1e-3).update(grads, optax.adam(1e-3).init(params), params)
-  np.testing.assert_allclose(a["Dense_0"]["kernel"], 3 ** 0.75 * adam_updates["Dense_0"]["kernel"], rtol=1e-5)
+  np.testing.assert_allclose(
+      a["Dense_0"]["kernel"], 3**0.75 * adam_updates["Dense_0"]["kernel"], rtol=1e-5
+  )
   np.testing.assert_allclose(a["Dense_3"]["kernel"], adam_updates["Dense_3"]["kernel"], rtol=1e-6)
 
 
@@ -77,7 +79,9 @@ def test_weight_decay_is_not_scaled_and_respects_mask():
   tx = caadam_jax.caadam(0.1, weight_decay=0.5, mask=mask)
   updates, _ = tx.update(zeros, tx.init(params), params)
   # Zero gradients: Adam's step is 0, so the update is -lr * wd * param, unscaled by S.
-  np.testing.assert_allclose(updates["Dense_2"]["kernel"], -0.05 * params["Dense_2"]["kernel"], rtol=1e-6)
+  np.testing.assert_allclose(
+      updates["Dense_2"]["kernel"], -0.05 * params["Dense_2"]["kernel"], rtol=1e-6
+  )
   np.testing.assert_array_equal(updates["Dense_2"]["bias"], 0.0)
 
 
@@ -85,7 +89,10 @@ def test_state_bytes_equal_adam_even_with_structure():
   params = mlp_params(WIDTHS)
   ca_state = caadam_jax.caadam(structure=caadam_jax.infer_structure(params)).init(params)
   adam_state = optax.adam(1e-3).init(params)
-  nbytes = lambda s: sum(x.nbytes for x in jax.tree.leaves(s))
+
+  def nbytes(s):
+    return sum(x.nbytes for x in jax.tree.leaves(s))
+
   assert nbytes(ca_state) == nbytes(adam_state)
 
 
@@ -155,11 +162,14 @@ def test_masked_leaves_pass_through():
 def test_bf16_updates_keep_dtype_and_scale():
   params = jax.tree.map(lambda p: p.astype(jnp.bfloat16), mlp_params(WIDTHS))
   grads = jax.tree.map(jnp.ones_like, params)
-  for tx in (caadam_jax.scale_by_depth(), optax.inject_hyperparams(caadam_jax.scale_by_depth)(scaling_factor=1.0)):
+  for tx in (
+      caadam_jax.scale_by_depth(),
+      optax.inject_hyperparams(caadam_jax.scale_by_depth)(scaling_factor=1.0),
+  ):
     updates, _ = jax.jit(tx.update)(grads, tx.init(params))
     assert all(u.dtype == jnp.bfloat16 for u in jax.tree.leaves(updates))
     np.testing.assert_allclose(
-        np.asarray(updates["Dense_0"]["kernel"], np.float32), 2 ** 0.75, rtol=1e-2
+        np.asarray(updates["Dense_0"]["kernel"], np.float32), 2**0.75, rtol=1e-2
     )
 
 
@@ -169,10 +179,16 @@ def test_bf16_updates_keep_dtype_and_scale():
         (lambda: caadam_jax.caadam(scaling_factor=1.0), r"0 <= scaling_factor < 1"),
         (lambda: caadam_jax.caadam(scaling_factor=-0.1), r"0 <= scaling_factor < 1"),
         (lambda: caadam_jax.caadam(scaling_factor=float("nan")), r"out of range"),
-        (lambda: caadam_jax.caadam(strategy="multiplicative", scaling_factor=0.0), r"scaling_factor > 0"),
+        (
+            lambda: caadam_jax.caadam(strategy="multiplicative", scaling_factor=0.0),
+            r"scaling_factor > 0",
+        ),
         (lambda: caadam_jax.caadam(strategy="depth", scaling_factor=-1.0), r"scaling_factor >= 0"),
         (lambda: caadam_jax.caadam(strategy="sideways"), r"Unknown strategy 'sideways'"),
-        (lambda: caadam_jax.scale_by_connection_minmaxmedian(mode="depth"), r"Unknown mode 'depth'"),
+        (
+            lambda: caadam_jax.scale_by_connection_minmaxmedian(mode="depth"),
+            r"Unknown mode 'depth'",
+        ),
         (lambda: caadam_jax.scale_by_connection_minmaxmedian(1.5), r"0 <= scaling_factor < 1"),
         (lambda: caadam_jax.scale_by_connection_minmaxmedian(-2.0, mode="multiplicative"), r"> 0"),
         (lambda: caadam_jax.scale_by_depth(-0.5), r"scaling_factor >= 0"),
