@@ -415,7 +415,7 @@ def keras_caadam(
     ``g**(c_med/(c_med - c_min))`` multiplicative).
   * Depth is the leaf's index ``d`` in the variable order and ``D`` the number of
     leaves: ``S = (1 + g)**((D - 1 - d)/D)``.
-  * Adam is the Keras form (:func:`scale_by_keras_adam`):
+  * Adam is the Keras form (the private ``scale_by_keras_adam``):
     ``theta -= lr*sqrt(1-b2^t)/(1-b1^t)*S * m/(sqrt(v) + epsilon)``.
 
   The variable order ("Keras order") is part of the algorithm. Default: layers
