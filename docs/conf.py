@@ -30,6 +30,10 @@ for _source in sorted((ROOT / "notebooks").glob("*.ipynb")):
   if not _target.exists() or _target.read_bytes() != _source.read_bytes():
     shutil.copyfile(_source, _target)
 
+# autosummary writes one stub per API entry into docs/_autosummary/ but never deletes
+# stale ones: start clean, so a name removed from api.md fails the coverage check.
+shutil.rmtree(DOCS / "_autosummary", ignore_errors=True)
+
 import caadam_jax  # noqa: E402
 
 project = "caadam_jax"
@@ -78,6 +82,7 @@ napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
 add_module_names = False
+python_use_unqualified_type_names = True
 
 # MyST: $...$ and $$...$$ math, heading anchors for [text](page.md#heading) links.
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
