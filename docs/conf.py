@@ -38,7 +38,7 @@ import caadam_jax  # noqa: E402
 
 project = "caadam_jax"
 author = "caadam_jax developers"
-copyright = "2024-2026, caadam_jax developers"  # noqa: A001
+copyright = "caadam_jax developers"  # noqa: A001
 release = caadam_jax.__version__
 version = release
 
