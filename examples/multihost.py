@@ -106,13 +106,23 @@ def process_group(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
   coordinator = args.coordinator or env.get("JAX_COORDINATOR_ADDRESS")
   if coordinator is None and "MASTER_ADDR" in env and "MASTER_PORT" in env:
     coordinator = f"{env['MASTER_ADDR']}:{env['MASTER_PORT']}"
-  num_processes, process_id = args.num_processes, args.process_id
-  if num_processes is None:
-    num_processes = env.get("JAX_NUM_PROCESSES", env.get("WORLD_SIZE"))
-  if process_id is None:
-    process_id = env.get("JAX_PROCESS_ID", env.get("RANK"))
-  to_int = lambda v: None if v is None else int(v)  # noqa: E731
-  return coordinator, to_int(num_processes), to_int(process_id)
+
+  def number(given, names):
+    if given is not None:
+      return given
+    for name in names:
+      if name in env:
+        try:
+          return int(env[name])
+        except ValueError:
+          raise ValueError(f"${name} must be an integer, got {env[name]!r}") from None
+    return None
+
+  return (
+      coordinator,
+      number(args.num_processes, ("JAX_NUM_PROCESSES", "WORLD_SIZE")),
+      number(args.process_id, ("JAX_PROCESS_ID", "RANK")),
+  )
 
 
 def initialize(args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> None:
@@ -209,11 +219,14 @@ def global_batch(batch_sharding: NamedSharding, *arrays: np.ndarray):
 
 
 class MLP(nn.Module):
+  """ReLU layers of ``hidden`` units, then one linear output."""
+
+  hidden: Sequence[int] = (64, 32)
 
   @nn.compact
   def __call__(self, x):
-    x = nn.relu(nn.Dense(64)(x))
-    x = nn.relu(nn.Dense(32)(x))
+    for units in self.hidden:
+      x = nn.relu(nn.Dense(units)(x))
     return nn.Dense(1)(x)
 
 
@@ -230,7 +243,7 @@ def train(args: argparse.Namespace) -> dict:
         f"--batch-size {args.batch_size} must be a multiple of the global device count "
         f"{jax.device_count()}"
     )
-  model, tx = MLP(), OPTIMIZERS[args.optimizer](args.learning_rate)
+  model, tx = MLP(tuple(args.hidden)), OPTIMIZERS[args.optimizer](args.learning_rate)
 
   def create():
     params = model.init(jax.random.key(0), jnp.ones((1, 8)))["params"]
@@ -382,6 +395,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
   parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="caadam-multiplicative")
   parser.add_argument("--learning-rate", type=float, default=1e-3)
   parser.add_argument("--steps", type=int, default=20)
+  parser.add_argument(
+      "--hidden",
+      type=lambda s: [int(u) for u in s.split(",")],
+      default=[64, 32],
+      help="hidden layer sizes, comma-separated",
+  )
   parser.add_argument("--batch-size", type=int, default=64, help="global batch size")
   add_distributed_arguments(parser)
   args = parser.parse_args(argv)
@@ -393,6 +412,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
   worker_argv = [os.path.abspath(__file__), "--layout", args.layout, "--optimizer", args.optimizer]
   worker_argv += ["--learning-rate", str(args.learning_rate), "--steps", str(args.steps)]
   worker_argv += ["--batch-size", str(args.batch_size)]
+  worker_argv += ["--hidden", ",".join(map(str, args.hidden))]
   worker_argv += ["--heartbeat-timeout", str(args.heartbeat_timeout)]
   worker_argv += ["--init-timeout", str(args.init_timeout)]
   results = launch_local(worker_argv, args.launch, args.local_devices or 1, args.timeout)

@@ -197,3 +197,5 @@ def test_multihost_process_group_from_arguments_and_environment():
   assert multihost.process_group(none, torchrun) == ("h1:29500", 8, 5)
   given = parser.parse_args(["--coordinator", "h2:1", "--num-processes", "2", "--process-id", "1"])
   assert multihost.process_group(given, {**jax_env, **torchrun}) == ("h2:1", 2, 1)
+  with pytest.raises(ValueError, match=r"\$RANK must be an integer, got 'x'"):
+    multihost.process_group(none, {**torchrun, "RANK": "x"})

@@ -318,6 +318,7 @@ def test_fsdp_splits_state_across_processes(request, launch):
       if "dp" in LAUNCHES[launch][1]:
         assert r["training"][f"dp/{name}"]["held_fraction"] == 1.0
       held = r["training"][f"fsdp/{name}"]["held_fraction"]
+      print(f"{launch} fsdp {name} process {r['process_index']}: holds {held:.4f} of the state")
       # Only the few tensors no device count divides (scalars, the 1-unit output bias, and
       # ADAS's step sizes of the 1-unit output layer's shapes) stay replicated.
       assert 1 / processes <= held < 1 / processes + 0.02, (name, held)
