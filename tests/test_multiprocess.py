@@ -13,10 +13,10 @@ processes), feeding only its own rows of each global batch through
 (``process_allgather``) and writes it to a ``.npz`` file that the test compares with a
 single-process, single-device run of the same global batches in the test process.
 
-Launches (processes x devices per process): 2 x 2 (train, and write an Orbax checkpoint
-of the ``fsdp`` state after ``K`` steps from all processes), 2 x 2 (restore it with the
-same mesh and continue ``K`` steps: bit for bit), 4 x 1 (train, and restore the 2-process
-checkpoint on a 4-process mesh), the test process itself (restore it on one device), and
+Launches (processes x devices per process): 2 x 2 (train in both layouts, and write an
+Orbax checkpoint of the ``fsdp`` states after ``K`` steps from all processes), 2 x 2
+(restore it with the same mesh and continue ``K`` steps: bit for bit), 4 x 1 (train in
+the ``fsdp`` layout, and restore the 2-process checkpoint on a 4-process mesh), the test process itself (restore it on one device), and
 2 x 1 twice for the fault checks (one process exits mid-run; the other must exit with
 JAX's error within a bounded time instead of hanging).
 """
@@ -53,7 +53,7 @@ BATCH = 16  # global batch rows: a multiple of every global device count used he
 NAMES = tuple(OPTIMIZERS)
 LAYOUTS = ("dp", "fsdp")
 TOL = 1e-5  # float32: the sharded runs reduce the batch mean in another order
-LAUNCH_TIMEOUT_S = 240  # per launch; a launch on an idle machine takes 10-30 s
+LAUNCH_TIMEOUT_S = 240  # per launch: every worker is killed after this
 HEARTBEAT_S = 5  # the fault launches' heartbeat timeout
 FAULT_BOUND_S = 60  # a survivor must be gone this long after the death at the latest
 DIE_AFTER = 2  # the dying process exits after this many steps
