@@ -133,7 +133,8 @@ def initialize(args: argparse.Namespace, env: Mapping[str, str] = os.environ) ->
   """
   if args.local_devices is not None:
     jax.config.update("jax_num_cpu_devices", args.local_devices)
-  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  with contextlib.suppress(AttributeError):  # unknown to this JAX: keep its default
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
   coordinator, num_processes, process_id = process_group(args, env)
   kwargs = {
       "initialization_timeout": args.init_timeout,
