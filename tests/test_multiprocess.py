@@ -144,6 +144,8 @@ def run_training(layouts, ckpt_dir: str | None) -> tuple[dict, dict]:
         checkpointer.save(ckpt_dir, states)
         checkpointer.wait_until_finished()
     states = train(states, range(K, 2 * K), xs, ys, step_all)
+    rows = multihost.local_rows(batch_sharding, (BATCH,))
+    report[f"{layout}/rows"] = [rows.start, rows.stop]
     for name, state in states.items():
       report[f"{layout}/{name}"] = {"held_fraction": _held_fraction(state)}
     arrays.update({layout + k: v for k, v in _gather(states).items()})
@@ -286,6 +288,12 @@ def test_each_process_sees_the_global_devices(request, launch):
   # Every process has its own devices.
   all_devices = [d for r in reports for d in r["local_devices"]]
   assert len(set(all_devices)) == processes * devices
+  # Each process fed its own block of rows: together they cover the global batch once.
+  for layout in LAUNCHES[launch][1]:
+    blocks = sorted(r["training"][f"{layout}/rows"] for r in reports)
+    assert blocks == [
+        [i * BATCH // processes, (i + 1) * BATCH // processes] for i in range(processes)
+    ]
 
 
 @pytest.mark.parametrize("name", NAMES)
