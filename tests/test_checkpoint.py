@@ -14,13 +14,13 @@ params' paths and shapes at trace time.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import linen as nn
 from flax.training import train_state
-
-import caadam_jax
+from training_helpers import create_state
+from training_helpers import data
+from training_helpers import make_train_step
+from training_helpers import train
 
 ocp = pytest.importorskip(
     "orbax.checkpoint", reason="orbax-checkpoint is not installed (pip install -e '.[test]')"
@@ -28,80 +28,29 @@ ocp = pytest.importorskip(
 
 K = 4
 BATCH = 16
+# One CaAdam strategy here; tests/test_multiprocess.py checkpoints every optimizer.
+NAMES = ("caadam_multiplicative", "adas", "keras_caadam")
 
 
-class MLP(nn.Module):
-
-  @nn.compact
-  def __call__(self, x):
-    x = nn.relu(nn.Dense(32)(x))
-    x = nn.relu(nn.Dense(16)(x))
-    return nn.Dense(1)(x)
-
-
-def _data():
-  rng = np.random.default_rng(0)
-  x = rng.normal(size=(2 * K, BATCH, 8)).astype(np.float32)
-  y = rng.normal(size=(2 * K, BATCH, 1)).astype(np.float32)
-  return jnp.asarray(x), jnp.asarray(y)
-
-
-def _optimizers():
-  return {
-      "caadam": lambda: caadam_jax.caadam(1e-2, strategy="multiplicative"),
-      "adas": caadam_jax.adas,
-      "keras_caadam": lambda: caadam_jax.keras_caadam(1e-2),
-  }
-
-
-OPTIMIZERS = _optimizers()
-
-
-def _create_state(make_tx, seed):
-  """A new model, a new optimizer and a new TrainState (nothing shared)."""
-  model = MLP()
-  params = model.init(jax.random.key(seed), jnp.ones((1, 8)))["params"]
-  return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=make_tx())
-
-
-def _make_train_step():
-  @jax.jit
-  def train_step(state, x, y):
-    def loss_fn(params):
-      return jnp.mean((state.apply_fn({"params": params}, x) - y) ** 2)
-
-    grads = jax.grad(loss_fn)(state.params)
-    return state.apply_gradients(grads=grads)
-
-  return train_step
-
-
-def _train(state, steps, x, y, train_step):
-  for i in steps:
-    state = train_step(state, x[i], y[i])
-  return state
-
-
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("name", NAMES)
 def test_resume_from_orbax_checkpoint_is_exact(tmp_path, name):
-  make_tx = OPTIMIZERS[name]
-  x, y = _data()
+  x, y = data(2 * K, BATCH)
 
   # Uninterrupted: 2K steps, with a checkpoint written after K (saving does not
   # change the state, so this run is the uninterrupted reference).
-  state = _create_state(make_tx, 0)
+  state = create_state(name, 0)
   init_params = state.params
-  train_step = _make_train_step()
-  state = _train(state, range(K), x, y, train_step)
+  train_step = make_train_step()
+  state = train(state, range(K), x, y, train_step)
   path = tmp_path / f"ckpt_{name}"
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(path, state)
     checkpointer.wait_until_finished()
-  straight = _train(state, range(K, 2 * K), x, y, train_step)
+  straight = train(state, range(K, 2 * K), x, y, train_step)
   del state, train_step
 
   # Restore into a state built from new objects and other initial params.
-  fresh = _create_state(make_tx, 123)
+  fresh = create_state(name, 123)
   abstract = jax.eval_shape(lambda: fresh)
   with ocp.StandardCheckpointer() as checkpointer:
     restored = checkpointer.restore(path, abstract)
@@ -113,7 +62,7 @@ def test_resume_from_orbax_checkpoint_is_exact(tmp_path, name):
   ):
     assert a.shape == b.shape and a.dtype == b.dtype
 
-  resumed = _train(restored, range(K, 2 * K), x, y, _make_train_step())
+  resumed = train(restored, range(K, 2 * K), x, y, make_train_step())
 
   assert int(resumed.step) == int(straight.step) == 2 * K
   for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(straight.params), strict=False):

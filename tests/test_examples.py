@@ -156,3 +156,46 @@ def test_adam_basics_tiny(tmp_path, capsys):
     assert len(losses) == 50 and np.isfinite(losses).all()
   assert out.stat().st_size > 10_000
   assert "Rosenbrock" in capsys.readouterr().out
+
+
+def test_multihost_two_processes_tiny(capsys):
+  """Launcher mode: 2 local processes x 2 CPU devices, fully sharded, 3 steps."""
+  import multihost
+
+  results = multihost.main(
+      ["--launch", "2", "--local-devices", "2", "--layout", "fsdp", "--steps", "3"]
+      + ["--batch-size", "16", "--timeout", "240", "--heartbeat-timeout", "30"]
+  )
+  assert results["returncodes"] == [0, 0]
+  first, second = results["reports"]
+  assert (first["process_index"], second["process_index"]) == (0, 1)
+  for r in results["reports"]:
+    assert r["process_count"] == 2 and r["global_device_count"] == 4
+    assert len(r["local_devices"]) == 2
+    assert r["kernel_held_fraction"] == 0.5  # each process holds half of the sharded kernel
+    assert len(r["losses"]) == 3 and r["losses"][-1] < r["losses"][0]
+  assert set(first["local_devices"]).isdisjoint(second["local_devices"])
+  # One global computation: both processes see the same loss and the same params.
+  assert first["losses"] == second["losses"]
+  assert first["params_checksum"] == second["params_checksum"]
+  out = capsys.readouterr().out
+  assert "[process 1/2] local devices" in out and "[process 0/2] step 2 loss" in out
+
+
+def test_multihost_process_group_from_arguments_and_environment():
+  import argparse
+
+  import multihost
+
+  parser = argparse.ArgumentParser()
+  multihost.add_distributed_arguments(parser)
+  none = parser.parse_args([])
+  assert multihost.process_group(none, {}) == (None, None, None)  # left to jax's detection
+  jax_env = {"JAX_COORDINATOR_ADDRESS": "h0:1234", "JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": "3"}
+  assert multihost.process_group(none, jax_env) == ("h0:1234", 4, 3)
+  torchrun = {"MASTER_ADDR": "h1", "MASTER_PORT": "29500", "WORLD_SIZE": "8", "RANK": "5"}
+  assert multihost.process_group(none, torchrun) == ("h1:29500", 8, 5)
+  given = parser.parse_args(["--coordinator", "h2:1", "--num-processes", "2", "--process-id", "1"])
+  assert multihost.process_group(given, {**jax_env, **torchrun}) == ("h2:1", 2, 1)
+  with pytest.raises(ValueError, match=r"\$RANK must be an integer, got 'x'"):
+    multihost.process_group(none, {**torchrun, "RANK": "x"})

@@ -47,6 +47,7 @@ def _child() -> dict:
   from jax.sharding import AxisType
   from jax.sharding import NamedSharding
   from jax.sharding import PartitionSpec as P
+  from training_helpers import max_abs_diff  # this file runs as a script: tests/ is on sys.path
 
   import caadam_jax
 
@@ -98,12 +99,6 @@ def _child() -> dict:
 
   def init_all(p):
     return {name: tx.init(p) for name, tx in txs.items()}
-
-  def max_abs_diff(a, b):
-    return max(
-        float(np.max(np.abs(np.asarray(u) - np.asarray(v))))
-        for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=False)
-    )
 
   def flat(tree):
     return {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(tree)}
