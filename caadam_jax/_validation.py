@@ -58,6 +58,15 @@ def check_real_scalar(
       complex or boolean array), or is a callable where none is accepted.
     ValueError: ``value`` is an array that is not 0-dimensional, or a concrete
       value that is not finite or not in ``allowed``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from caadam_jax._validation import check_real_scalar
+    >>> check_real_scalar("b1", jnp.asarray(2.0), "0 <= b1 < 1", lambda x: 0 <= x < 1)
+    >>> check_real_scalar("b1", 1.0, "0 <= b1 < 1", lambda x: 0 <= x < 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: b1=1.0 is out of range: expected 0 <= b1 < 1.
   """
   if callable(value) and not is_jax_array(value):
     if schedule:
@@ -117,6 +126,15 @@ def check_integer(name: str, value: Any, *, minimum: int | None = None, what: st
   Raises:
     TypeError: ``value`` is a bool or not a real number.
     ValueError: ``value`` is not finite, not integral or below ``minimum``.
+
+  Examples:
+    >>> from caadam_jax._validation import check_integer
+    >>> check_integer("depth", 2.0, minimum=0)
+    2
+    >>> check_integer("depth", 2.7, minimum=0, what="a non-negative integer")
+    Traceback (most recent call last):
+    ...
+    ValueError: depth must be a non-negative integer, got 2.7.
   """
   what = what or "an integer"
   if isinstance(value, np.ndarray) and value.ndim == 0:

@@ -261,6 +261,7 @@ def test_item05_adas_rejects_infinite_hyperparameters(name, value):
         (("32", 0), TypeError, r"connections.*number"),
         ((32,), TypeError, r"\(connections, depth\)"),
     ],
+    ids=lambda v: repr(v) if isinstance(v, tuple) else "",
 )
 def test_item06_from_records_validates_each_record(record, error, match):
   """Input: a bad (connections, depth) record. Expected: an error naming records, the layer, the field."""
@@ -305,6 +306,7 @@ def test_item07_keras_caadam_amsgrad_must_be_a_bool(value):
         (dict(output_axis="0"), r"output_axis must be an int"),
         (dict(output_axis=1.5), r"output_axis must be an int.*1\.5"),
     ],
+    ids=lambda v: ",".join(f"{k}={x!r}" for k, x in v.items()) if isinstance(v, dict) else "",
 )
 def test_item09_adas_wrong_types_raise_type_error_naming_the_argument(kwargs, match):
   """Input: strings, None, lists, a float axis. Expected: TypeError at construction, naming it."""
@@ -382,6 +384,7 @@ def test_item12_zero_size_stacked_leaf_is_not_counted():
         ([["Dense_0", 1.5]], r"order\[0\].*path"),
         (7, r"order must be a sequence"),
     ],
+    ids=lambda v: "" if isinstance(v, str) else repr(v),
 )
 def test_item14_keras_caadam_order_entries_must_be_paths(order, match):
   """Input: keras_caadam(order=[0, 1, 2]). Expected: TypeError naming order and the bad entry."""
