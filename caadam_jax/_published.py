@@ -129,6 +129,15 @@ _ORDER_HELP = (
 )
 
 
+# Key-path entries as jax.tree_util.tree_flatten_with_path gives them.
+_KEY_TYPES = (
+    jax.tree_util.DictKey,
+    jax.tree_util.GetAttrKey,
+    jax.tree_util.SequenceKey,
+    jax.tree_util.FlattenedIndexKey,
+)
+
+
 def _parse_order(order: Sequence[Any]) -> list[_paths.Path]:
   if isinstance(order, (str, bytes)):
     raise TypeError(f"{_ORDER_HELP}, not a single string.")
@@ -137,7 +146,7 @@ def _parse_order(order: Sequence[Any]) -> list[_paths.Path]:
   parsed = []
   for i, p in enumerate(order):
     is_keys = isinstance(p, Sequence) and all(
-        isinstance(k, (str, int)) and not isinstance(k, bool) for k in p
+        isinstance(k, (str, int, *_KEY_TYPES)) and not isinstance(k, bool) for k in p
     )
     if not (isinstance(p, str) or is_keys):
       raise TypeError(

@@ -23,7 +23,7 @@ import numpy as np
 
 def is_jax_array(value: Any) -> bool:
   """Whether ``value`` is a JAX array or tracer (its value is not checked)."""
-  return isinstance(value, (jax.Array, jax.core.Tracer))
+  return isinstance(value, jax.Array)  # tracers are jax.Array instances too
 
 
 def _describe(value: Any) -> str:
