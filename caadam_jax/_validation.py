@@ -81,10 +81,11 @@ def check_real_scalar(
   )
   if isinstance(value, (bool, np.bool_)):
     raise TypeError(f"{name} must be {expected}, not a bool ({value!r}).")
-  if is_jax_array(value) or isinstance(value, (np.ndarray, np.generic)):
-    dtype, shape = np.dtype(value.dtype), tuple(value.shape)
-  elif isinstance(value, numbers.Real):
-    dtype, shape = np.dtype(type(float(value))), ()
+  array: Any = value  # a number or an array from here on
+  if is_jax_array(array) or isinstance(array, (np.ndarray, np.generic)):
+    dtype, shape = np.dtype(array.dtype), tuple(array.shape)
+  elif isinstance(array, numbers.Real):
+    dtype, shape = np.dtype(np.float64), ()
   else:
     raise TypeError(f"{name} must be {expected}; got {_describe(value)}.")
   if dtype == np.bool_ or not (
@@ -95,7 +96,7 @@ def check_real_scalar(
     raise ValueError(f"{name} must be {expected}; got an array of shape {shape}.")
   if is_jax_array(value):
     return
-  number = float(value)
+  number = float(array)
   if not math.isfinite(number):
     raise ValueError(f"{name}={number!r}{context} is out of range: it must be finite, {allowed}.")
   if not ok(number):
