@@ -15,13 +15,14 @@ project's design notes (section 5), step for step.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from caadam_jax import _validation
 
 
 class ScaleByAdasState(NamedTuple):
@@ -57,26 +58,6 @@ class ScaleByAdasState(NamedTuple):
   v_mu: optax.Updates
 
 
-def _is_tracer(value: Any) -> bool:
-  return isinstance(value, jax.core.Tracer)
-
-
-def _check_hyperparameter(name: str, value: Any, allowed: str, ok: Callable[[float], bool]) -> None:
-  """Raises ValueError if a concrete ``value`` fails ``ok``; tracers are not checked."""
-  if _is_tracer(value):
-    return
-  if callable(value):
-    raise TypeError(
-        f"{name} must be a number; to schedule it use "
-        "optax.inject_hyperparams(caadam_jax.adas)(" + name + "=schedule)."
-    )
-  array = np.asarray(value)
-  if array.ndim != 0:
-    raise ValueError(f"{name} must be a scalar, got shape {array.shape}.")
-  if not ok(float(array)):
-    raise ValueError(f"{name} must satisfy {allowed}, got {float(array)!r}.")
-
-
 def _validate(lr, lr2, lr3, beta_1, beta_2, beta_3, eps) -> None:
   def positive(x):
     return x > 0
@@ -87,28 +68,33 @@ def _validate(lr, lr2, lr3, beta_1, beta_2, beta_3, eps) -> None:
   def decay(x):
     return 0 <= x < 1
 
-  _check_hyperparameter("lr", lr, "lr > 0", positive)
-  _check_hyperparameter("lr2", lr2, "lr2 >= 0", non_negative)
-  _check_hyperparameter("lr3", lr3, "lr3 >= 0", non_negative)
-  _check_hyperparameter("beta_1", beta_1, "0 <= beta_1 < 1", decay)
-  _check_hyperparameter("beta_2", beta_2, "0 <= beta_2 < 1", decay)
-  _check_hyperparameter("beta_3", beta_3, "0 <= beta_3 < 1", decay)
-  _check_hyperparameter("eps", eps, "eps > 0", positive)
+  for name, value, allowed, ok in (
+      ("lr", lr, "lr > 0", positive),
+      ("lr2", lr2, "lr2 >= 0", non_negative),
+      ("lr3", lr3, "lr3 >= 0", non_negative),
+      ("beta_1", beta_1, "0 <= beta_1 < 1", decay),
+      ("beta_2", beta_2, "0 <= beta_2 < 1", decay),
+      ("beta_3", beta_3, "0 <= beta_3 < 1", decay),
+      ("eps", eps, "eps > 0", positive),
+  ):
+    _validation.check_real_scalar(name, value, allowed, ok, owner="caadam_jax.adas")
 
 
 def _resolve_output_axis(output_axis: Any) -> int:
   if output_axis is None:
     return -1
-  if _is_tracer(output_axis) or isinstance(output_axis, bool):
+  if _validation.is_jax_array(output_axis):
     raise TypeError(
         "output_axis must be a static Python int (it decides the shapes of the "
         f"state), got {output_axis!r}. With optax.inject_hyperparams, pass "
         "static_args=('output_axis',)."
     )
-  try:
+  if isinstance(output_axis, (int, np.integer)) and not isinstance(output_axis, (bool, np.bool_)):
     return int(output_axis)
-  except TypeError as e:
-    raise TypeError(f"output_axis must be an int or None, got {output_axis!r}.") from e
+  raise TypeError(
+      "output_axis must be an int (-1: Flax (in, out) layouts, 0: PyTorch/Equinox "
+      f"(out, in)) or None, got {type(output_axis).__name__} {output_axis!r}."
+  )
 
 
 def _leaf_axis(ndim: int, output_axis: int) -> int | None:
@@ -213,9 +199,12 @@ def scale_by_adas(
     :class:`ScaleByAdasState`.
 
   Raises:
-    ValueError: a concrete hyperparameter is out of range (traced values are not
-      checked), or ``output_axis`` does not fit a leaf's rank (at ``init``).
-    TypeError: ``output_axis`` is not a static int.
+    ValueError: a concrete hyperparameter is not finite or out of range, or an
+      array that is not 0-d (JAX arrays, traced or injected by
+      ``optax.inject_hyperparams``, are not range-checked), or ``output_axis``
+      does not fit a leaf's rank (at ``init``).
+    TypeError: a hyperparameter is not a real scalar (a string, None, a list, a
+      bool, a callable), or ``output_axis`` is not a static int.
 
   References:
     Y. Eliyahu, AdasOptimizer, https://github.com/YanaiEliyahu/AdasOptimizer.
@@ -252,6 +241,7 @@ def scale_by_adas(
     )
 
   def update_leaf(g, eta, mu, v_w, u_w, v_eta, u_eta, v_mu, count):
+    g = jnp.asarray(g)  # Python-float leaves, as optax.adam accepts them
     dtype = v_w.dtype
     axis = _leaf_axis(g.ndim, axis_arg)
     gs = g.astype(dtype)
@@ -356,6 +346,10 @@ def adas(
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
+
+  Raises:
+    ValueError: as :func:`scale_by_adas` (non-finite or out-of-range values).
+    TypeError: as :func:`scale_by_adas` (values that are not real scalars).
 
   References:
     Y. Eliyahu, AdasOptimizer, https://github.com/YanaiEliyahu/AdasOptimizer.

@@ -10,6 +10,7 @@ import optax
 
 from caadam_jax import _structure
 from caadam_jax import _transforms
+from caadam_jax import _validation
 
 
 def caadam(
@@ -45,6 +46,18 @@ def caadam(
   structure transform is stateless). Works with ``optax.inject_hyperparams``
   (``learning_rate`` and ``scaling_factor`` may follow schedules there).
 
+  Validation: concrete hyperparameters (Python numbers, NumPy scalars) are
+  checked here, at construction: real, finite scalars with ``learning_rate >= 0``
+  (or a schedule, as ``weight_decay`` may be), ``0 <= b1, b2 < 1``, ``eps > 0``,
+  ``eps_root >= 0``, ``weight_decay >= 0`` and ``scaling_factor`` in the
+  strategy's range. JAX arrays (traced, or what ``optax.inject_hyperparams``
+  passes) are checked for shape and dtype only. An injected or traced
+  ``scaling_factor`` outside the strategy's range becomes NaN, so the factors
+  that depend on it, and the step, are NaN: never a silently zeroed or
+  sign-flipped step. To skip such steps instead, check the optimizer's output:
+  ``optax.chain(tx, optax.apply_if_finite(optax.identity(), max_consecutive_errors))``
+  (``optax.apply_if_finite(tx, ...)`` checks the incoming gradients only).
+
   Example:
     >>> import jax, jax.numpy as jnp, caadam_jax
     >>> params = {'Dense_0': {'kernel': jnp.ones((2, 8)), 'bias': jnp.zeros(8)},
@@ -62,7 +75,8 @@ def caadam(
     eps_root: added to the second moment inside the root.
     strategy: ``"additive"`` (default ``g = 0.95``), ``"multiplicative"``
       (``g = 5.0``) or ``"depth"`` (``g = 1.0``).
-    scaling_factor: the strategy's ``g``; None for its default.
+    scaling_factor: the strategy's ``g``; None for its default. Injected or
+      traced values outside the range give a NaN step (see above).
     mu_dtype: dtype of the first moment (as in ``optax.adam``).
     weight_decay: decoupled weight decay rate; 0 adds no transform.
     mask: a pytree or callable selecting the leaves weight decay applies to (as
@@ -73,10 +87,30 @@ def caadam(
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
 
+  Raises:
+    TypeError: a hyperparameter is not a real scalar (a string, None, a list, a
+      bool; a callable other than a ``learning_rate`` or ``weight_decay``
+      schedule), or ``structure`` is not a
+      :class:`~caadam_jax.Structure` or None.
+    ValueError: a hyperparameter is an array that is not 0-d, or a concrete one
+      is not finite or out of its range; or ``strategy`` is unknown.
+
   References:
     Genet & Inzirillo, "CaAdam: Improving Adam optimizer using connection aware
     methods", arXiv:2410.24216, 2024.
   """
+  owner = "caadam_jax.caadam"
+  for name, value, allowed, ok in (
+      ("learning_rate", learning_rate, "learning_rate >= 0", lambda x: x >= 0),
+      ("b1", b1, "0 <= b1 < 1", lambda x: 0 <= x < 1),
+      ("b2", b2, "0 <= b2 < 1", lambda x: 0 <= x < 1),
+      ("eps", eps, "eps > 0", lambda x: x > 0),
+      ("eps_root", eps_root, "eps_root >= 0", lambda x: x >= 0),
+      ("weight_decay", weight_decay, "weight_decay >= 0", lambda x: x >= 0),
+  ):
+    _validation.check_real_scalar(
+        name, value, allowed, ok, schedule=name in ("learning_rate", "weight_decay"), owner=owner
+    )
   parts = [
       optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype),
       _transforms.scale_by_strategy(strategy, scaling_factor, structure=structure),

@@ -19,7 +19,8 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from caadam_jax import _validation
 
 Factor = float | jax.Array
 
@@ -108,7 +109,8 @@ class Strategy:
     formula: ``(record, stats, g) -> factor``.
     default_scaling_factor: ``g`` when the user gives none.
     allowed: the valid range of ``g`` in words, for error messages.
-    is_allowed: the check for a concrete ``g``.
+    is_allowed: the range check; it works on a Python float and, elementwise
+      with ``&``, on a (traced) array.
   """
 
   formula: Callable[[LayerRecord, Statistics, Factor], Factor]
@@ -118,15 +120,36 @@ class Strategy:
 
 
 STRATEGIES: dict[str, Strategy] = {
-    # g >= 1 would zero or flip the step of the largest layer.
+    # g >= 1 would zero or flip the step of the largest layer; multiplicative g <= 0
+    # zeroes or flips steps; depth g < 0 shrinks steps, down to zero at g = -1.
     "additive": Strategy(
-        additive_minmaxmedian, 0.95, "0 <= scaling_factor < 1", lambda g: 0 <= g < 1
+        additive_minmaxmedian,
+        0.95,
+        "0 <= scaling_factor < 1",
+        lambda g: (g >= 0.0) & (g < 1.0),
     ),
     "multiplicative": Strategy(
-        multiplicative_minmaxmedian, 5.0, "scaling_factor > 0", lambda g: g > 0
+        multiplicative_minmaxmedian, 5.0, "scaling_factor > 0", lambda g: g > 0.0
     ),
-    "depth": Strategy(depth_scaling, 1.0, "scaling_factor >= 0", lambda g: g >= 0),
+    "depth": Strategy(depth_scaling, 1.0, "scaling_factor >= 0", lambda g: g >= 0.0),
 }
+
+
+def nan_outside_range(strategy: Strategy, g: jax.typing.ArrayLike) -> jax.Array:
+  """``g`` where it is in the strategy's range, NaN elsewhere (the traced-``g`` rule).
+
+  A traced scaling factor cannot raise. Out of range it would silently zero or flip
+  the sign of some layers' steps (additive ``g >= 1``, multiplicative ``g <= 0``) or
+  shrink them (depth ``g < 0``); as NaN it makes every factor that depends on it
+  NaN, so the step is visibly non-finite (an ``optax.apply_if_finite`` chained
+  after the optimizer skips it).
+  In range, ``g`` is returned unchanged, bit for bit, in its own dtype (an
+  integer ``g`` becomes float32, which can hold the NaN).
+  """
+  g = jnp.asarray(g)
+  if not jnp.issubdtype(g.dtype, jnp.floating):
+    g = g.astype(jnp.float32)
+  return jnp.where(strategy.is_allowed(g), g, jnp.nan)
 
 
 def resolve_strategy(
@@ -136,32 +159,30 @@ def resolve_strategy(
 
   Args:
     name: a key of ``STRATEGIES``.
-    scaling_factor: ``g``, or None for the strategy's default. A traced value
-      (``optax.inject_hyperparams`` under ``jit``) cannot be checked and is passed
-      through unchanged.
+    scaling_factor: ``g``, or None for the strategy's default. A JAX array
+      (what ``optax.inject_hyperparams`` passes; traced under ``jit``) cannot
+      raise on its value: it is returned through :func:`nan_outside_range`.
     argument: the user-facing name of ``name``, for error messages.
 
   Returns:
     ``(strategy, g)``.
 
   Raises:
-    ValueError: for an unknown strategy, or a concrete ``g`` that is not a finite
-      scalar in the strategy's allowed range.
+    ValueError: for an unknown strategy, a ``g`` that is not 0-dimensional, or a
+      concrete ``g`` that is not finite or not in the strategy's allowed range.
+    TypeError: ``g`` is not a real number (a string, a bool, None, a list).
   """
   if name not in STRATEGIES:
     raise ValueError(f"Unknown {argument} {name!r}: expected one of {sorted(STRATEGIES)}.")
   strategy = STRATEGIES[name]
   g = strategy.default_scaling_factor if scaling_factor is None else scaling_factor
-  if isinstance(g, jax.core.Tracer):
-    return strategy, g
-  value = np.asarray(g)
-  is_real = jnp.issubdtype(value.dtype, jnp.integer) or jnp.issubdtype(value.dtype, jnp.floating)
-  if value.ndim != 0 or not is_real or value.dtype == bool:
-    raise ValueError(f"scaling_factor for {argument}={name!r} must be a real scalar, got {g!r}.")
-  value = float(value)
-  if not np.isfinite(value) or not strategy.is_allowed(value):
-    raise ValueError(
-        f"scaling_factor={value!r} is out of range for {argument}={name!r}: "
-        f"expected {strategy.allowed}."
-    )
+  _validation.check_real_scalar(
+      "scaling_factor",
+      g,
+      strategy.allowed,
+      strategy.is_allowed,
+      context=f" for {argument}={name!r}",
+  )
+  if _validation.is_jax_array(g):
+    g = nan_outside_range(strategy, g)
   return strategy, g

@@ -8,8 +8,9 @@ without the ``.value`` level of its Variables) or a plain dict.
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jax
@@ -168,3 +169,40 @@ def paths_to_str(paths: Sequence[Path], limit: int = 10) -> str:
   """``'a/b, c/d, ...'`` for an error message (at most ``limit`` paths)."""
   shown = ", ".join(path_to_str(p) for p in paths[:limit])
   return shown + (f" (and {len(paths) - limit} more)" if len(paths) > limit else "")
+
+
+def check_prefixes(argument: str, prefixes: Iterable[Path], paths: Sequence[Path]) -> None:
+  """Raises a ValueError for every prefix that is no path in ``paths`` nor a prefix of one.
+
+  The message names ``argument`` and, for each unknown prefix, the closest known
+  paths and prefixes (a wrong case or a typo), so a misspelt path is never
+  silently ignored.
+
+  Args:
+    argument: the user-facing argument the prefixes come from (``'stacked'``).
+    prefixes: normalized paths given by the user.
+    paths: the normalized leaf paths they must match.
+
+  Raises:
+    ValueError: some prefix matches nothing.
+  """
+  known = {path[:end] for path in paths for end in range(len(path) + 1)}
+  unknown = [p for p in prefixes if p not in known]
+  if not unknown:
+    return
+  names = sorted({path_to_str(k) for k in known if k}, key=lambda s: natural_key((s,)))
+  described = []
+  for prefix in unknown:
+    text = path_to_str(prefix)
+    close = [n for n in names if n.lower() == text.lower()]
+    close += [n for n in difflib.get_close_matches(text, names, n=3, cutoff=0.6) if n not in close]
+    if close:
+      described.append(f"{text!r} (did you mean {' or '.join(repr(c) for c in close[:3])}?)")
+    else:
+      shown = ", ".join(repr(n) for n in names[:8]) + (", ..." if len(names) > 8 else "")
+      described.append(f"{text!r} (parameter paths include {shown or 'none'})")
+  raise ValueError(
+      f"{argument}: no parameter path is or starts with " + "; ".join(described) + ". Paths "
+      "are '/'-separated keys as infer_structure(params).leaves and describe() show them "
+      "(case-sensitive)."
+  )

@@ -42,6 +42,7 @@ from caadam_jax import _formulas
 from caadam_jax import _paths
 from caadam_jax import _structure
 from caadam_jax import _transforms
+from caadam_jax import _validation
 
 # The strategies of caadam 0.1.1 and their class defaults. ``strategy=None`` is what
 # ``caadam.CaAdam()`` does without a strategy: AdditiveMinMaxMedianConnectionScaling
@@ -121,13 +122,38 @@ def _structure_order(structure: _structure.Structure) -> list[_paths.Path]:
   return _order_leaves(leaves, layers)
 
 
+_ORDER_HELP = (
+    "order must be a sequence of parameter paths (e.g. ['Dense_0/kernel', "
+    "'Dense_0/bias', ...] or key tuples like ('Dense_0', 'kernel')) or a "
+    "caadam_jax.Structure"
+)
+
+
+# Key-path entries as jax.tree_util.tree_flatten_with_path gives them.
+_KEY_TYPES = (
+    jax.tree_util.DictKey,
+    jax.tree_util.GetAttrKey,
+    jax.tree_util.SequenceKey,
+    jax.tree_util.FlattenedIndexKey,
+)
+
+
 def _parse_order(order: Sequence[Any]) -> list[_paths.Path]:
   if isinstance(order, (str, bytes)):
-    raise TypeError(
-        "order must be a sequence of parameter paths (e.g. ['Dense_0/kernel', "
-        "'Dense_0/bias', ...]) or a caadam_jax.Structure, not a single string."
+    raise TypeError(f"{_ORDER_HELP}, not a single string.")
+  if not isinstance(order, Sequence):
+    raise TypeError(f"{_ORDER_HELP}; got {type(order).__name__} {order!r}.")
+  parsed = []
+  for i, p in enumerate(order):
+    is_keys = isinstance(p, Sequence) and all(
+        isinstance(k, (str, int, *_KEY_TYPES)) and not isinstance(k, bool) for k in p
     )
-  parsed = [_paths.parse_path(p) for p in order]
+    if not (isinstance(p, str) or is_keys):
+      raise TypeError(
+          f"order[{i}] = {p!r} is not a parameter path: {_ORDER_HELP} (each path a "
+          "'/'-separated string or a tuple of str/int keys)."
+      )
+    parsed.append(_paths.parse_path(p))
   seen, duplicates = set(), []
   for p in parsed:
     if p in seen:
@@ -301,7 +327,20 @@ def scale_by_keras_adam(
 
   Returns:
     An ``optax.GradientTransformation``.
+
+  Raises:
+    TypeError: a hyperparameter is not a real scalar, or ``amsgrad`` not a bool.
+    ValueError: a concrete hyperparameter is not finite or out of range
+      (``0 <= beta_1, beta_2 < 1``, ``epsilon > 0``).
   """
+  owner = "caadam_jax.keras_caadam"
+  for name, value, allowed, ok in (
+      ("beta_1", beta_1, "0 <= beta_1 < 1", lambda x: 0 <= x < 1),
+      ("beta_2", beta_2, "0 <= beta_2 < 1", lambda x: 0 <= x < 1),
+      ("epsilon", epsilon, "epsilon > 0", lambda x: x > 0),
+  ):
+    _validation.check_real_scalar(name, value, allowed, ok, owner=owner)
+  amsgrad = _validation.check_bool("amsgrad", amsgrad)
 
   def init_fn(params: optax.Params) -> ScaleByKerasAdamState:
     def zeros():
@@ -473,15 +512,33 @@ def keras_caadam(
   Returns:
     An ``optax.GradientTransformation``.
 
+  Validation: concrete hyperparameters are checked at construction (real,
+  finite scalars; ``learning_rate >= 0`` or a schedule, ``0 <= beta_1, beta_2 <
+  1``, ``epsilon > 0``, ``scaling_factor`` in the strategy's range; ``amsgrad``
+  a bool). JAX arrays (traced or injected by ``optax.inject_hyperparams``) are
+  checked for shape and dtype only; an injected ``scaling_factor`` outside the
+  range becomes NaN, so the step is NaN rather than silently zeroed or flipped
+  (see :func:`~caadam_jax.caadam` for skipping such steps).
+
   Raises:
-    ValueError: for an unknown strategy or out-of-range scaling factor, an
-      ``order`` that does not list every leaf once, or the reference's division
-      by zero.
+    ValueError: for an unknown strategy or out-of-range scaling factor or other
+      hyperparameter, an ``order`` that does not list every leaf once, or the
+      reference's division by zero.
+    TypeError: a hyperparameter that is not a real scalar, a non-bool
+      ``amsgrad``, or an ``order`` that is not a sequence of paths.
 
   References:
     Genet & Inzirillo, "CaAdam: Improving Adam optimizer using connection aware
     methods", arXiv:2410.24216, 2024; the ``caadam`` 0.1.1 package on PyPI.
   """
+  _validation.check_real_scalar(
+      "learning_rate",
+      learning_rate,
+      "learning_rate >= 0",
+      lambda x: x >= 0,
+      schedule=True,
+      owner="caadam_jax.keras_caadam",
+  )
   return optax.chain(
       scale_by_keras_adam(beta_1, beta_2, epsilon, amsgrad),
       scale_by_published_strategy(strategy, scaling_factor, order=order),

@@ -17,6 +17,7 @@ import optax
 
 from caadam_jax import _formulas
 from caadam_jax import _paths
+from caadam_jax import _validation
 
 
 class LeafInfo(NamedTuple):
@@ -97,6 +98,26 @@ def _slice_ids(info: LeafInfo) -> list[_paths.Path]:
   return [slice_layer(info.layer, i) for i in range(info.shape[info.stack_axis])]
 
 
+def check_record(argument: str, record: Any) -> tuple[int, int]:
+  """A ``(connections, depth)`` record as ints; raises for anything else.
+
+  Connections must be a positive integer and depth a non-negative integer; an
+  integral float is accepted, a fractional one is never truncated.
+  """
+  if isinstance(record, (str, bytes)) or not isinstance(record, Iterable):
+    raise TypeError(f"{argument} must be a (connections, depth) pair or None, got {record!r}.")
+  record = tuple(record)
+  if len(record) != 2:
+    raise TypeError(f"{argument} must be a (connections, depth) pair or None, got {record!r}.")
+  connections = _validation.check_integer(
+      f"{argument}: connections", record[0], minimum=1, what="a positive integer"
+  )
+  depth = _validation.check_integer(
+      f"{argument}: depth", record[1], minimum=0, what="a non-negative integer"
+  )
+  return connections, depth
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Structure:
   """An immutable description of a network's layers, as CaAdam sees them.
@@ -132,14 +153,22 @@ class Structure:
       counted_layers: ``(layer, connections)`` in forward order (depth = position)
         or ``(layer, connections, depth)`` with explicit depths (ties allowed,
         for branches). Layers not listed are not counted (factor 1).
+        Connections are positive integers, depths non-negative integers.
 
     Returns:
       The structure, with statistics over the counted layers.
+
+    Raises:
+      ValueError: a layer is listed twice, or a record is out of range.
+      TypeError: a record is not made of numbers.
     """
     records: dict[_paths.Path, tuple[int, int]] = {}
     for position, entry in enumerate(counted_layers):
-      layer, connections = entry[0], int(entry[1])
-      depth = int(entry[2]) if len(entry) > 2 else position
+      layer = entry[0]
+      connections, depth = check_record(
+          f"counted_layers[{position}] (layer {_paths.path_to_str(layer)})",
+          (entry[1], entry[2] if len(entry) > 2 else position),
+      )
       if layer in records:
         raise ValueError(f"counted_layers lists layer {_paths.path_to_str(layer)} more than once.")
       records[layer] = (connections, depth)
@@ -148,7 +177,7 @@ class Structure:
       info = LeafInfo(layer, tuple(shape), None, None, rest[0] if rest else None)
       if layer is not None:
         found = [records.get(i) for i in _slice_ids(info)]
-        if all(r is not None for r in found):
+        if found and all(r is not None for r in found):
           if info.stack_axis is not None:
             connections, depth = tuple(r[0] for r in found), tuple(r[1] for r in found)
           else:
@@ -184,10 +213,17 @@ class Structure:
         (``'encoder/Dense_0'`` or a key tuple; the longest matching prefix
         wins), to ``(connections, depth)``; or a callable
         ``(path string, leaf) -> (connections, depth)``. ``None`` gives the leaf
-        factor 1 and keeps it out of the statistics.
+        factor 1 and keeps it out of the statistics. ``connections`` must be a
+        positive integer and ``depth`` a non-negative integer (integral floats
+        such as ``2.0`` are accepted; ``2.7``, negatives, bools are rejected).
 
     Returns:
       The structure.
+
+    Raises:
+      ValueError: a record is out of range, leaves are not covered, or one
+        layer's leaves get different records.
+      TypeError: a record is not a ``(connections, depth)`` pair of numbers.
 
     Example:
       >>> import jax.numpy as jnp, caadam_jax
@@ -198,11 +234,19 @@ class Structure:
       1
     """
     leaves, _ = _paths.leaves_with_paths(params)
-    table = None if callable(records) else _parse_table(records)
+    table = None
+    if not callable(records):
+      table = {
+          key: None if record is None else check_record(f"records[{key!r}]", record)
+          for key, record in records.items()
+      }
+      table = _parse_table(table)
     leaf_layers, layer_records, missing = {}, {}, []
     for path, leaf in leaves:
       if table is None:
         record = records(_paths.path_to_str(path), leaf)
+        if record is not None:
+          record = check_record(f"records({_paths.path_to_str(path)!r}, leaf)", record)
       else:
         found, record = _prefix_lookup(table, path)
         if not found:
@@ -210,13 +254,11 @@ class Structure:
           continue
       layer = path[:-1] if record is not None else None
       leaf_layers[path] = (layer, _shape_of(leaf))
-      if record is not None:
-        record = (int(record[0]), int(record[1]))
-        if layer_records.setdefault(layer, record) != record:
-          raise ValueError(
-              f"Leaves of layer {_paths.path_to_str(layer)} got different records "
-              f"{layer_records[layer]} and {record}; give one record per layer."
-          )
+      if record is not None and layer_records.setdefault(layer, record) != record:
+        raise ValueError(
+            f"Leaves of layer {_paths.path_to_str(layer)} got different records "
+            f"{layer_records[layer]} and {record}; give one record per layer."
+        )
     if missing:
       raise ValueError(
           f"records gives no (connections, depth) for: {', '.join(missing[:10])}. "
@@ -231,9 +273,20 @@ class Structure:
     are only not scaled.
 
     Args:
-      paths: leaf paths or path prefixes (strings ``'a/b'`` or key tuples).
+      paths: leaf paths or path prefixes (strings ``'a/b'`` or key tuples), or
+        one path string.
+
+    Returns:
+      The new structure.
+
+    Raises:
+      ValueError: a path is no leaf path and no prefix of one (the message lists
+        close matches).
     """
+    if isinstance(paths, str):
+      paths = [paths]
     table = _parse_table(dict.fromkeys(paths, True))
+    _paths.check_prefixes("with_factor_one", table, list(self.leaves))
     infos = {
         path: info._replace(layer=None, connections=None, depth=None, stack_axis=None)
         if _prefix_lookup(table, path)[0]
@@ -343,7 +396,9 @@ def assemble(
   Returns:
     The structure.
   """
+  leaves = list(leaves)
   stack_table = _parse_table(stacked)
+  _paths.check_prefixes("stacked", stack_table, [path for path, _ in leaves])
   leaf_layers, connections = {}, {}
   for path, shape in leaves:
     found, axis = _prefix_lookup(stack_table, path)
@@ -360,6 +415,8 @@ def assemble(
     weight = (weight_roles or {}).get(path)
     if not (is_weight(path, shape, axis) if weight is None else weight):
       continue
+    if int(np.prod(shape)) == 0:
+      continue  # a zero-size tensor has no connections: it is no layer
     if axis is None:
       connections[layer] = connections.get(layer, 0) + int(np.prod(shape))
     else:

@@ -39,14 +39,29 @@ def scale_by_strategy(
   Args:
     strategy: ``"additive"``, ``"multiplicative"`` or ``"depth"``.
     scaling_factor: the strategy's ``g``; None for its default (0.95, 5.0, 1.0).
-      May be a traced value (``optax.inject_hyperparams``).
+      A JAX array (traced, or injected by ``optax.inject_hyperparams``) is not
+      range-checked: outside the range it is NaN, so the factors that depend on
+      it, and the step, are NaN instead of silently zeroed or flipped (see
+      :func:`~caadam_jax.caadam` for skipping such steps).
     structure: a :class:`~caadam_jax.Structure`; None infers one from the
       updates at every trace (per group inside ``optax.masked``).
 
   Returns:
     A stateless ``optax.GradientTransformationExtraArgs``.
+
+  Raises:
+    ValueError: an unknown strategy or a concrete ``scaling_factor`` out of the
+      strategy's range.
+    TypeError: ``scaling_factor`` is not a real scalar, or ``structure`` is not a
+      :class:`~caadam_jax.Structure` or None.
   """
   resolved, g = _formulas.resolve_strategy(strategy, scaling_factor)
+  if structure is not None and not isinstance(structure, _structure.Structure):
+    raise TypeError(
+        "structure must be a caadam_jax.Structure or None (None infers it from the "
+        f"updates), got {type(structure).__name__}. Build one with "
+        "caadam_jax.infer_structure(params) or caadam_jax.trace_structure(...)."
+    )
 
   def init_fn(params: optax.Params) -> ScaleByStructureState:
     if structure is not None:
@@ -112,7 +127,11 @@ def scale_by_connection_minmaxmedian(
     >>> updates, state = tx.update(params, state, params)
 
   Args:
-    scaling_factor: ``g``; None for the mode's default. May be traced.
+    scaling_factor: ``g``; None for the mode's default. A JAX array (traced,
+      or injected by ``optax.inject_hyperparams``) is not range-checked: outside
+      the range it is NaN, so the factors that depend on it, and the step, are
+      NaN instead of silently zeroed or flipped (see :func:`~caadam_jax.caadam`
+      for skipping such steps).
     mode: ``"additive"`` or ``"multiplicative"``.
     structure: a :class:`~caadam_jax.Structure` (e.g. from the full params for
       global statistics inside ``optax.masked``); None infers it from the
@@ -149,7 +168,11 @@ def scale_by_depth(
     >>> updates, _ = tx.update(params, tx.init(params), params)
 
   Args:
-    scaling_factor: ``g`` (default 1.0). May be traced.
+    scaling_factor: ``g`` (default 1.0). A JAX array (traced, or injected
+      by ``optax.inject_hyperparams``) is not range-checked: below 0 it is NaN,
+      so the factors that depend on it, and the step, are NaN instead of
+      silently shrunk or zeroed (see :func:`~caadam_jax.caadam` for skipping
+      such steps).
     structure: a :class:`~caadam_jax.Structure`; None infers it from the
       updates, with depth in natural path order.
 
