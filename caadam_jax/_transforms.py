@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from caadam_jax import _formulas
+from caadam_jax import _guards
 from caadam_jax import _paths
 from caadam_jax import _structure
 
@@ -49,8 +50,14 @@ def scale_by_strategy(
   resolved, g = _formulas.resolve_strategy(strategy, scaling_factor)
 
   def init_fn(params: optax.Params) -> ScaleByStructureState:
-    if structure is not None:
-      structure.check_matches(params)
+    if structure is None:
+      # Paths alone must not give a silently wrong structure: refuse undeclared
+      # stacks, and path orders that cannot be the forward order where depth counts.
+      _guards.check_default(
+          params, _structure.infer_structure(params), uses_depth=strategy == "depth"
+      )
+    else:
+      structure.for_tree(params).check_matches(params)
     return ScaleByStructureState()
 
   def update_fn(
@@ -64,8 +71,8 @@ def scale_by_strategy(
       current = _structure.infer_structure(updates)
     else:
       # Shapes may be local shards under shard_map; the structure carries global ones.
-      structure.check_matches(updates, check_shapes=False)
-      current = structure
+      current = structure.for_tree(updates)
+      current.check_matches(updates, check_shapes=False)
     factors = current.factors(resolved, g)
     updates = _paths.map_with_normalized_path(
         lambda path, u: _scale_leaf(u, factors[path]), updates
