@@ -3,8 +3,8 @@
 The structures come from ``trace_structure`` (forward order, roles from use);
 the tables are what docs/your_model.md shows. Run:
 
-    python benchmarks/describe_models.py            # all three models
-    python benchmarks/describe_models.py vit        # one of resnet, lm, vit
+    python benchmarks/describe_models.py            # per layer, the three strategies side by side
+    python benchmarks/describe_models.py --full vit # describe() itself, per leaf (resnet, lm, vit)
 """
 
 from __future__ import annotations
@@ -36,9 +36,39 @@ def structures() -> dict[str, caadam_jax.Structure]:
   }
 
 
-def main(names: list[str]) -> None:
+def summary(structure: caadam_jax.Structure) -> str:
+  """One line per counted layer: connections, depth and each strategy's factor."""
+  by_strategy = {
+      strategy: {
+          r.layer: r.factor for r in caadam_jax.describe(structure, strategy=strategy, show=False)
+      }
+      for strategy in STRATEGIES
+  }
+  width = max(len(str(layer)) for layer in by_strategy["depth"])
+  stats = structure.statistics
+  lines = [
+      f"c_min={stats.c_min:g}, c_med={stats.c_med:g}, c_max={stats.c_max:g}, D={stats.num_layers}; "
+      "layers not listed (norms, tokens, positional embeddings) get factor 1",
+      f"{'layer':<{width}}  {'connections':>11}  {'depth':>5}  "
+      + "  ".join(f"{s:>14}" for s in STRATEGIES),
+  ]
+  for layer, record in structure.layers.items():
+    name = "/".join(map(str, layer)) or "<root>"
+    cells = "  ".join(f"{by_strategy[s][name]:>14.4f}" for s in STRATEGIES)
+    lines.append(f"{name:<{width}}  {record.connections:>11}  {record.depth:>5}  {cells}")
+  return "\n".join(lines)
+
+
+def main(args: list[str]) -> None:
+  full = "--full" in args
+  names = [a for a in args if a != "--full"]
   for name, structure in structures().items():
     if names and name not in names:
+      continue
+    if not full:
+      print(f"## {name}")
+      print(summary(structure))
+      print()
       continue
     for strategy in STRATEGIES:
       print(f"## {name}, {strategy}")

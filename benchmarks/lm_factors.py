@@ -89,11 +89,16 @@ def format_table(title: str, structure: caadam_jax.Structure, rows: list[dict]) 
   return "\n".join(lines)
 
 
+def report(fused_qkv: bool) -> str:
+  """The table for GPT-2 small with separate or fused q/k/v projections."""
+  structure = lm_structure(fused_qkv)
+  title = "GPT-2 small, " + ("fused qkv (768, 2304)" if fused_qkv else "separate q/k/v")
+  return format_table(title, structure, factor_table(structure))
+
+
 def main() -> None:
   for fused in (False, True):
-    structure = lm_structure(fused)
-    title = "GPT-2 small, " + ("fused qkv (768, 2304)" if fused else "separate q/k/v")
-    print(format_table(title, structure, factor_table(structure)))
+    print(report(fused))
     print()
 
 

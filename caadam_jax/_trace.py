@@ -299,19 +299,42 @@ def trace_structure(
   first used later (tied weights) are ignored, and layers never used get the
   depths after the last, in natural path order.
 
-  Roles: a leaf whose name is not one of the known ones (``kernel``, ``bias``,
-  ``embedding``, ``scale``, ...) is a weight if the trace contracts it with an
-  activation (matrix product, convolution, lookup). Stacks: a parameter sliced
-  by a ``scan`` (``nn.scan``, ``nnx.scan``) is detected as stacked along axis 0,
-  and each slice is its own layer; ``stacked`` declares or overrides stacks
-  (path prefix -> axis), e.g. for an ``nnx.vmap``-created stack applied in a
-  Python loop.
+  Roles from use: a parameter holds connections only if the trace feeds it
+  into a contraction with an activation (``dot_general``, a convolution, or a
+  gather from it as an embedding table), whatever its name. Parameters that
+  are only added, multiplied elementwise or concatenated (norm scales, class
+  tokens, positional embeddings) get factor 1 and stay out of the statistics;
+  biases share their layer's factor. Leaves the forward pass never uses keep
+  the rule of :func:`~caadam_jax.infer_structure`.
 
-  Inputs: for linen, pass ``model.apply`` and the variables dict; when ``params``
-  has a ``"params"`` key, the structure covers ``params["params"]`` (what the
-  optimizer sees) and other collections (``batch_stats``) pass through. For
-  NNX, pass the module itself and the example inputs:
-  ``trace_structure(model, x)``.
+  Stacks: a parameter sliced by a ``scan`` (``nn.scan``, ``nnx.scan``) is
+  detected as stacked along axis 0, and each slice is its own layer;
+  ``stacked`` declares or overrides stacks (path prefix -> axis), e.g. for an
+  ``nnx.vmap``-created stack applied in a Python loop.
+
+  Models:
+
+  * linen: pass ``model.apply`` and the variables dict (or the params), then
+    the example inputs and keyword arguments:
+    ``trace_structure(model.apply, variables, x, train=False)``. Models whose
+    BatchNorm reduces over a named axis need ``train=False`` (the structure
+    does not depend on the mode); the error says so.
+  * NNX: pass the module itself and the example inputs:
+    ``trace_structure(model, x)``. Its state (batch statistics, RNG counts) is
+    traced along, so train mode, ``nnx.scan``/``nnx.vmap`` stacks with
+    BatchNorm or Dropout work, and the module is left unchanged.
+  * Equinox: pass the module itself and one example (Equinox modules act on
+    unbatched inputs): ``trace_structure(model, x)``. Its floating-point arrays
+    are the parameters (``eqx.filter(model, eqx.is_inexact_array)`` has the
+    same paths); equinox is only imported if such a module is passed.
+
+  The structure's paths are those of the parameters (for linen, of
+  ``variables["params"]``); it also serves a tree that holds the whole
+  variables dict (a ``TrainState`` created with ``params=variables``), whose
+  other collections then get factor 1. Abstract parameters
+  (``jax.eval_shape(model.init, ...)``, ``nnx.eval_shape``,
+  ``eqx.filter_eval_shape``) suffice: only shapes are traced. Non-array
+  arguments, NumPy scalars (``np.True_``) included, are passed as they are.
 
   Example:
     >>> import jax, jax.numpy as jnp, flax.linen as nn, caadam_jax
@@ -327,9 +350,10 @@ def trace_structure(
     {'a': 0, 'b': 1, 'c': 2}
 
   Args:
-    apply_fn: ``(params, *args, **kwargs) -> outputs``, or an ``nnx.Module``.
-    params: the parameters (linen variables or params; for an NNX module, the
-      first example input).
+    apply_fn: ``(params, *args, **kwargs) -> outputs``, an ``nnx.Module`` or an
+      ``equinox.Module``.
+    params: the parameters (linen variables or params; for an NNX or Equinox
+      module, the first example input).
     *args: example inputs (arrays or ``jax.ShapeDtypeStruct``; non-array
       arguments are passed as they are).
     stacked: path prefix -> stack axis, overriding detection.
@@ -338,6 +362,11 @@ def trace_structure(
 
   Returns:
     The structure of the parameter leaves.
+
+  Raises:
+    ValueError: for an unknown ``depth_rule``, or when the model needs a
+      collective axis that is unbound (pass ``train=False``).
+    TypeError: when the model is called without an argument it needs.
   """
   if depth_rule not in ("longest_path", "first_use"):
     raise ValueError(f"depth_rule must be 'longest_path' or 'first_use', got {depth_rule!r}.")

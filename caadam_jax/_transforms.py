@@ -42,10 +42,18 @@ def scale_by_strategy(
     scaling_factor: the strategy's ``g``; None for its default (0.95, 5.0, 1.0).
       May be a traced value (``optax.inject_hyperparams``).
     structure: a :class:`~caadam_jax.Structure`; None infers one from the
-      updates at every trace (per group inside ``optax.masked``).
+      updates at every trace (per group inside ``optax.masked``). ``init`` then
+      raises a ValueError naming the fix where paths alone would be silently
+      wrong: a leaf that looks like an undeclared ``nn.scan``/``nnx.vmap`` stack,
+      or, for ``"depth"``, layer paths whose sorted order need not be the
+      forward order (named submodules, several naming patterns). A structure
+      built from a linen variables dict or from its ``params`` serves both trees.
 
   Returns:
     A stateless ``optax.GradientTransformationExtraArgs``.
+
+  Raises:
+    ValueError: from ``init``, as described for ``structure=None``.
   """
   resolved, g = _formulas.resolve_strategy(strategy, scaling_factor)
 

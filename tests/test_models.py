@@ -11,6 +11,7 @@ with ``jax.eval_shape`` wherever only shapes matter (tracing needs no values).
 from __future__ import annotations
 
 import pathlib
+import re
 import sys
 import warnings
 
@@ -566,3 +567,28 @@ def test_describe_full_names_on_pipes_string_and_width(capsys, monkeypatch):
 def test_describe_rejects_what_is_not_params_or_structure(bad):
   with pytest.raises(TypeError, match="params pytree of arrays .* or a caadam_jax.Structure"):
     caadam_jax.describe(bad, show=False)
+
+
+# ---------------------------------------------------------- the docs page
+
+DOC = pathlib.Path(__file__).resolve().parent.parent / "docs" / "your_model.md"
+DOC_BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
+
+
+def test_docs_page_blocks_run_in_order():
+  assert len(DOC_BLOCKS) >= 6
+  namespace = {}
+  for i, block in enumerate(DOC_BLOCKS):  # later blocks use earlier names
+    exec(compile(block, f"docs/your_model.md block {i}", "exec"), namespace)
+
+
+def test_docs_page_tables_are_the_scripts_output():
+  """The LM and ViT tables on the page are what the benchmark scripts print now."""
+  import describe_models
+  import lm_factors
+
+  text = DOC.read_text()
+  vit = describe_models.summary(vit_structure()[1])
+  assert vit in text
+  for fused in (False, True):
+    assert lm_factors.report(fused) in text
