@@ -143,7 +143,7 @@ def describe(
 
 
 def _check_params(params: Any) -> None:
-  leaves = jax.tree_util.tree_leaves(params, is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+  leaves = jax.tree_util.tree_leaves(params)  # MaskedNode placeholders have no leaves
   bad = [x for x in leaves if not hasattr(x, "shape") and not isinstance(x, (int, float))]
   if params is None or not leaves or bad:
     got = type(bad[0]).__name__ + " leaves" if bad else repr(params)
