@@ -118,6 +118,8 @@ def _order_problem(layers: Iterable[_paths.Path]) -> str | None:
   while all(len(p) > prefix + 1 and p[prefix] == layers[0][prefix] for p in layers):
     prefix += 1
   rests = [p[prefix:] for p in layers]
+  if not all(rests):
+    return "a layer sits at the root of the tree beside named layers"
   if len({r[1:] for r in rests}) > 1:
     shown = ", ".join(_paths.path_to_str(r) for r in rests[:6])
     return f"the layers are named submodules at different levels ({shown})"

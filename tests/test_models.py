@@ -191,6 +191,25 @@ def test_default_path_keeps_the_sequential_one_liner_silent():
   ]
 
 
+def layer(*shape):
+  return {"kernel": jnp.zeros(shape)}
+
+
+@pytest.mark.parametrize(
+    "tree, why",
+    [
+        ({"w": jnp.zeros((4, 3)), "layer": layer(3, 2)}, "root"),
+        ({"Dense_0": layer(4, 3), "conv1": layer(1, 1, 3, 2)}, "several naming patterns"),
+        ({"encoder": layer(4, 3), "decoder": layer(3, 2)}, "named, not numbered"),
+        ({"blocks": {0: {"mlp": layer(4, 4), "attn": layer(4, 4)}}}, "named, not numbered"),
+    ],
+)
+def test_default_depth_refuses_each_untrusted_order(tree, why):
+  with pytest.raises(ValueError, match=why):
+    caadam_jax.scale_by_depth().init(tree)
+  caadam_jax.scale_by_connection_minmaxmedian().init(tree)  # depth-free: accepted
+
+
 class LinenScan(nn.Module):
   name_stack: bool = False
 
