@@ -82,7 +82,9 @@ def caadam(
     mask: a pytree or callable selecting the leaves weight decay applies to (as
       in ``optax.adamw``).
     structure: a :class:`~caadam_jax.Structure`; None infers it from the
-      updates' paths and shapes.
+      updates' paths and shapes (``init`` then refuses trees whose paths cannot
+      give the right structure: undeclared stacks, and for ``"depth"`` layer
+      paths that need not be in forward order; see docs/your_model.md).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any, NamedTuple
 
 import jax
@@ -56,8 +57,14 @@ def describe(
     scaling_factor: float | None = None,
     published: bool = False,
     show: bool = True,
-) -> list[DescribeRow]:
+    width: int | None = None,
+    as_string: bool = False,
+) -> list[DescribeRow] | str:
   """Returns (and prints) the per-leaf factors of a model, layer by layer.
+
+  Layer and leaf names are never shortened: in a terminal the table is drawn
+  with ``rich`` (when installed) and long names wrap; elsewhere (a pipe, a log
+  file, a notebook) it is plain text with full names.
 
   Args:
     params_or_structure: a params pytree (its structure is inferred with
@@ -68,10 +75,19 @@ def describe(
     published: report the factors of :func:`~caadam_jax.keras_caadam` (the
       published caadam 0.1.1 behaviour) instead of the method as described;
       ``strategy=None`` is then allowed (the package's ``CaAdam()`` default).
-    show: print the table (a ``rich`` table when rich is installed).
+    show: print the table.
+    width: the width of the ``rich`` table in a terminal; None uses the
+      terminal's.
+    as_string: return the plain-text table as a string instead of the rows (and
+      print nothing).
 
   Returns:
-    One :class:`DescribeRow` per leaf, in depth order (uncounted leaves last).
+    One :class:`DescribeRow` per leaf, in depth order (uncounted leaves last),
+    or the table as a string with ``as_string=True``.
+
+  Raises:
+    TypeError: ``params_or_structure`` is neither a Structure nor a pytree of
+      arrays (e.g. None).
 
   Example:
     >>> import jax.numpy as jnp, caadam_jax
@@ -81,6 +97,8 @@ def describe(
     >>> [(r.leaf, r.depth, round(r.factor, 4)) for r in rows]
     [('Dense_0/bias', 0, 1.4142), ('Dense_0/kernel', 0, 1.4142), ('Dense_1/kernel', 1, 1.0)]
   """
+  if not isinstance(params_or_structure, _structure.Structure):
+    _check_params(params_or_structure)
   structure = (
       params_or_structure
       if isinstance(params_or_structure, _structure.Structure)
@@ -117,9 +135,22 @@ def describe(
       )
       for path, info in sorted(structure.leaves.items(), key=sort_key)
   ]
+  if as_string:
+    return _plain_table(*_table(rows, structure, strategy, published))
   if show:
-    _print_table(rows, structure, strategy, published)
+    _print_table(*_table(rows, structure, strategy, published), width=width)
   return rows
+
+
+def _check_params(params: Any) -> None:
+  leaves = jax.tree_util.tree_leaves(params)  # MaskedNode placeholders have no leaves
+  bad = [x for x in leaves if not hasattr(x, "shape") and not isinstance(x, (int, float))]
+  if params is None or not leaves or bad:
+    got = type(bad[0]).__name__ + " leaves" if bad else repr(params)
+    raise TypeError(
+        "describe expects a params pytree of arrays (or jax.ShapeDtypeStruct) or a "
+        f"caadam_jax.Structure (from infer_structure or trace_structure); got {got}."
+    )
 
 
 def _format(value: Any) -> str:
@@ -132,7 +163,8 @@ def _format(value: Any) -> str:
   return str(value)
 
 
-def _print_table(rows, structure, strategy, published) -> None:
+def _table(rows, structure, strategy, published) -> tuple[str, list[str], list[list[str]]]:
+  """The table's title, header and body as strings."""
   header = ["layer", "leaf", "shape", "connections", "depth", "factor"]
   body = [
       [r.layer, r.leaf, str(r.shape), _format(r.connections), _format(r.depth), _format(r.factor)]
@@ -150,20 +182,33 @@ def _print_table(rows, structure, strategy, published) -> None:
         f"; c_min={stats.c_min:g}, c_med={stats.c_med:g}, c_max={stats.c_max:g}, "
         f"D={stats.num_layers}"
     )
+  return title, header, body
+
+
+def _plain_table(title: str, header: list[str], body: list[list[str]]) -> str:
+  widths = [max(len(str(x)) for x in column) for column in zip(header, *body, strict=False)]
+  lines = [title]
+  for line in [header, ["-" * w for w in widths], *body]:
+    lines.append("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=False)).rstrip())
+  return "\n".join(lines)
+
+
+def _print_table(title: str, header: list[str], body: list[list[str]], width: int | None) -> None:
   try:
     import rich.console
     import rich.table
   except ImportError:
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *body, strict=False)]
-    print(title)
-    for line in [header, ["-" * w for w in widths], *body]:
-      print("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=False)).rstrip())
+    rich = None
+  if rich is None or not sys.stdout.isatty():
+    print(_plain_table(title, header, body))  # full names for pipes, logs and notebooks
     return
   table = rich.table.Table(title=title)
   for name in header:
     table.add_column(
-        name, justify="right" if name in ("connections", "depth", "factor") else "left"
+        name,
+        justify="right" if name in ("connections", "depth", "factor") else "left",
+        overflow="fold",  # wrap long layer names, never cut them to "ResNetBlock_…"
     )
   for line in body:
     table.add_row(*line)
-  rich.console.Console().print(table)
+  rich.console.Console(width=width).print(table)

@@ -52,18 +52,21 @@ NON_WEIGHT_NAMES = frozenset({"bias", "b", "scale", "offset", "gamma", "beta"})
 def is_weight(path: _paths.Path, shape: tuple[int, ...], stack_axis: int | None = None) -> bool:
   """Whether a leaf counts as weights (connections) of its layer.
 
-  The leaf's name decides first (``kernel``, ``embedding``, ``weight``, ``w`` are
-  weights; ``bias``, ``scale`` and the like are not, whatever their number of
-  dimensions); otherwise a tensor with 2 or more dimensions (not counting a
-  stack axis) is a weight.
+  A tensor with fewer than 2 dimensions (not counting a stack axis) is never a
+  weight, whatever its name (biases, norm scales, Equinox's ``LayerNorm.weight``).
+  Otherwise the leaf's name decides first (``kernel``, ``embedding``, ``weight``,
+  ``w`` are weights; ``bias``, ``scale`` and the like are not, whatever their
+  number of dimensions); other tensors of 2 or more dimensions are weights.
   """
+  if len(shape) - (stack_axis is not None) < 2:
+    return False
   name = path[-1] if path else None
   if isinstance(name, str):
     if name.lower() in WEIGHT_NAMES:
       return True
     if name.lower() in NON_WEIGHT_NAMES:
       return False
-  return len(shape) - (stack_axis is not None) >= 2
+  return True
 
 
 def slice_layer(layer: _paths.Path, index: int) -> _paths.Path:
@@ -373,9 +376,47 @@ class Structure:
       raise ValueError(
           "The Structure does not match the parameter tree; "
           + "; ".join(problems)
-          + ". Build it from the same params (caadam_jax.infer_structure(params)) "
-          "or pass structure=None to infer it from the tree."
+          + ". Build it from the same model (caadam_jax.trace_structure(...) or "
+          "caadam_jax.infer_structure(params)); a structure built from a linen variables "
+          "dict or from its 'params' serves both."
       )
+
+  def for_tree(self, tree: Any) -> Structure:
+    """This structure keyed like ``tree``: with or without the ``params`` level.
+
+    A linen model's optimizer sees either ``variables["params"]`` or (a
+    ``TrainState`` created with ``params=variables``) the whole variables dict
+    ``{"params": ..., "batch_stats": ...}``. A structure built from one form
+    serves the other: leaves under ``params`` are matched with that level added
+    or dropped, and leaves of other collections get factor 1. Layers, depths and
+    statistics are unchanged.
+
+    Args:
+      tree: a parameter or update pytree.
+
+    Returns:
+      ``self`` when the paths already match, else the re-keyed structure.
+    """
+    leaves, masked = _paths.leaves_with_paths(tree)
+    tree_paths = [p for p, _ in leaves] + masked
+    if not tree_paths or all(p in self.leaves for p in tree_paths):
+      return self
+    mine = list(self.leaves)
+    if _any_params(tree_paths) and not _any_params(mine):
+      infos = {("params", *p): info for p, info in self.leaves.items()}
+      for path, leaf in leaves:
+        if path[:1] != ("params",) and path not in infos:
+          infos[path] = LeafInfo(None, _shape_of(leaf), None, None)
+    elif _any_params(mine) and not _any_params(tree_paths):
+      infos = {p[1:]: info for p, info in self.leaves.items() if p[:1] == ("params",)}
+    else:
+      return self
+    return Structure(types.MappingProxyType(infos), self.statistics)
+
+
+def _any_params(paths: Iterable[_paths.Path]) -> bool:
+  """Whether some path starts with ``params`` (a linen variables dict)."""
+  return any(p[:1] == ("params",) for p in paths)
 
 
 def assemble(
@@ -440,9 +481,9 @@ def infer_structure(params: optax.Params, *, stacked: Mapping[Any, int] | None =
     (``{'Dense_0': {'kernel', 'bias'}}`` -> layer ``Dense_0``), so a bias shares
     its layer's factor;
   * a layer's connection count is the number of weights in its weight tensors:
-    leaves named ``kernel``, ``embedding``, ``weight`` or ``w`` whatever their
-    rank (attention kernels are 3-D), and other tensors of 2 or more dimensions
-    except those named ``bias``/``scale`` (attention biases are 2-D). Dense
+    tensors of 2 or more dimensions (attention kernels are 3-D) except those
+    named ``bias``/``scale`` (attention biases are 2-D). A 1-D tensor is never a
+    weight, whatever its name (Equinox's ``LayerNorm.weight``). Dense
     ``(in, out)``: ``in*out``; Conv ``(kh, kw, in, out)``: ``kh*kw*in*out``;
   * layers with no weight tensor (LayerNorm, BatchNorm) are not counted: they
     get factor 1 and do not enter the statistics;

@@ -8,6 +8,7 @@ only, no compute) and follows every value from the inputs through the network.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -49,6 +50,7 @@ class _Tracer:
   def __init__(self):
     self.uses: list[tuple[frozenset, frozenset]] = []  # (param elements, activation ancestors)
     self.contracted: set[int] = set()  # leaves used as the parameter operand of a contraction
+    self.used: set[int] = set()  # leaves that meet an activation anywhere
     self.scanned: dict[int, set[int]] = {}  # leaf -> lengths of scans slicing it
 
   def run(self, jaxpr: Any, inputs: list[_Value]) -> list[_Value]:
@@ -106,6 +108,7 @@ class _Tracer:
     ancestors = frozenset().union(*(v.elements for v in activations))
     if params:
       self.uses.append((params, ancestors))
+      self.used.update(leaf for leaf, _ in params)
       if contraction:
         self.contracted.update(leaf for leaf, _ in params)
     return _Value(True, ancestors | params)
@@ -158,11 +161,13 @@ def _split_scan_inputs(params: dict[str, Any], ins: list[Any]) -> tuple[list, li
 
 
 def _split_static(tree: Any) -> tuple[list[Any], Callable[[list[Any]], Any]]:
-  """Separates array leaves (traced) from static ones (closed over)."""
+  """Separates array leaves (traced) from static ones (closed over).
+
+  NumPy scalars (``np.True_``, ``np.int32(3)``) are static like Python scalars:
+  models branch on them (``train=np.True_``); 0-d arrays are traced.
+  """
   leaves, treedef = jax.tree_util.tree_flatten(tree)
-  is_array = [
-      isinstance(x, (jax.Array, np.ndarray, jax.ShapeDtypeStruct, np.generic)) for x in leaves
-  ]
+  is_array = [isinstance(x, (jax.Array, np.ndarray, jax.ShapeDtypeStruct)) for x in leaves]
 
   def rebuild(arrays: list[Any]) -> Any:
     it = iter(arrays)
@@ -181,6 +186,89 @@ def _longest_path_depths(order: list, preds: Mapping[Any, set]) -> dict[Any, int
     earlier = [depths[p] for p in preds.get(layer, ()) if position[p] < position[layer]]
     depths[layer] = 1 + max(earlier) if earlier else 0
   return depths
+
+
+def _as_function(
+    model: Any, params: Any, args: tuple[Any, ...]
+) -> tuple[Callable[..., Any], Any, Any, tuple[Any, ...]]:
+  """``(fn(params, state, *args, **kwargs), params, state, args)`` for any model.
+
+  ``params`` are the leaves the structure describes; ``state`` (linen's other
+  collections, NNX batch statistics and RNG counts) is traced too, like the
+  inputs, so models may update it (train mode) without leaking tracers.
+  """
+  from flax import nnx  # local: only NNX users pay for the import
+
+  if isinstance(model, nnx.Module):
+    graphdef, param_state, rest = nnx.split(model, nnx.Param, ...)
+
+    def nnx_fn(p, state, *a, **k):
+      # A fresh module inside the trace: it may mutate its state (BatchNorm in
+      # train mode, Dropout's RNG count, nnx.scan's carried state); the caller's
+      # module is left untouched.
+      return nnx.merge(graphdef, p, state)(*a, **k)
+
+    return nnx_fn, param_state, rest, (params, *args)
+  eqx = sys.modules.get("equinox")  # an Equinox module implies equinox is imported
+  if eqx is not None and isinstance(model, eqx.Module):
+    arrays, static = eqx.partition(model, _is_float_array)
+
+    def eqx_fn(p, state, *a, **k):
+      del state
+      return eqx.combine(p, static)(*a, **k)
+
+    return eqx_fn, arrays, None, (params, *args)
+  if not callable(model):
+    raise TypeError(
+        "trace_structure expects apply_fn to be a function (params, *args) -> outputs "
+        f"(e.g. model.apply), an nnx.Module or an equinox.Module; got {type(model).__name__}."
+    )
+  if isinstance(params, Mapping) and "params" in params:
+    # A linen variables dict: the optimizer sees its "params" collection; the
+    # others (batch_stats, cache) are state.
+    collections = {k: v for k, v in params.items() if k != "params"}
+
+    def linen_fn(p, state, *a, **k):
+      return model({"params": p, **state}, *a, **k)
+
+    return linen_fn, params["params"], collections, args
+
+  def plain_fn(p, state, *a, **k):
+    del state
+    return model(p, *a, **k)
+
+  return plain_fn, params, None, args
+
+
+def _is_float_array(x: Any) -> bool:
+  """Equinox's trainable leaves: floating arrays, abstract ones (``eqx.filter_eval_shape``) too."""
+  return isinstance(x, (jax.Array, np.ndarray, jax.ShapeDtypeStruct)) and np.issubdtype(
+      x.dtype, np.inexact
+  )
+
+
+def _make_jaxpr(forward: Callable[..., Any], *operands: Any) -> Any:
+  """``jax.make_jaxpr(forward)(*operands)`` with the fixes for common failures."""
+  try:
+    return jax.make_jaxpr(forward)(*operands)
+  except NameError as error:  # jax: "Found an unbound axis name: batch"
+    if "axis name" not in str(error):
+      raise
+    raise ValueError(
+        f"trace_structure could not trace the model: {error} The model uses a collective "
+        "(BatchNorm's axis_name, pmean) that only exists under pmap/shard_map. Trace it in "
+        "evaluation mode instead: pass train=False (or use_running_average=True, "
+        "deterministic=True: whatever the model's flag is) as a keyword argument; the "
+        "structure does not depend on the mode."
+    ) from error
+  except TypeError as error:
+    if "missing" not in str(error) or "argument" not in str(error):
+      raise
+    raise TypeError(
+        f"trace_structure could not call the model: {error} Pass every argument the "
+        "forward pass needs after params (example inputs) or as keyword arguments, e.g. "
+        "trace_structure(model.apply, variables, x, train=False)."
+    ) from error
 
 
 def trace_structure(
@@ -211,19 +299,42 @@ def trace_structure(
   first used later (tied weights) are ignored, and layers never used get the
   depths after the last, in natural path order.
 
-  Roles: a leaf whose name is not one of the known ones (``kernel``, ``bias``,
-  ``embedding``, ``scale``, ...) is a weight if the trace contracts it with an
-  activation (matrix product, convolution, lookup). Stacks: a parameter sliced
-  by a ``scan`` (``nn.scan``, ``nnx.scan``) is detected as stacked along axis 0,
-  and each slice is its own layer; ``stacked`` declares or overrides stacks
-  (path prefix -> axis), e.g. for an ``nnx.vmap``-created stack applied in a
-  Python loop.
+  Roles from use: a parameter holds connections only if the trace feeds it
+  into a contraction with an activation (``dot_general``, a convolution, or a
+  gather from it as an embedding table), whatever its name. Parameters that
+  are only added, multiplied elementwise or concatenated (norm scales, class
+  tokens, positional embeddings) get factor 1 and stay out of the statistics;
+  biases share their layer's factor. Leaves the forward pass never uses keep
+  the rule of :func:`~caadam_jax.infer_structure`.
 
-  Inputs: for linen, pass ``model.apply`` and the variables dict; when ``params``
-  has a ``"params"`` key, the structure covers ``params["params"]`` (what the
-  optimizer sees) and other collections (``batch_stats``) pass through. For
-  NNX, pass the module itself and the example inputs:
-  ``trace_structure(model, x)``.
+  Stacks: a parameter sliced by a ``scan`` (``nn.scan``, ``nnx.scan``) is
+  detected as stacked along axis 0, and each slice is its own layer;
+  ``stacked`` declares or overrides stacks (path prefix -> axis), e.g. for an
+  ``nnx.vmap``-created stack applied in a Python loop.
+
+  Models:
+
+  * linen: pass ``model.apply`` and the variables dict (or the params), then
+    the example inputs and keyword arguments:
+    ``trace_structure(model.apply, variables, x, train=False)``. Models whose
+    BatchNorm reduces over a named axis need ``train=False`` (the structure
+    does not depend on the mode); the error says so.
+  * NNX: pass the module itself and the example inputs:
+    ``trace_structure(model, x)``. Its state (batch statistics, RNG counts) is
+    traced along, so train mode, ``nnx.scan``/``nnx.vmap`` stacks with
+    BatchNorm or Dropout work, and the module is left unchanged.
+  * Equinox: pass the module itself and one example (Equinox modules act on
+    unbatched inputs): ``trace_structure(model, x)``. Its floating-point arrays
+    are the parameters (``eqx.filter(model, eqx.is_inexact_array)`` has the
+    same paths); equinox is only imported if such a module is passed.
+
+  The structure's paths are those of the parameters (for linen, of
+  ``variables["params"]``); it also serves a tree that holds the whole
+  variables dict (a ``TrainState`` created with ``params=variables``), whose
+  other collections then get factor 1. Abstract parameters
+  (``jax.eval_shape(model.init, ...)``, ``nnx.eval_shape``,
+  ``eqx.filter_eval_shape``) suffice: only shapes are traced. Non-array
+  arguments, NumPy scalars (``np.True_``) included, are passed as they are.
 
   Example:
     >>> import jax, jax.numpy as jnp, flax.linen as nn, caadam_jax
@@ -239,9 +350,10 @@ def trace_structure(
     {'a': 0, 'b': 1, 'c': 2}
 
   Args:
-    apply_fn: ``(params, *args, **kwargs) -> outputs``, or an ``nnx.Module``.
-    params: the parameters (linen variables or params; for an NNX module, the
-      first example input).
+    apply_fn: ``(params, *args, **kwargs) -> outputs``, an ``nnx.Module`` or an
+      ``equinox.Module``.
+    params: the parameters (linen variables or params; for an NNX or Equinox
+      module, the first example input).
     *args: example inputs (arrays or ``jax.ShapeDtypeStruct``; non-array
       arguments are passed as they are).
     stacked: path prefix -> stack axis, overriding detection.
@@ -250,39 +362,28 @@ def trace_structure(
 
   Returns:
     The structure of the parameter leaves.
+
+  Raises:
+    ValueError: for an unknown ``depth_rule``, or when the model needs a
+      collective axis that is unbound (pass ``train=False``).
+    TypeError: when the model is called without an argument it needs.
   """
   if depth_rule not in ("longest_path", "first_use"):
     raise ValueError(f"depth_rule must be 'longest_path' or 'first_use', got {depth_rule!r}.")
-  from flax import nnx  # local: only NNX users pay for the import
-
-  if isinstance(apply_fn, nnx.Module):
-    graphdef, param_state, rest = nnx.split(apply_fn, nnx.Param, ...)
-    args = (params, *args)
-    module_graph = graphdef
-
-    def apply_fn(p, *a, **k):
-      return nnx.merge(module_graph, p, rest)(*a, **k)
-
-    params = param_state
-
-  # A linen variables dict: the optimizer sees only its "params" collection.
-  is_variables = isinstance(params, Mapping) and "params" in params
+  fn, param_tree, state, args = _as_function(apply_fn, params, args)
   arrays, rebuild = _split_static((args, kwargs))
 
-  def forward(variables, arrays):
+  def forward(p, state, arrays):
     call_args, call_kwargs = rebuild(arrays)
-    return apply_fn(variables, *call_args, **call_kwargs)
+    return fn(p, state, *call_args, **call_kwargs)
 
-  jaxpr = jax.make_jaxpr(forward)(params, arrays)
-  paths, inputs = [], []
-  for key_path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-    path = _paths.normalize_path(key_path)
-    if is_variables and path[:1] != ("params",):
-      inputs.append(_INPUT)  # other collections (batch_stats) flow like inputs
-      continue
-    inputs.append(_Value(False, frozenset({(len(paths), None)})))
-    paths.append((path[1:] if is_variables else path, leaf))
-  inputs += [_INPUT] * (len(jaxpr.jaxpr.invars) - len(inputs))
+  jaxpr = _make_jaxpr(forward, param_tree, state, arrays)
+  paths = [
+      (_paths.normalize_path(key_path), leaf)
+      for key_path, leaf in jax.tree_util.tree_flatten_with_path(param_tree)[0]
+  ]
+  inputs = [_Value(False, frozenset({(i, None)})) for i in range(len(paths))]
+  inputs += [_INPUT] * (len(jaxpr.jaxpr.invars) - len(inputs))  # state and inputs
   tracer = _Tracer()
   tracer.run(jaxpr, inputs)
 
@@ -293,14 +394,12 @@ def trace_structure(
       if len(lengths) == 1 and shapes[leaf][1] and shapes[leaf][1][0] in lengths
   }
   stacked_table = {**detected, **{_paths.parse_path(k): v for k, v in (stacked or {}).items()}}
-  roles = {
-      path: (index in tracer.contracted) or None
-      for index, (path, _) in enumerate(shapes)
-      if not (
-          isinstance(path[-1] if path else None, str)
-          and path[-1].lower() in _structure.WEIGHT_NAMES | _structure.NON_WEIGHT_NAMES
-      )
-  }
+  # Roles from use: a used leaf holds connections only if it enters a contraction
+  # (matrix product, convolution, embedding lookup), whatever its name; leaves only
+  # added, multiplied elementwise or concatenated (norm scales, class tokens,
+  # positional embeddings) are not weights. Unused leaves keep the path rule.
+  roles = {path: index in tracer.contracted for index, (path, _) in enumerate(shapes)}
+  roles.update({shapes[i][0]: None for i in range(len(shapes)) if i not in tracer.used})
   base = _structure.assemble(shapes, stacked=stacked_table, weight_roles=roles)
   counted = set(base.layers)
 

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from caadam_jax import _formulas
+from caadam_jax import _guards
 from caadam_jax import _paths
 from caadam_jax import _structure
 
@@ -44,14 +45,19 @@ def scale_by_strategy(
       it, and the step, are NaN instead of silently zeroed or flipped (see
       :func:`~caadam_jax.caadam` for skipping such steps).
     structure: a :class:`~caadam_jax.Structure`; None infers one from the
-      updates at every trace (per group inside ``optax.masked``).
+      updates at every trace (per group inside ``optax.masked``). ``init`` then
+      raises a ValueError naming the fix where paths alone would be silently
+      wrong: a leaf that looks like an undeclared ``nn.scan``/``nnx.vmap`` stack,
+      or, for ``"depth"``, layer paths whose sorted order need not be the
+      forward order (named submodules, several naming patterns). A structure
+      built from a linen variables dict or from its ``params`` serves both trees.
 
   Returns:
     A stateless ``optax.GradientTransformationExtraArgs``.
 
   Raises:
     ValueError: an unknown strategy or a concrete ``scaling_factor`` out of the
-      strategy's range.
+      strategy's range; from ``init``, as described for ``structure=None``.
     TypeError: ``scaling_factor`` is not a real scalar, or ``structure`` is not a
       :class:`~caadam_jax.Structure` or None.
   """
@@ -64,8 +70,14 @@ def scale_by_strategy(
     )
 
   def init_fn(params: optax.Params) -> ScaleByStructureState:
-    if structure is not None:
-      structure.check_matches(params)
+    if structure is None:
+      # Paths alone must not give a silently wrong structure: refuse undeclared
+      # stacks, and path orders that cannot be the forward order where depth counts.
+      _guards.check_default(
+          params, _structure.infer_structure(params), uses_depth=strategy == "depth"
+      )
+    else:
+      structure.for_tree(params).check_matches(params)
     return ScaleByStructureState()
 
   def update_fn(
@@ -79,8 +91,8 @@ def scale_by_strategy(
       current = _structure.infer_structure(updates)
     else:
       # Shapes may be local shards under shard_map; the structure carries global ones.
-      structure.check_matches(updates, check_shapes=False)
-      current = structure
+      current = structure.for_tree(updates)
+      current.check_matches(updates, check_shapes=False)
     factors = current.factors(resolved, g)
     updates = _paths.map_with_normalized_path(
         lambda path, u: _scale_leaf(u, factors[path]), updates
