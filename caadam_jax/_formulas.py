@@ -15,13 +15,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 
-Factor = float | jax.Array
+# A scaling factor or a layer's factor: a Python number, or an array (traced under
+# ``optax.inject_hyperparams``).
+Factor = jax.typing.ArrayLike
+
+# The names of the strategies, for type checkers (one entry per key of STRATEGIES).
+StrategyName = Literal["additive", "multiplicative", "depth"]
 
 
 class Statistics(NamedTuple):
@@ -117,7 +123,7 @@ class Strategy:
   is_allowed: Callable[[float], bool]
 
 
-STRATEGIES: dict[str, Strategy] = {
+STRATEGIES: dict[StrategyName, Strategy] = {
     # g >= 1 would zero or flip the step of the largest layer.
     "additive": Strategy(
         additive_minmaxmedian, 0.95, "0 <= scaling_factor < 1", lambda g: 0 <= g < 1
@@ -130,7 +136,7 @@ STRATEGIES: dict[str, Strategy] = {
 
 
 def resolve_strategy(
-    name: str, scaling_factor: Factor | None, *, argument: str = "strategy"
+    name: StrategyName, scaling_factor: Factor | None, *, argument: str = "strategy"
 ) -> tuple[Strategy, Factor]:
   """Looks up a strategy and validates its scaling factor.
 

@@ -8,8 +8,9 @@ only, no compute) and follows every value from the inputs through the network.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import jax
 import numpy as np
@@ -140,7 +141,7 @@ class _Tracer:
         carry, step_ys = outs[:n_carry], outs[n_carry:]
         ys = step_ys if ys is None else self._merge(ys, step_ys)
       return carry + (ys or [])
-    outs = None
+    outs: list[Any] = []
     for _ in range(2):  # a second pass lets the carry's ancestry reach the body
       outs = self.run(params["jaxpr"], consts + carry + xs)
       carry = self._merge(carry, outs[:n_carry])
@@ -253,16 +254,18 @@ def trace_structure(
   """
   if depth_rule not in ("longest_path", "first_use"):
     raise ValueError(f"depth_rule must be 'longest_path' or 'first_use', got {depth_rule!r}.")
-  from flax import nnx  # local: only NNX users pay for the import
-
-  if isinstance(apply_fn, nnx.Module):
+  # flax is optional: whoever passes an NNX module has imported flax.nnx already.
+  nnx = sys.modules.get("flax.nnx")
+  call: Callable[..., Any] = apply_fn
+  if nnx is not None and isinstance(apply_fn, nnx.Module):
     graphdef, param_state, rest = nnx.split(apply_fn, nnx.Param, ...)
     args = (params, *args)
     module_graph = graphdef
 
-    def apply_fn(p, *a, **k):
+    def call_module(p, *a, **k):
       return nnx.merge(module_graph, p, rest)(*a, **k)
 
+    call = call_module
     params = param_state
 
   # A linen variables dict: the optimizer sees only its "params" collection.
@@ -271,7 +274,7 @@ def trace_structure(
 
   def forward(variables, arrays):
     call_args, call_kwargs = rebuild(arrays)
-    return apply_fn(variables, *call_args, **call_kwargs)
+    return call(variables, *call_args, **call_kwargs)
 
   jaxpr = jax.make_jaxpr(forward)(params, arrays)
   paths, inputs = [], []
@@ -309,7 +312,7 @@ def trace_structure(
     path = shapes[leaf][0]
     info = base.leaves[path]
     if info.stack_axis is not None and index is not None:
-      return _structure.slice_layer(info.layer, index)
+      return _structure.slice_layer(cast(_paths.Path, info.layer), index)
     return info.layer if info.stack_axis is None else None
 
   order: list[Any] = []
