@@ -16,6 +16,9 @@ Two places in Optax itself (0.2.5 to 0.2.8 at least) are not strict-clean:
 * ``optax.MultiSteps`` divides by its int32 mini-step counter. Tests that wrap an
   optimizer in it are marked ``@pytest.mark.standard_promotion`` and run under JAX's
   default promotion.
+* ``optax.scale_by_adam`` on complex parameters adds a float32 norm to a complex64
+  moment. Test cases parametrized with a complex dtype get the same marker (added at
+  collection, below).
 """
 
 from __future__ import annotations
@@ -37,6 +40,21 @@ def pytest_configure(config):
       "standard_promotion: run under JAX's standard dtype promotion, for Optax code that "
       "is not strict-clean (optax.MultiSteps).",
   )
+
+
+def _is_complex_dtype(value) -> bool:
+  try:
+    return jnp.issubdtype(jnp.dtype(value), jnp.complexfloating)
+  except (TypeError, ValueError):
+    return False
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  for item in items:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if any(_is_complex_dtype(v) for v in params.values() if isinstance(v, (str, type))):
+      item.add_marker(pytest.mark.standard_promotion)
 
 
 @pytest.fixture(autouse=True)
