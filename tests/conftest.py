@@ -79,6 +79,10 @@ def _strict_bias_correction(original):
 
 _ORIGINAL = optax.tree_utils.tree_bias_correction
 _PATCHED = _strict_bias_correction(_ORIGINAL)
-for _module, _name in ((optax.tree_utils, "tree_bias_correction"), (optax.tree, "bias_correction")):
+_ALIASES = (
+    (optax.tree_utils, "tree_bias_correction"),
+    (getattr(optax, "tree", None), "bias_correction"),
+)
+for _module, _name in _ALIASES:
   if getattr(_module, _name, None) is _ORIGINAL:
     setattr(_module, _name, _PATCHED)
