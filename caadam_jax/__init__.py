@@ -8,6 +8,7 @@ from caadam_jax._describe import DescribeRow
 from caadam_jax._describe import describe
 from caadam_jax._formulas import LayerRecord
 from caadam_jax._formulas import Statistics
+from caadam_jax._formulas import StrategyName
 from caadam_jax._published import keras_caadam
 from caadam_jax._published import keras_caadam_factors
 from caadam_jax._structure import LeafInfo
@@ -28,6 +29,7 @@ __all__ = (
     "ScaleByAdasState",
     "ScaleByStructureState",
     "Statistics",
+    "StrategyName",
     "Structure",
     "adas",
     "caadam",

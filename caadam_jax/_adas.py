@@ -18,10 +18,12 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from caadam_jax import _dtypes
 from caadam_jax import _validation
 
 
@@ -107,7 +109,7 @@ def _leaf_axis(ndim: int, output_axis: int) -> int | None:
 
 
 def _state_dtype(dtype: Any) -> jnp.dtype:
-  return jnp.promote_types(dtype, jnp.float32)
+  return _dtypes.at_least_float32(dtype)
 
 
 def _normalize(x, v, beta_1, eps, correction):
@@ -271,12 +273,12 @@ def scale_by_adas(
 
   def update_fn(
       updates: optax.Updates,
-      state: ScaleByAdasState,
+      state,  # ScaleByAdasState (unannotated, as in Optax: the protocol takes any OptState)
       params: optax.Params | None = None,
       **extra_args: Any,
   ) -> tuple[optax.Updates, ScaleByAdasState]:
     del params, extra_args
-    count = optax.safe_increment(state.count)
+    count = jnp.asarray(optax.safe_increment(state.count))
     grads, treedef = jax.tree.flatten(updates)
     names = ScaleByAdasState._fields[1:]
     columns = [treedef.flatten_up_to(getattr(state, name)) for name in names]

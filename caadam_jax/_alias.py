@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import optax
 
+from caadam_jax import _formulas
 from caadam_jax import _structure
 from caadam_jax import _transforms
 from caadam_jax import _validation
@@ -20,10 +21,10 @@ def caadam(
     eps: jax.typing.ArrayLike = 1e-8,
     eps_root: jax.typing.ArrayLike = 0.0,
     *,
-    strategy: str = "additive",
+    strategy: _formulas.StrategyName = "additive",
     scaling_factor: jax.typing.ArrayLike | None = None,
     mu_dtype: Any | None = None,
-    weight_decay: jax.typing.ArrayLike = 0.0,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
     mask: Any | Callable[[optax.Params], Any] | None = None,
     structure: _structure.Structure | None = None,
 ) -> optax.GradientTransformationExtraArgs:

@@ -53,7 +53,7 @@ def _shape_tree(structure: _structure.Structure) -> dict[Any, Any]:
 def describe(
     params_or_structure: optax.Params | _structure.Structure,
     *,
-    strategy: str = "additive",
+    strategy: _formulas.StrategyName = "additive",
     scaling_factor: float | None = None,
     published: bool = False,
     show: bool = True,

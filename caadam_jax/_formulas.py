@@ -15,14 +15,20 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
+import jax.core
 import jax.numpy as jnp
 
 from caadam_jax import _validation
 
-Factor = float | jax.Array
+# A scaling factor or a layer's factor: a Python number, or an array (traced under
+# ``optax.inject_hyperparams``).
+Factor = jax.typing.ArrayLike
+
+# The names of the strategies, for type checkers (one entry per key of STRATEGIES).
+StrategyName = Literal["additive", "multiplicative", "depth"]
 
 
 class Statistics(NamedTuple):
@@ -119,7 +125,7 @@ class Strategy:
   is_allowed: Callable[[float], bool]
 
 
-STRATEGIES: dict[str, Strategy] = {
+STRATEGIES: dict[StrategyName, Strategy] = {
     # g >= 1 would zero or flip the step of the largest layer; multiplicative g <= 0
     # zeroes or flips steps; depth g < 0 shrinks steps, down to zero at g = -1.
     "additive": Strategy(
@@ -153,7 +159,7 @@ def nan_outside_range(strategy: Strategy, g: jax.typing.ArrayLike) -> jax.Array:
 
 
 def resolve_strategy(
-    name: str, scaling_factor: Factor | None, *, argument: str = "strategy"
+    name: StrategyName, scaling_factor: Factor | None, *, argument: str = "strategy"
 ) -> tuple[Strategy, Factor]:
   """Looks up a strategy and validates its scaling factor.
 

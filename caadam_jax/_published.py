@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from caadam_jax import _dtypes
 from caadam_jax import _formulas
 from caadam_jax import _paths
 from caadam_jax import _structure
@@ -60,7 +61,7 @@ Order = Sequence[str | Sequence[_paths.PathKey]] | _structure.Structure
 
 
 def _resolve(
-    strategy: str | None, scaling_factor: _formulas.Factor | None
+    strategy: _formulas.StrategyName | None, scaling_factor: _formulas.Factor | None
 ) -> tuple[str, _formulas.Strategy, _formulas.Factor]:
   if strategy is None:
     name = DEFAULT_STRATEGY
@@ -116,7 +117,8 @@ def _structure_order(structure: _structure.Structure) -> list[_paths.Path]:
   leaves = {path: info.shape for path, info in structure.leaves.items()}
   counted = list(structure.layers)
   counted_set = set(counted)
-  natural = sorted({info.layer for info in structure.leaves.values()}, key=_paths.natural_key)
+  layer_ids = {info.layer for info in structure.leaves.values() if info.layer is not None}
+  natural = sorted(layer_ids, key=_paths.natural_key)
   depth_order = iter(counted)
   layers = [next(depth_order) if layer in counted_set else layer for layer in natural]
   return _order_leaves(leaves, layers)
@@ -237,7 +239,9 @@ class _Resolver:
   def __init__(self, strategy, scaling_factor, order):
     self.name, self.strategy, self.g = _resolve(strategy, scaling_factor)
     self.structure = order if isinstance(order, _structure.Structure) else None
-    self.order = None if order is None or self.structure is not None else _parse_order(order)
+    self.order = (
+        None if order is None or isinstance(order, _structure.Structure) else _parse_order(order)
+    )
     if self.structure is not None:
       # Shapes are known: check the reference's division by zero now.
       leaves = {p: info.shape for p, info in self.structure.leaves.items()}
@@ -293,7 +297,8 @@ class ScaleByKerasAdamState(NamedTuple):
   count: jax.Array
   mu: optax.Updates
   nu: optax.Updates
-  nu_max: optax.Updates | None
+  # Any, not Updates | None: a None leaf is not an optax.OptState for type checkers.
+  nu_max: Any
 
 
 def scale_by_keras_adam(
@@ -355,7 +360,7 @@ def scale_by_keras_adam(
 
   def update_fn(
       updates: optax.Updates,
-      state: ScaleByKerasAdamState,
+      state,  # ScaleByKerasAdamState (unannotated, as in Optax: the protocol takes any OptState)
       params: optax.Params | None = None,
   ) -> tuple[optax.Updates, ScaleByKerasAdamState]:
     del params
@@ -366,14 +371,14 @@ def scale_by_keras_adam(
       return jnp.square(jnp.abs(g)) if jnp.iscomplexobj(g) else jnp.square(g)
 
     nu = jax.tree.map(lambda g, v: beta_2 * v + (1 - beta_2) * square(g), updates, state.nu)
-    count = optax.safe_increment(state.count)
+    count = jnp.asarray(optax.safe_increment(state.count))
     nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu) if amsgrad else None
     denominator_nu = nu_max if amsgrad else nu
 
     def direction(m, v):
       # Bias corrections in at least float32: in bf16, 0.999 rounds to 1 and
       # sqrt(1 - b2^t) to 0 (Keras casts to the variable dtype and stalls).
-      dtype = jnp.promote_types(jnp.finfo(m.dtype).dtype, jnp.float32)
+      dtype = _dtypes.at_least_float32(jnp.finfo(m.dtype).dtype)
       t = count.astype(dtype)
       b1_power = jnp.power(jnp.asarray(beta_1, dtype), t)
       b2_power = jnp.power(jnp.asarray(beta_2, dtype), t)
@@ -387,7 +392,7 @@ def scale_by_keras_adam(
 
 
 def scale_by_published_strategy(
-    strategy: str | None = None,
+    strategy: _formulas.StrategyName | None = None,
     scaling_factor: jax.typing.ArrayLike | None = None,
     *,
     order: Order | None = None,
@@ -413,7 +418,7 @@ def scale_by_published_strategy(
     return optax.EmptyState()
 
   def update_fn(
-      updates: optax.Updates, state: optax.EmptyState, params: optax.Params | None = None
+      updates: optax.Updates, state, params: optax.Params | None = None
   ) -> tuple[optax.Updates, optax.EmptyState]:
     del params
     factors = resolver.factors(updates)
@@ -428,7 +433,7 @@ def scale_by_published_strategy(
 def keras_caadam(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     *,
-    strategy: str | None = None,
+    strategy: _formulas.StrategyName | None = None,
     scaling_factor: jax.typing.ArrayLike | None = None,
     beta_1: jax.typing.ArrayLike = 0.9,
     beta_2: jax.typing.ArrayLike = 0.999,
@@ -549,7 +554,7 @@ def keras_caadam(
 def keras_caadam_factors(
     params: optax.Params,
     *,
-    strategy: str | None = None,
+    strategy: _formulas.StrategyName | None = None,
     scaling_factor: float | None = None,
     order: Order | None = None,
 ) -> dict[str, float]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import types
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax.numpy as jnp
 import numpy as np
@@ -96,9 +96,11 @@ def _parse_table(table: Mapping[Any, Any] | None) -> dict[_paths.Path, Any]:
 
 
 def _slice_ids(info: LeafInfo) -> list[_paths.Path]:
+  """The layer ids of a counted leaf (its layer, or one per stack slice)."""
+  layer = cast(_paths.Path, info.layer)  # counted leaves have a layer
   if info.stack_axis is None:
-    return [info.layer]
-  return [slice_layer(info.layer, i) for i in range(info.shape[info.stack_axis])]
+    return [layer]
+  return [slice_layer(layer, i) for i in range(info.shape[info.stack_axis])]
 
 
 def check_record(argument: str, record: Any) -> tuple[int, int]:
@@ -179,8 +181,9 @@ class Structure:
     for path, (layer, shape, *rest) in leaves.items():
       info = LeafInfo(layer, tuple(shape), None, None, rest[0] if rest else None)
       if layer is not None:
-        found = [records.get(i) for i in _slice_ids(info)]
-        if found and all(r is not None for r in found):
+        ids = _slice_ids(info)
+        found = [records[i] for i in ids if i in records]
+        if found and len(found) == len(ids):
           if info.stack_axis is not None:
             connections, depth = tuple(r[0] for r in found), tuple(r[1] for r in found)
           else:
@@ -237,16 +240,19 @@ class Structure:
       1
     """
     leaves, _ = _paths.leaves_with_paths(params)
-    table = None
-    if not callable(records):
-      table = {
-          key: None if record is None else check_record(f"records[{key!r}]", record)
-          for key, record in records.items()
-      }
-      table = _parse_table(table)
+    table = (
+        {}
+        if callable(records)
+        else _parse_table(
+            {
+                key: None if record is None else check_record(f"records[{key!r}]", record)
+                for key, record in records.items()
+            }
+        )
+    )
     leaf_layers, layer_records, missing = {}, {}, []
     for path, leaf in leaves:
-      if table is None:
+      if callable(records):
         record = records(_paths.path_to_str(path), leaf)
         if record is not None:
           record = check_record(f"records({_paths.path_to_str(path)!r}, leaf)", record)
@@ -305,10 +311,13 @@ class Structure:
     for info in self.leaves.values():
       if info.connections is None:
         continue
+      # A leaf's connections and depth are numbers, or tuples for a stacked leaf.
       if info.stack_axis is None:
-        layers[info.layer] = _formulas.LayerRecord(info.connections, info.depth)
+        record = _formulas.LayerRecord(cast(int, info.connections), cast(int, info.depth))
+        layers[_slice_ids(info)[0]] = record
       else:
-        for layer_id, c, d in zip(_slice_ids(info), info.connections, info.depth, strict=False):
+        ids, depths = _slice_ids(info), cast(tuple, info.depth)
+        for layer_id, c, d in zip(ids, cast(tuple, info.connections), depths, strict=True):
           layers[layer_id] = _formulas.LayerRecord(c, d)
     return dict(sorted(layers.items(), key=lambda item: item[1].depth))
 
@@ -321,8 +330,9 @@ class Structure:
     for a stacked leaf, an array of per-slice factors shaped to broadcast along
     its stack axis.
     """
+    stats = cast(_formulas.Statistics, self.statistics)  # not None where layers are counted
     per_layer = {
-        layer: strategy.formula(record, self.statistics, scaling_factor)
+        layer: strategy.formula(record, stats, scaling_factor)
         for layer, record in self.layers.items()
     }
     factors = {}
@@ -330,7 +340,7 @@ class Structure:
       if info.connections is None:
         factors[path] = 1.0
       elif info.stack_axis is None:
-        factors[path] = per_layer[info.layer]
+        factors[path] = per_layer[_slice_ids(info)[0]]
       else:
         values = [per_layer[i] for i in _slice_ids(info)]
         stacked = (
@@ -423,7 +433,7 @@ def assemble(
     leaves: Iterable[tuple[_paths.Path, tuple[int, ...]]],
     *,
     stacked: Mapping[Any, int] | None = None,
-    weight_roles: Mapping[_paths.Path, bool] | None = None,
+    weight_roles: Mapping[_paths.Path, bool | None] | None = None,
     layer_depths: Mapping[_paths.Path, int] | None = None,
 ) -> Structure:
   """Builds a structure from leaf paths and shapes; shared by every builder.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import jax
 import numpy as np
@@ -143,7 +143,7 @@ class _Tracer:
         carry, step_ys = outs[:n_carry], outs[n_carry:]
         ys = step_ys if ys is None else self._merge(ys, step_ys)
       return carry + (ys or [])
-    outs = None
+    outs: list[Any] = []
     for _ in range(2):  # a second pass lets the carry's ancestry reach the body
       outs = self.run(params["jaxpr"], consts + carry + xs)
       carry = self._merge(carry, outs[:n_carry])
@@ -197,9 +197,9 @@ def _as_function(
   collections, NNX batch statistics and RNG counts) is traced too, like the
   inputs, so models may update it (train mode) without leaking tracers.
   """
-  from flax import nnx  # local: only NNX users pay for the import
-
-  if isinstance(model, nnx.Module):
+  # flax is optional: whoever passes an NNX module has imported flax.nnx already.
+  nnx = sys.modules.get("flax.nnx")
+  if nnx is not None and isinstance(model, nnx.Module):
     graphdef, param_state, rest = nnx.split(model, nnx.Param, ...)
 
     def nnx_fn(p, state, *a, **k):
@@ -408,7 +408,7 @@ def trace_structure(
     path = shapes[leaf][0]
     info = base.leaves[path]
     if info.stack_axis is not None and index is not None:
-      return _structure.slice_layer(info.layer, index)
+      return _structure.slice_layer(cast(_paths.Path, info.layer), index)
     return info.layer if info.stack_axis is None else None
 
   order: list[Any] = []

@@ -30,7 +30,7 @@ def _scale_leaf(update: jax.Array, factor: _formulas.Factor) -> jax.Array:
 
 
 def scale_by_strategy(
-    strategy: str,
+    strategy: _formulas.StrategyName,
     scaling_factor: jax.typing.ArrayLike | None = None,
     *,
     structure: _structure.Structure | None = None,
@@ -82,7 +82,7 @@ def scale_by_strategy(
 
   def update_fn(
       updates: optax.Updates,
-      state: ScaleByStructureState,
+      state,  # ScaleByStructureState (unannotated, as in Optax: the protocol takes any OptState)
       params: optax.Params | None = None,
       **extra_args: Any,
   ) -> tuple[optax.Updates, ScaleByStructureState]:

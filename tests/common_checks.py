@@ -20,6 +20,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -162,64 +163,6 @@ TARGETS = {
     "layered_rosenbrock": setup_layered_rosenbrock,
 }
 
-# ----------------------------------------------------------------------------
-# Tree assertions (as optax/_src/test_utils.py).
-
-
-def _as_numpy(x) -> np.ndarray:
-  """A numpy array, with 16-bit floats widened to float32 (numpy lacks bfloat16 math)."""
-  x = np.asarray(x)
-  if (
-      x.dtype.kind == "V"
-      or x.dtype.itemsize < 4
-      and x.dtype.kind == "f"
-      or "bfloat16" in str(x.dtype)
-  ):
-    x = x.astype(np.float32)
-  return x
-
-
-def assert_trees_all_close(actual, desired, rtol=1e-6, atol=0.0, err_msg=""):
-  flat_a, def_a = jax.tree.flatten(actual)
-  flat_d, def_d = jax.tree.flatten(desired)
-  if def_a != def_d:
-    raise AssertionError(f"Trees have different structures:\n{def_a}\n{def_d}")
-  for x, y in zip(flat_a, flat_d, strict=False):
-    np.testing.assert_allclose(
-        _as_numpy(x),
-        _as_numpy(y),
-        rtol=rtol,
-        atol=atol,
-        err_msg=err_msg,
-    )
-
-
-def assert_trees_all_equal(actual, desired, err_msg=""):
-  flat_a, def_a = jax.tree.flatten(actual)
-  flat_d, def_d = jax.tree.flatten(desired)
-  if def_a != def_d:
-    raise AssertionError(f"Trees have different structures:\n{def_a}\n{def_d}")
-  for x, y in zip(flat_a, flat_d, strict=False):
-    assert np.asarray(x).dtype == np.asarray(y).dtype, (x.dtype, y.dtype, err_msg)
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=err_msg)
-
-
-def assert_tree_all_finite(tree, err_msg=""):
-  for x in jax.tree.leaves(tree):
-    if not np.all(np.isfinite(_as_numpy(x))):
-      raise AssertionError(f"Array {x} is not finite. {err_msg}")
-
-
-def assert_same_abstract_trees(actual, desired, err_msg=""):
-  """Same tree structure, and the same shape and dtype leaf by leaf."""
-  flat_a, def_a = jax.tree.flatten(actual)
-  flat_d, def_d = jax.tree.flatten(desired)
-  if def_a != def_d:
-    raise AssertionError(f"Trees have different structures:\n{def_a}\n{def_d}\n{err_msg}")
-  for x, y in zip(flat_a, flat_d, strict=False):
-    if (tuple(x.shape), jnp.dtype(x.dtype)) != (tuple(y.shape), jnp.dtype(y.dtype)):
-      raise AssertionError(f"{x.shape}/{x.dtype} != {y.shape}/{y.dtype}. {err_msg}")
-
 
 def _nbytes(tree) -> int:
   return sum(int(np.prod(x.shape)) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
@@ -276,9 +219,9 @@ def check_optimization(factory: Factory, settings, target: str, dtype) -> None:
   params, state = run(initial_params, state)
   params, state = run(params, state)
   assert run._cache_size() == 1, 'Optimizer recompiles on second call to "update".'
-  assert_same_abstract_trees(params, initial_params, "params changed shape or dtype")
-  assert_tree_all_finite(params)
-  assert_trees_all_close(params, final_params, rtol=settings.rtol, atol=settings.atol)
+  chex.assert_trees_all_equal_shapes_and_dtypes(params, initial_params)
+  chex.assert_tree_all_finite(params)
+  chex.assert_trees_all_close(params, final_params, rtol=settings.rtol, atol=settings.atol)
 
 
 def check_per_layer_step_sizes(factory: Factory, settings) -> None:
@@ -336,14 +279,13 @@ def check_inject_hyperparams(factory: Factory, settings, steps: int = 4) -> None
     kw = _update_kwargs(settings, _quadratic(params))
     updates, state = update(grads, state, params, **kw)
     updates_inj, state_inj = update_inj(grads, state_inj, params, **kw)
-    assert_trees_all_close(updates_inj, updates, rtol=1e-3, err_msg="updates differ")
+    chex.assert_trees_all_close(updates_inj, updates, rtol=1e-3)
     assert jax.tree.structure(state_inj.inner_state) == jax.tree.structure(state)
-    assert_trees_all_close(
+    chex.assert_trees_all_close(
         jax.tree.leaves(state_inj.inner_state),
         jax.tree.leaves(state),
         rtol=1e-3,
         atol=1e-7,
-        err_msg="states differ",
     )
     params = optax.apply_updates(params, updates)
   # The comparison is not vacuous.
@@ -391,15 +333,15 @@ def check_scheduled_hyperparam(factory: Factory, settings, steps: int = 6) -> No
     updates, new_state = update(grads, state, params, **kw)
     np.testing.assert_allclose(new_state.hyperparams[name], plain_value(t), rtol=1e-6, atol=1e-7)
     expected, _ = constant(plain_value(t))(grads, state.inner_state, params, **kw)
-    assert_trees_all_close(updates, expected, rtol=1e-5, err_msg=f"step {t}")
+    chex.assert_trees_all_close(updates, expected, rtol=1e-5)
     with_first, _ = first(grads, state.inner_state, params, **kw)
     if t == 0:
-      assert_trees_all_close(updates, with_first, rtol=1e-6)
+      chex.assert_trees_all_close(updates, with_first, rtol=1e-6)
       if settings.reference is not None:
         ref = settings.reference()
         ref_updates, _ = ref.update(grads, ref.init(params), params)
         # Injected float32 b1/b2/eps round differently from Python floats.
-        assert_trees_all_close(updates, ref_updates, rtol=1e-4, err_msg="first step != reference")
+        chex.assert_trees_all_close(updates, ref_updates, rtol=1e-4)  # first step
     elif plain_value(t) != plain_value(0):
       changed = changed or not all(
           np.allclose(a, b, rtol=1e-3)
@@ -425,10 +367,10 @@ def check_preserve_dtype(factory: Factory, settings, dtype, layered: bool) -> No
   for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(grads), strict=False):
     assert u.dtype == g.dtype == dtype, (u.dtype, g.dtype)
   # The updates are usable in that dtype: finite and not all zero.
-  assert_tree_all_finite(updates)
+  chex.assert_tree_all_finite(updates)
   for u in jax.tree.leaves(updates):
     assert np.any(np.asarray(u, np.float32) != 0), f"all-zero {dtype} update"
-  assert_same_abstract_trees(new_state, state, "state changed through update")
+  chex.assert_trees_all_equal_shapes_and_dtypes(new_state, state)
 
 
 def check_state_stability(factory: Factory, settings, dtype, execute: bool = True) -> None:
@@ -452,7 +394,7 @@ def check_state_stability(factory: Factory, settings, dtype, execute: bool = Tru
       init_abstract,
       initial_params,
   )
-  assert_same_abstract_trees(updated_abstract, init_abstract, "state changed through update")
+  chex.assert_trees_all_equal_shapes_and_dtypes(updated_abstract, init_abstract)
 
   @jax.jit
   def step(params, state):
@@ -469,7 +411,7 @@ def check_state_stability(factory: Factory, settings, dtype, execute: bool = Tru
 
   params, state = initial_params, opt.init(initial_params)
   _, traced_state = jax.eval_shape(step, params, state)
-  assert_same_abstract_trees(traced_state, init_abstract)
+  chex.assert_trees_all_equal_shapes_and_dtypes(traced_state, init_abstract)
   if not execute:
     return
   for _ in range(2):
@@ -477,7 +419,7 @@ def check_state_stability(factory: Factory, settings, dtype, execute: bool = Tru
     assert jax.tree.leaves(params)[0].dtype == dtype
     cond = jax.random.randint(jax.random.key(0), (), 0, 2) == 0
     state = jax.lax.cond(cond, lambda: state, lambda: new_state)  # noqa: B023
-  assert_same_abstract_trees(state, init_abstract)
+  chex.assert_trees_all_equal_shapes_and_dtypes(state, init_abstract)
 
 
 def check_gradient_accumulation(factory: Factory, settings, dtype, k: int = 4) -> None:
@@ -499,12 +441,12 @@ def check_gradient_accumulation(factory: Factory, settings, dtype, k: int = 4) -
   for i in range(k):
     updates, state = update(grads[i], state, params, **kw)
     if i < k - 1:
-      assert_trees_all_equal(updates, jax.tree.map(jnp.zeros_like, params), f"mini-step {i}")
+      chex.assert_trees_all_equal(updates, jax.tree.map(jnp.zeros_like, params), strict=True)
   mean = jax.tree.map(lambda *g: sum(x.astype(jnp.float32) for x in g) / k, *grads)
   mean = jax.tree.map(lambda m, p: m.astype(p.dtype), mean, params)
   expected, _ = base.update(mean, base.init(params), params, **kw)
   tol = 1e-5 if dtype == jnp.float32 else 3e-2
-  assert_trees_all_close(updates, expected, rtol=tol, atol=tol * 1e-2)
+  chex.assert_trees_all_close(updates, expected, rtol=tol, atol=tol * 1e-2)
   assert any(np.any(np.asarray(u, np.float32) != 0) for u in jax.tree.leaves(updates))
 
 
@@ -522,12 +464,12 @@ def check_scaler_no_arguments(
   """
   scaler = constructor()
   state = jax.jit(scaler.init)(ONE_D_PARAMS)
-  assert_tree_all_finite(state)
+  chex.assert_tree_all_finite(state)
   updates, state = jax.jit(scaler.update)(ONE_D_UPDATES, state, ONE_D_PARAMS)
-  assert_tree_all_finite((ONE_D_PARAMS, updates, state))
-  assert_same_abstract_trees(updates, ONE_D_PARAMS)
+  chex.assert_tree_all_finite((ONE_D_PARAMS, updates, state))
+  chex.assert_trees_all_equal_shapes_and_dtypes(updates, ONE_D_PARAMS)
   if identity:
-    assert_trees_all_equal(updates, ONE_D_UPDATES)
+    chex.assert_trees_all_equal(updates, ONE_D_UPDATES, strict=True)
   else:
     assert any(np.any(np.asarray(u) != 0) for u in jax.tree.leaves(updates))
 
@@ -544,11 +486,13 @@ def check_state_matches_reference(factory: Factory, settings) -> None:
   params = layered_params()
   state, ref_state = opt.init(params), ref.init(params)
   assert _nbytes(state) == _nbytes(ref_state), (_nbytes(state), _nbytes(ref_state))
-  assert_trees_all_equal(jax.tree.leaves(state), jax.tree.leaves(ref_state))
+  chex.assert_trees_all_equal_shapes_and_dtypes(jax.tree.leaves(state), jax.tree.leaves(ref_state))
+  chex.assert_trees_all_equal(jax.tree.leaves(state), jax.tree.leaves(ref_state), strict=True)
   grads = layered_grads(params)
   _, state = opt.update(grads, state, params)
   _, ref_state = ref.update(grads, ref_state, params)
-  assert_trees_all_equal(jax.tree.leaves(state), jax.tree.leaves(ref_state))
+  chex.assert_trees_all_equal_shapes_and_dtypes(jax.tree.leaves(state), jax.tree.leaves(ref_state))
+  chex.assert_trees_all_equal(jax.tree.leaves(state), jax.tree.leaves(ref_state), strict=True)
   assert _nbytes(state) == _nbytes(ref_state)
 
 
@@ -607,10 +551,10 @@ def check_bare_array(factory: Factory, settings, shape: tuple[int, ...]) -> None
     value, grads = jax.value_and_grad(objective)(params)
     updates, state = update(grads, state, params, **_update_kwargs(settings, value))
     assert updates.shape == params.shape and updates.dtype == params.dtype
-    assert_tree_all_finite(updates)
+    chex.assert_tree_all_finite(updates)
     if ref is not None:
       ref_updates, ref_state = ref_update(grads, ref_state, params)
-      assert_trees_all_equal(updates, ref_updates)
+      chex.assert_trees_all_equal(updates, ref_updates, strict=True)
     params = optax.apply_updates(params, updates)
 
 
@@ -620,11 +564,13 @@ def check_init_shape_dtype_struct(factory: Factory, settings) -> None:
   for params in (layered_params(), jnp.ones((3, 2)), layered_params(jnp.bfloat16)):
     concrete = opt.init(params)
     abstract_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
-    assert_same_abstract_trees(jax.eval_shape(opt.init, params), concrete)
-    assert_same_abstract_trees(jax.eval_shape(opt.init, abstract_params), concrete)
+    chex.assert_trees_all_equal_shapes_and_dtypes(jax.eval_shape(opt.init, params), concrete)
+    chex.assert_trees_all_equal_shapes_and_dtypes(
+        jax.eval_shape(opt.init, abstract_params), concrete
+    )
     direct = opt.init(abstract_params)
-    assert_same_abstract_trees(direct, concrete)
-    assert_trees_all_equal(direct, concrete)
+    chex.assert_trees_all_equal_shapes_and_dtypes(direct, concrete)
+    chex.assert_trees_all_equal(direct, concrete, strict=True)
 
 
 def check_extra_args(factory: Factory, settings) -> None:
@@ -643,9 +589,9 @@ def check_extra_args(factory: Factory, settings) -> None:
     expected, expected_state = tx.update(grads, state, params, **base_kw)
     update = functools.partial(tx.update, unexpected_extra_args_your_optimizer_doesnt_expect=1)
     updates, new_state = (jax.jit(update) if jit else update)(grads, state, params, **extra)
-    assert_trees_all_close(updates, expected, rtol=1e-6)
-    assert_trees_all_close(new_state, expected_state, rtol=1e-6)
+    chex.assert_trees_all_close(updates, expected, rtol=1e-6)
+    chex.assert_trees_all_close(new_state, expected_state, rtol=1e-6)
     # Two more steps, with another unknown argument.
     for _ in range(2):
       updates, state = tx.update(grads, state, params, **extra, foo="bar")
-      assert_tree_all_finite(updates)
+      chex.assert_tree_all_finite(updates)

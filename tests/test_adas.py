@@ -259,6 +259,7 @@ def test_bf16_params_give_bf16_updates_and_f32_state():
   assert all(p.dtype == jnp.bfloat16 for p in jax.tree.leaves(new_params))
 
 
+@pytest.mark.standard_promotion  # optax.MultiSteps divides by an int32 counter
 def test_multisteps_first_update_is_zero():
   params = _params()
   tx = optax.MultiSteps(caadam_jax.adas(), every_k_schedule=2)

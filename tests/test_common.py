@@ -6,6 +6,7 @@ structure transform of caadam_jax, with per-entry settings) in ``registry.py``.
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -156,6 +157,7 @@ def test_state_shape_dtype_stability(request, entry, dtype):
 # Gradient accumulation.
 
 
+@pytest.mark.standard_promotion  # optax.MultiSteps divides by an int32 counter
 @entry_params
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 def test_gradient_accumulation(request, entry, dtype):
@@ -197,7 +199,8 @@ def test_caadam_state_bytes_equal_adam(strategy):
     return sum(x.nbytes for x in jax.tree.leaves(t))
 
   assert nbytes(state) == nbytes(adam_state) > 0
-  common_checks.assert_trees_all_equal(jax.tree.leaves(state), jax.tree.leaves(adam_state))
+  chex.assert_trees_all_equal_shapes_and_dtypes(jax.tree.leaves(state), jax.tree.leaves(adam_state))
+  chex.assert_trees_all_equal(jax.tree.leaves(state), jax.tree.leaves(adam_state), strict=True)
 
 
 @entry_params
@@ -237,14 +240,16 @@ def test_init_shape_dtype_struct_explicit_structure(strategy):
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
   structure = caadam_jax.infer_structure(abstract)
   opt = caadam_jax.caadam(0.1, strategy=strategy, structure=structure)
-  common_checks.assert_same_abstract_trees(opt.init(abstract), opt.init(params))
-  common_checks.assert_same_abstract_trees(jax.eval_shape(opt.init, abstract), opt.init(params))
+  chex.assert_trees_all_equal_shapes_and_dtypes(opt.init(abstract), opt.init(params))
+  chex.assert_trees_all_equal_shapes_and_dtypes(
+      jax.eval_shape(opt.init, abstract), opt.init(params)
+  )
   grads = common_checks.layered_grads(params)
   updates, _ = jax.jit(opt.update)(grads, opt.init(params), params)
   expected, _ = jax.jit(caadam_jax.caadam(0.1, strategy=strategy).update)(
       grads, opt.init(params), params
   )
-  common_checks.assert_trees_all_equal(updates, expected)
+  chex.assert_trees_all_equal(updates, expected, strict=True)
   # A mismatching tree is refused, abstract or not.
   wrong = dict(abstract, Dense_2={"kernel": jax.ShapeDtypeStruct((5, 1), jnp.float32)})
   with pytest.raises(ValueError, match="does not match"):
@@ -275,6 +280,7 @@ def _scale_leaf_by_two(name):
   return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
 
 
+@pytest.mark.standard_promotion  # its last check wraps optax.MultiSteps
 def test_checks_detect_broken_optimizers():
   settings = registry.Settings(reference=lambda: optax.adam(registry.LR))
 
