@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.core
@@ -122,7 +122,7 @@ class Strategy:
   formula: Callable[[LayerRecord, Statistics, Factor], Factor]
   default_scaling_factor: float
   allowed: str
-  is_allowed: Callable[[float], bool]
+  is_allowed: Callable[[Any], Any]
 
 
 STRATEGIES: dict[StrategyName, Strategy] = {

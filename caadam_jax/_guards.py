@@ -138,7 +138,10 @@ def _order_problem(layers: Iterable[_paths.Path]) -> str | None:
 
 def _family(key: _paths.PathKey) -> str:
   """``'Dense_3'`` -> ``'dense'``, ``'conv2'`` -> ``'conv'``, ``3`` -> ``''``."""
-  return "" if isinstance(key, int) else _NUMBERED.match(str(key)).group(1).lower().strip("_")
+  if isinstance(key, int):
+    return ""
+  match = _NUMBERED.match(str(key))
+  return match.group(1).lower().strip("_") if match else str(key).lower()
 
 
 def _kind(family: str) -> str:

@@ -265,7 +265,7 @@ class Structure:
       leaf_layers[path] = (layer, _shape_of(leaf))
       if record is not None and layer_records.setdefault(layer, record) != record:
         raise ValueError(
-            f"Leaves of layer {_paths.path_to_str(layer)} got different records "
+            f"Leaves of layer {_paths.path_to_str(path[:-1])} got different records "
             f"{layer_records[layer]} and {record}; give one record per layer."
         )
     if missing:
@@ -413,7 +413,7 @@ class Structure:
       return self
     mine = list(self.leaves)
     if _any_params(tree_paths) and not _any_params(mine):
-      infos = {("params", *p): info for p, info in self.leaves.items()}
+      infos: dict[_paths.Path, LeafInfo] = {("params", *p): info for p, info in self.leaves.items()}
       for path, leaf in leaves:
         if path[:1] != ("params",) and path not in infos:
           infos[path] = LeafInfo(None, _shape_of(leaf), None, None)

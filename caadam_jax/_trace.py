@@ -398,7 +398,9 @@ def trace_structure(
   # (matrix product, convolution, embedding lookup), whatever its name; leaves only
   # added, multiplied elementwise or concatenated (norm scales, class tokens,
   # positional embeddings) are not weights. Unused leaves keep the path rule.
-  roles = {path: index in tracer.contracted for index, (path, _) in enumerate(shapes)}
+  roles: dict[_paths.Path, bool | None] = {
+      path: index in tracer.contracted for index, (path, _) in enumerate(shapes)
+  }
   roles.update({shapes[i][0]: None for i in range(len(shapes)) if i not in tracer.used})
   base = _structure.assemble(shapes, stacked=stacked_table, weight_roles=roles)
   counted = set(base.layers)
