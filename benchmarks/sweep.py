@@ -297,6 +297,8 @@ def run(args) -> dict:
   task, (x_full, y_full, x_test, y_test) = reproduce.build_task(args)
   args.optimizers = requested
   x_train, y_train, x_val, y_val = reproduce.keras_validation_split(x_full, y_full)
+  if args.quick:  # a smoke run: a few batches per epoch
+    x_train, y_train = x_train[:1024], y_train[:1024]
   data = (x_train, y_train, x_val, y_val, x_test, y_test)
   names = optimizer_names(args)
   protocol = sweep_protocol(task, args)
