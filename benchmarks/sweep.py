@@ -245,18 +245,34 @@ def _split_group(group: dict, indices: Sequence[int], lrs: Sequence[float]) -> l
   return out
 
 
+def _progress(label: str, every: int = 25):
+  start = time.perf_counter()
+
+  def report(epoch, n_active, median_val):
+    if epoch % every == 0:
+      print(
+          f"[sweep]   {label}: epoch {epoch}, {n_active} runs active, median val loss "
+          f"{median_val:.4g}, {time.perf_counter() - start:.0f}s",
+          file=sys.stderr,
+          flush=True,
+      )
+
+  return report
+
+
 def run_group(task, model, name, spec_for, indices, args, data) -> list[dict]:
   """Trains the missing grid points of one (config, optimizer); returns one cell per point."""
   lrs = [grid_lr(k, args.lr_low, args.lr_high, args.n_lrs) for k in indices]
+  label = f"{model.name} {name}"
   if name.startswith("adas"):
     cells = []
     for k, lr in zip(indices, lrs, strict=True):
-      cell = reproduce.run_cell(task, model, adas_spec(lr), data, args)
+      cell = reproduce.run_cell(task, model, adas_spec(lr), data, args, _progress(label))
       for r in cell["runs"]:
         r["lr"] = lr
       cells += _split_group(cell, [k], [lr])
     return cells
-  group = reproduce.run_cell(task, model, spec_for(name), data, args, lrs=lrs)
+  group = reproduce.run_cell(task, model, spec_for(name), data, args, _progress(label), lrs=lrs)
   return _split_group(group, indices, lrs)
 
 

@@ -22,6 +22,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import reproduce  # noqa: E402  (benchmarks/ is not a package yet)
 import stats  # noqa: E402
 import sweep  # noqa: E402
+from test_reproduce import _synthetic  # noqa: E402  (tests/ is on sys.path under pytest)
+from test_reproduce import _tiny_task  # noqa: E402
 
 DATA = os.environ.get("CAADAM_JAX_DATA")
 
@@ -103,13 +105,6 @@ def test_fixed_factors_with_the_real_table_are_caadam():
       np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
-def _synthetic():
-  rng = np.random.default_rng(0)
-  x = rng.normal(size=(400, 8)).astype(np.float32)
-  y = (0.5 * x[:, 0] + np.sin(x[:, 1]) + 0.3 * rng.normal(size=400)).astype(np.float32)
-  return x[:256], y[:256], x[256:320], y[256:320], x[320:], y[320:]
-
-
 def test_learning_rates_in_one_batch_equal_separate_cells():
   """All learning rates of one optimizer vmapped together = one cell per learning rate.
 
@@ -117,17 +112,7 @@ def test_learning_rates_in_one_batch_equal_separate_cells():
   """
   data = _synthetic()
   model = reproduce.ModelSpec("[16]", reproduce.MLP((16,), 1), (8,))
-  task = reproduce.Task(
-      "california",
-      kind="regression",
-      batch_size=32,
-      es_patience=3,
-      es_start=2,
-      plateau_patience=2,
-      max_epochs=12,
-      configs={},
-      optimizers=[],
-  )
+  task = _tiny_task(max_epochs=12)
   base = {
       "seeds": 2,
       "init": "fresh",
