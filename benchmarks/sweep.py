@@ -286,7 +286,7 @@ def optimizer_names(args) -> list[str]:
     unknown = [o for o in args.optimizers if o not in names]
     if unknown:
       raise SystemExit(f"--optimizers: unknown {unknown}; known: {names}")
-    names = [n for n in names if n in args.optimizers]
+    names = list(dict.fromkeys(args.optimizers))  # run in the order given
   return names
 
 
@@ -682,7 +682,12 @@ def parse_args(argv=None):
       "notebook, the Keras default 1e-4 otherwise)",
   )
   p.add_argument("--configs", nargs="*", default=None)
-  p.add_argument("--optimizers", nargs="*", default=None)
+  p.add_argument(
+      "--optimizers",
+      nargs="*",
+      default=None,
+      help="subset to train, in this order (default: all; see optimizer_names)",
+  )
   p.add_argument("--out-dir", default=None)
   p.add_argument("--quick", action="store_true", help="a tiny sweep (seconds), for tests")
   p.add_argument("--report-only", action="store_true")
