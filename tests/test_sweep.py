@@ -188,3 +188,58 @@ def test_quick_sweep_end_to_end(tmp_path):
   assert all(pathlib.Path(p).exists() for p in out["plots"])
   again = sweep.main(argv)  # resumable: nothing left to train
   assert again["ran"] == []
+
+
+def _fake_results():
+  """Three optimizers at three learning rates, five seeds, with a known best and a known effect."""
+  rng = np.random.default_rng(0)
+  base = 0.46 + 0.01 * rng.standard_normal(5)  # per-seed difficulty, shared (paired design)
+  cells = {}
+  effect = {"adam": 1.0, "caadam_additive": 0.98, "placebo_additive_uniform": 0.98}
+  for name, scale in effect.items():
+    for k, lr in enumerate((1e-3, 3e-3, 1e-2)):
+      # Validation loss is lowest at k = 1 for everybody; off-best learning rates are 5% worse.
+      penalty = 1.0 if k == 1 else 1.05
+      jitter = 1 + 1e-4 * rng.standard_normal(5)
+      test = base * scale * penalty * jitter
+      cells[sweep.cell_key("[64,32]", name, lr)] = {
+          "config": "[64,32]",
+          "optimizer": name,
+          "lr": lr,
+          "grid_index": k,
+          "group_lrs": [1e-3, 3e-3, 1e-2],
+          "wall_s": 1.0,
+          "runs": [
+              {"seed": s, "lr": lr, "epochs": 10, "final_val_loss": 0.2 * penalty, "test_rmse": t}
+              for s, t in enumerate(test)
+          ],
+      }
+  proto = {
+      "init": "fresh",
+      "init_seed": 0,
+      "seeds": 5,
+      "max_epochs": 300,
+      "california_variant": "statlib",
+      "quick": False,
+      "reduce_lr_on_plateau": {"min_lr": "0.025 x the base lr", "min_delta": 1e-5},
+      "lr_grid": {"low": 1e-3, "high": 1e-2, "n": 3, "widen": 0},
+  }
+  return {"protocol": proto, "cells": cells, "placebo": {}}
+
+
+def test_analysis_and_report_on_known_results():
+  results = _fake_results()
+  task = types.SimpleNamespace(name="california", metric="rmse")
+  names = ["adam", "caadam_additive", "placebo_additive_uniform"]
+  results["analysis"] = a = sweep.analyze(results, task, names)
+  assert {k: v["lr"] for k, v in a["best"].items()} == {f"[64,32]|{n}": 3e-3 for n in names}
+  assert not any(v["at_edge"] for v in a["best"].values())
+  (row,) = a["best_vs_adam"]  # -2% on every seed, tiny noise: certain, and not within 1%
+  assert row["optimizer"] == "caadam_additive" and row["rel"] == pytest.approx(-0.02, abs=1e-3)
+  assert row["p_holm"] < 1e-6 and row["verdict"] == "better" and row["wins"] == 5
+  (pl,) = a["placebo"]  # identical effect: equivalent within 1%
+  assert (pl["optimizer"], pl["reference"]) == ("caadam_additive", "placebo_additive_uniform")
+  assert abs(pl["rel"]) < 1e-3 and pl["p_tost"] < 0.05 and pl["verdict"] == "equivalent (±1%)"
+  md = sweep.report(results, task, types.SimpleNamespace())
+  assert "| [64,32] | caadam_additive | adam |" in md and "better" in md
+  assert "equivalent (±1%)" in md and "min_delta: 1e-05" in md
