@@ -125,6 +125,7 @@ def test_compaction_is_exact_and_matches_the_callbacks():
       "init_seed": 0,
       "shuffle_seed": 3,
       "min_lr": 2.5e-5,
+      "plateau_min_delta": 1e-4,
       "eval_chunk": 64,
   }
   task = _tiny_task()
@@ -148,7 +149,9 @@ def test_compaction_is_exact_and_matches_the_callbacks():
     assert replay(run, task, args["lr"], args["min_lr"]) == []
 
 
-def replay(run: dict, task, lr: float, min_lr: float, lr_mult: float = 1.0) -> list[str]:
+def replay(
+    run: dict, task, lr: float, min_lr: float, lr_mult: float = 1.0, min_delta: float = 1e-4
+) -> list[str]:
   """Re-derives a stored run's protocol decisions from its validation curve."""
   es = callbacks.EarlyStopping(
       min_delta=1e-5,
@@ -157,7 +160,7 @@ def replay(run: dict, task, lr: float, min_lr: float, lr_mult: float = 1.0) -> l
       start_from_epoch=task.es_start,
   )
   pl = callbacks.ReduceLROnPlateau(
-      factor=0.25, patience=task.plateau_patience, min_lr=min_lr * lr_mult
+      factor=0.25, patience=task.plateau_patience, min_lr=min_lr * lr_mult, min_delta=min_delta
   )
   lr = lr * lr_mult
   events, problems = [], []
@@ -202,6 +205,7 @@ def test_stored_results_replay():
             proto["lr"],
             proto["reduce_lr_on_plateau"]["min_lr"],
             spec.lr_mult if spec.has_lr else 0.0,
+            proto["reduce_lr_on_plateau"]["min_delta"],
         )
         assert problems == [], (key, run["seed"], problems)
         checked += 1

@@ -1,0 +1,245 @@
+"""Tests for benchmarks/sweep.py (learning-rate sweeps, placebo control, report)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import sys
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import caadam_jax
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import reproduce  # noqa: E402  (benchmarks/ is not a package yet)
+import stats  # noqa: E402
+import sweep  # noqa: E402
+from test_reproduce import _synthetic  # noqa: E402  (tests/ is on sys.path under pytest)
+from test_reproduce import _tiny_task  # noqa: E402
+
+DATA = os.environ.get("CAADAM_JAX_DATA")
+
+
+def _mlp_params(hidden=(64, 32)):
+  model = reproduce.ModelSpec("m", reproduce.MLP(hidden, 1), (8,))
+  return model.init(jax.random.key(0))[0]
+
+
+def test_grid_is_log_spaced():
+  assert [sweep.grid_lr(k, 1e-4, 1e-2, 7) for k in (0, 3, 6)] == [1e-4, 1e-3, 1e-2]
+  assert sweep.grid_lr(1, 1e-4, 1e-2, 7) == pytest.approx(10 ** (-4 + 1 / 3), rel=1e-5)
+  # Widening continues the same geometric step beyond the edges.
+  assert sweep.grid_lr(-1, 1e-4, 1e-2, 7) == pytest.approx(1e-4 / 10 ** (1 / 3), rel=1e-5)
+  assert sweep.grid_lr(7, 1e-4, 1e-2, 7) == pytest.approx(1e-2 * 10 ** (1 / 3), rel=1e-5)
+
+
+def test_selection_and_widening():
+  idx = list(range(7))
+  interior = [5, 4, 3, 2, 3, 4, 5]
+  assert sweep.select(idx, interior) == 3 and sweep.next_indices(idx, interior, 7, 2) == []
+  low = [1, 2, 3, 4, 5, 6, 7]
+  assert sweep.next_indices(idx, low, 7, 2) == [-1]
+  assert sweep.next_indices([-2, *idx], [0.5, *low], 7, 2) == []  # budget spent
+  assert sweep.next_indices([-1, *idx], [0.5, *low], 7, 2) == [-2]
+  high = low[::-1]
+  assert sweep.next_indices(idx, high, 7, 2) == [7]
+  assert sweep.next_indices(idx, high, 7, 0) == []
+  # A diverged learning rate (inf) is never selected; ties go to the smaller one.
+  assert sweep.select([0, 1, 2], [math.inf, 2.0, 2.0]) == 1
+  cell = {"runs": [{"final_val_loss": 0.2}, {"final_val_loss": None}]}
+  assert sweep.mean_val_loss(cell) == math.inf
+
+
+def test_placebo_factors_by_hand():
+  """[64,32]: c = 512, 2048, 32 -> additive factors 1, 0.05, 1.95 (med, max, min)."""
+  params = _mlp_params()
+  layers, factor, size = sweep.layer_factors(params, "additive")
+  assert layers == ["Dense_0", "Dense_1", "Dense_2"]
+  assert [factor[k] for k in layers] == pytest.approx([1.0, 1 - 0.95, 1 + 0.95])
+  assert [size[k] for k in layers] == [8 * 64 + 64, 64 * 32 + 32, 32 + 1]
+  tables = sweep.placebo_tables(params, "additive", n_permutations=3, seed=0)
+  perms = [tables[f"placebo_additive_perm{k}"]["layers"] for k in range(3)]
+  real = (1.0, 0.05, 1.95)
+  seen = set()
+  for p in perms:
+    values = tuple(p[k] for k in layers)
+    assert sorted(values) == pytest.approx(sorted(real)) and values != pytest.approx(real)
+    seen.add(values)
+  assert len(seen) == 3
+  uniform = tables["placebo_additive_uniform"]["layers"]
+  mean = (576 * 1.0 + 2080 * 0.05 + 33 * 1.95) / (576 + 2080 + 33)
+  assert list(uniform.values()) == pytest.approx([mean] * 3)
+  assert tables["placebo_additive_perm0"]["leaves"]["Dense_1/bias"] == perms[0]["Dense_1"]
+  # Multiplicative factors 1, 5, 5 have only two other arrangements.
+  mult = sweep.placebo_tables(params, "multiplicative", n_permutations=3, seed=0)
+  assert sorted(mult) == [
+      "placebo_multiplicative_perm0",
+      "placebo_multiplicative_perm1",
+      "placebo_multiplicative_uniform",
+  ]
+
+
+def test_fixed_factors_with_the_real_table_are_caadam():
+  """The placebo machinery with the unpermuted factors is exactly as-described CaAdam."""
+  params = _mlp_params((16, 8))
+  for strategy in ("additive", "multiplicative", "depth"):
+    rows = caadam_jax.describe(params, strategy=strategy, show=False)
+    table = {"layers": {}, "leaves": {r.leaf: r.factor for r in rows}}
+    ours = sweep.placebo_spec("placebo_x", strategy, table).factory(1e-2)
+    ref = caadam_jax.caadam(1e-2, strategy=strategy)
+    s1, s2, p1, p2 = ours.init(params), ref.init(params), params, params
+    for i in range(3):
+      g = jax.tree.map(lambda a, i=i: jnp.cos(a * (i + 1)) + 0.1, p1)
+      u1, s1 = ours.update(g, s1, p1)
+      u2, s2 = ref.update(g, s2, p2)
+      p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)
+    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2), strict=True):
+      np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_learning_rates_in_one_batch_equal_separate_cells():
+  """All learning rates of one optimizer vmapped together = one cell per learning rate.
+
+  Seed s also gets the same (fresh) initial weights and batches at every learning rate.
+  """
+  data = _synthetic()
+  model = reproduce.ModelSpec("[16]", reproduce.MLP((16,), 1), (8,))
+  task = _tiny_task(max_epochs=12)
+  base = {
+      "seeds": 2,
+      "init": "fresh",
+      "init_seed": 0,
+      "shuffle_seed": 3,
+      "plateau_min_delta": 1e-5,
+      "eval_chunk": 64,
+      "compact": False,
+  }
+  spec = reproduce.OPTIMIZERS["caadam_additive"]
+  lrs = [3e-3, 3e-2]
+  batch = reproduce.run_cell(
+      task, model, spec, data, types.SimpleNamespace(lr=1e-3, min_lr=2.5e-5, **base), lrs=lrs
+  )
+  assert [(r["lr"], r["seed"]) for r in batch["runs"]] == [(lr, s) for lr in lrs for s in (0, 1)]
+  for lr in lrs:
+    alone = reproduce.run_cell(
+        task, model, spec, data, types.SimpleNamespace(lr=lr, min_lr=lr / 40, **base)
+    )
+    mine = [r for r in batch["runs"] if r["lr"] == lr]
+    for ra, rb in zip(mine, alone["runs"], strict=True):
+      for k in ("seed", "epochs", "best_epoch", "lr_reductions"):
+        assert ra[k] == rb[k], (lr, k)
+      np.testing.assert_allclose(ra["val_loss"], rb["val_loss"], rtol=1e-4)
+      np.testing.assert_allclose(ra["test_rmse"], rb["test_rmse"], rtol=1e-4)
+  # Fresh initialization: the two seeds start differently.
+  assert batch["runs"][0]["val_loss"][0] != batch["runs"][1]["val_loss"][0]
+
+
+@pytest.mark.skipif(not DATA, reason="CAADAM_JAX_DATA is not set: the quick sweep needs the data")
+def test_quick_sweep_end_to_end(tmp_path):
+  """`--quick` runs a tiny sweep; the JSON, the statistics and the report are consistent."""
+  argv = ["--quick", "--out-dir", str(tmp_path)]
+  out = sweep.main(argv)
+  results = json.loads((tmp_path / "sweep_california.json").read_text())
+  names = ["adam", "caadam_additive", "placebo_additive_uniform", "adas"]
+  expected = {
+      sweep.cell_key("[64,32]", n, sweep.grid_lr(k, 1e-3, 1e-2, 2)) for n in names for k in (0, 1)
+  }
+  assert set(results["cells"]) == expected
+  for cell in results["cells"].values():
+    assert sorted(r["seed"] for r in cell["runs"]) == [0, 1]
+    assert all(r["lr"] == cell["lr"] for r in cell["runs"])
+  assert results["protocol"]["init"] == "fresh"
+  assert results["protocol"]["reduce_lr_on_plateau"]["min_delta"] == 1e-5
+
+  # The statistics replay from the stored runs, independently of the report code.
+  a = results["analysis"]
+
+  def best(name):
+    cells = [c for c in results["cells"].values() if c["optimizer"] == name]
+    cell = min(cells, key=lambda c: (np.mean([r["final_val_loss"] for r in c["runs"]]), c["lr"]))
+    return np.array([r["test_rmse"] for r in sorted(cell["runs"], key=lambda r: r["seed"])])
+
+  rows = {r["optimizer"]: r for r in a["best_vs_adam"]}
+  assert sorted(rows) == ["adas", "caadam_additive"]
+  for name, row in rows.items():
+    c = stats.paired_comparison(best(name), best("adam"))
+    assert row["rel"] == pytest.approx(c.rel) and row["p_t"] == pytest.approx(c.p_t, nan_ok=True)
+    assert row["p_tost"] == pytest.approx(c.p_tost, nan_ok=True)
+    assert row["verdict"] in ("better", "worse", "inconclusive", "equivalent (±1%)")
+  ps = [r["p_t"] for r in a["best_vs_adam"]]
+  assert [r["p_holm"] for r in a["best_vs_adam"]] == pytest.approx(stats.holm(ps), nan_ok=True)
+  (placebo,) = a["placebo"]
+  assert (placebo["optimizer"], placebo["reference"]) == (
+      "caadam_additive",
+      "placebo_additive_uniform",
+  )
+
+  md = (tmp_path / "sweep_california.md").read_text()
+  for text in ("Best against best", "Placebo control", "p Holm", "Deviations", "min_delta"):
+    assert text in md
+  assert all(pathlib.Path(p).exists() for p in out["plots"])
+  again = sweep.main(argv)  # resumable: nothing left to train
+  assert again["ran"] == []
+
+
+def _fake_results():
+  """Three optimizers at three learning rates, five seeds, with a known best and a known effect."""
+  rng = np.random.default_rng(0)
+  base = 0.46 + 0.01 * rng.standard_normal(5)  # per-seed difficulty, shared (paired design)
+  cells = {}
+  effect = {"adam": 1.0, "caadam_additive": 0.98, "placebo_additive_uniform": 0.98}
+  for name, scale in effect.items():
+    for k, lr in enumerate((1e-3, 3e-3, 1e-2)):
+      # Validation loss is lowest at k = 1 for everybody; off-best learning rates are 5% worse.
+      penalty = 1.0 if k == 1 else 1.05
+      jitter = 1 + 1e-4 * rng.standard_normal(5)
+      test = base * scale * penalty * jitter
+      cells[sweep.cell_key("[64,32]", name, lr)] = {
+          "config": "[64,32]",
+          "optimizer": name,
+          "lr": lr,
+          "grid_index": k,
+          "group_lrs": [1e-3, 3e-3, 1e-2],
+          "wall_s": 1.0,
+          "runs": [
+              {"seed": s, "lr": lr, "epochs": 10, "final_val_loss": 0.2 * penalty, "test_rmse": t}
+              for s, t in enumerate(test)
+          ],
+      }
+  proto = {
+      "init": "fresh",
+      "init_seed": 0,
+      "seeds": 5,
+      "max_epochs": 300,
+      "california_variant": "statlib",
+      "quick": False,
+      "reduce_lr_on_plateau": {"min_lr": "0.025 x the base lr", "min_delta": 1e-5},
+      "lr_grid": {"low": 1e-3, "high": 1e-2, "n": 3, "widen": 0},
+  }
+  return {"protocol": proto, "cells": cells, "placebo": {}}
+
+
+def test_analysis_and_report_on_known_results():
+  results = _fake_results()
+  task = types.SimpleNamespace(name="california", metric="rmse")
+  names = ["adam", "caadam_additive", "placebo_additive_uniform"]
+  results["analysis"] = a = sweep.analyze(results, task, names)
+  assert {k: v["lr"] for k, v in a["best"].items()} == {f"[64,32]|{n}": 3e-3 for n in names}
+  assert not any(v["at_edge"] for v in a["best"].values())
+  (row,) = a["best_vs_adam"]  # -2% on every seed, tiny noise: certain, and not within 1%
+  assert row["optimizer"] == "caadam_additive" and row["rel"] == pytest.approx(-0.02, abs=1e-3)
+  assert row["p_holm"] < 1e-6 and row["verdict"] == "better" and row["wins"] == 5
+  (pl,) = a["placebo"]  # identical effect: equivalent within 1%
+  assert (pl["optimizer"], pl["reference"]) == ("caadam_additive", "placebo_additive_uniform")
+  assert abs(pl["rel"]) < 1e-3 and pl["p_tost"] < 0.05 and pl["verdict"] == "equivalent (±1%)"
+  md = sweep.report(results, task, types.SimpleNamespace())
+  assert "| [64,32] | caadam_additive | adam |" in md and "better" in md
+  assert "equivalent (±1%)" in md and "min_delta: 1e-05" in md
