@@ -11,8 +11,8 @@ Two places in Optax itself (0.2.5 to 0.2.8 at least) are not strict-clean:
 
 * ``optax.tree.bias_correction`` (in ``optax.scale_by_adam``, so in ``optax.adam`` and
   every CaAdam alias) computes ``decay ** count`` with a float ``decay`` and an int32
-  ``count``. A shim casts ``count`` to the decay's float dtype first, which is what
-  standard promotion does: the same numbers, bit for bit.
+  ``count``. A shim runs that one function under standard promotion (the same numbers,
+  bit for bit); the rest of Adam stays strict.
 * ``optax.MultiSteps`` divides by its int32 mini-step counter. Tests that wrap an
   optimizer in it are marked ``@pytest.mark.standard_promotion`` and run under JAX's
   default promotion.
@@ -67,12 +67,11 @@ def _dtype_promotion(request):
 def _strict_bias_correction(original):
   @functools.wraps(original)
   def bias_correction(moment, decay, count):
-    count = jnp.asarray(count)
-    if jnp.issubdtype(count.dtype, jnp.integer):
-      # The dtype standard promotion gives a float decay and an integer count: the
-      # decay's (a Python float's is the default float dtype).
-      count = count.astype(jnp.asarray(decay).dtype)
-    return original(moment, decay, count)
+    # Optax's own computation, traced under standard promotion: the same numbers bit
+    # for bit (on JAX >= 0.11, float ** int32 is lax.pow with an integer exponent, which
+    # a cast of count to float would change).
+    with jax.numpy_dtype_promotion("standard"):
+      return original(moment, decay, count)
 
   return bias_correction
 
