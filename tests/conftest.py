@@ -19,6 +19,12 @@ Two places in Optax itself (0.2.5 to 0.2.8 at least) are not strict-clean:
 * ``optax.scale_by_adam`` on complex parameters adds a float32 norm to a complex64
   moment. Test cases parametrized with a complex dtype get the same marker (added at
   collection, below).
+
+The modules that run the examples, notebooks and benchmark scripts in-process
+(``SCRIPT_MODULES``) also run under standard promotion: those scripts use Flax and Optax
+pieces that are not strict-clean (``nn.avg_pool`` divides a float32 sum by an int32
+count; Optax schedules mix Python floats with int32 steps). The library itself is
+exercised strictly by every other module.
 """
 
 from __future__ import annotations
@@ -49,9 +55,24 @@ def _is_complex_dtype(value) -> bool:
     return False
 
 
+SCRIPT_MODULES = frozenset(
+    {
+        "test_callbacks.py",
+        "test_examples.py",
+        "test_multidevice.py",
+        "test_notebooks.py",
+        "test_reproduce.py",
+        "test_step_cost.py",
+    }
+)
+
+
 def pytest_collection_modifyitems(config, items):
   del config
   for item in items:
+    if item.path.name in SCRIPT_MODULES:
+      item.add_marker(pytest.mark.standard_promotion)
+      continue
     params = getattr(getattr(item, "callspec", None), "params", {})
     if any(_is_complex_dtype(v) for v in params.values() if isinstance(v, (str, type))):
       item.add_marker(pytest.mark.standard_promotion)
