@@ -20,11 +20,11 @@ Two places in Optax itself (0.2.5 to 0.2.8 at least) are not strict-clean:
   moment. Test cases parametrized with a complex dtype get the same marker (added at
   collection, below).
 
-The modules that run the examples, notebooks and benchmark scripts in-process
-(``SCRIPT_MODULES``) also run under standard promotion: those scripts use Flax and Optax
-pieces that are not strict-clean (``nn.avg_pool`` divides a float32 sum by an int32
-count; Optax schedules mix Python floats with int32 steps). The library itself is
-exercised strictly by every other module.
+The module that runs the examples in-process (``SCRIPT_MODULES``) also runs under
+standard promotion: the examples use Flax and Optax pieces that are not strict-clean
+(``nn.avg_pool`` divides a float32 sum by an int32 count; Optax schedules mix Python
+floats with int32 steps). Every other module, benchmark scripts and notebooks included,
+runs strictly.
 """
 
 from __future__ import annotations
