@@ -55,16 +55,7 @@ def _is_complex_dtype(value) -> bool:
     return False
 
 
-SCRIPT_MODULES = frozenset(
-    {
-        "test_callbacks.py",
-        "test_examples.py",
-        "test_multidevice.py",
-        "test_notebooks.py",
-        "test_reproduce.py",
-        "test_step_cost.py",
-    }
-)
+SCRIPT_MODULES = frozenset({"test_examples.py"})
 
 
 def pytest_collection_modifyitems(config, items):
