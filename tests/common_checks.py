@@ -441,7 +441,10 @@ def check_gradient_accumulation(factory: Factory, settings, dtype, k: int = 4) -
   for i in range(k):
     updates, state = update(grads[i], state, params, **kw)
     if i < k - 1:
-      chex.assert_trees_all_equal(updates, jax.tree.map(jnp.zeros_like, params), strict=True)
+      # chex compares bfloat16 as float32: the dtypes are checked separately.
+      zeros = jax.tree.map(jnp.zeros_like, params)
+      chex.assert_trees_all_equal_shapes_and_dtypes(updates, zeros)
+      chex.assert_trees_all_equal(updates, zeros, strict=True)
   mean = jax.tree.map(lambda *g: sum(x.astype(jnp.float32) for x in g) / k, *grads)
   mean = jax.tree.map(lambda m, p: m.astype(p.dtype), mean, params)
   expected, _ = base.update(mean, base.init(params), params, **kw)
@@ -554,6 +557,7 @@ def check_bare_array(factory: Factory, settings, shape: tuple[int, ...]) -> None
     chex.assert_tree_all_finite(updates)
     if ref is not None:
       ref_updates, ref_state = ref_update(grads, ref_state, params)
+      chex.assert_trees_all_equal_shapes_and_dtypes(updates, ref_updates)
       chex.assert_trees_all_equal(updates, ref_updates, strict=True)
     params = optax.apply_updates(params, updates)
 

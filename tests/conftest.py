@@ -11,14 +11,20 @@ Two places in Optax itself (0.2.5 to 0.2.8 at least) are not strict-clean:
 
 * ``optax.tree.bias_correction`` (in ``optax.scale_by_adam``, so in ``optax.adam`` and
   every CaAdam alias) computes ``decay ** count`` with a float ``decay`` and an int32
-  ``count``. A shim casts ``count`` to the decay's float dtype first, which is what
-  standard promotion does: the same numbers, bit for bit.
+  ``count``. A shim runs that one function under standard promotion (the same numbers,
+  bit for bit); the rest of Adam stays strict.
 * ``optax.MultiSteps`` divides by its int32 mini-step counter. Tests that wrap an
   optimizer in it are marked ``@pytest.mark.standard_promotion`` and run under JAX's
   default promotion.
 * ``optax.scale_by_adam`` on complex parameters adds a float32 norm to a complex64
   moment. Test cases parametrized with a complex dtype get the same marker (added at
   collection, below).
+
+The module that runs the examples in-process (``SCRIPT_MODULES``) also runs under
+standard promotion: the examples use Flax and Optax pieces that are not strict-clean
+(``nn.avg_pool`` divides a float32 sum by an int32 count; Optax schedules mix Python
+floats with int32 steps). Every other module, benchmark scripts and notebooks included,
+runs strictly.
 """
 
 from __future__ import annotations
@@ -49,9 +55,15 @@ def _is_complex_dtype(value) -> bool:
     return False
 
 
+SCRIPT_MODULES = frozenset({"test_examples.py"})
+
+
 def pytest_collection_modifyitems(config, items):
   del config
   for item in items:
+    if item.path.name in SCRIPT_MODULES:
+      item.add_marker(pytest.mark.standard_promotion)
+      continue
     params = getattr(getattr(item, "callspec", None), "params", {})
     if any(_is_complex_dtype(v) for v in params.values() if isinstance(v, (str, type))):
       item.add_marker(pytest.mark.standard_promotion)
@@ -67,12 +79,11 @@ def _dtype_promotion(request):
 def _strict_bias_correction(original):
   @functools.wraps(original)
   def bias_correction(moment, decay, count):
-    count = jnp.asarray(count)
-    if jnp.issubdtype(count.dtype, jnp.integer):
-      # The dtype standard promotion gives a float decay and an integer count: the
-      # decay's (a Python float's is the default float dtype).
-      count = count.astype(jnp.asarray(decay).dtype)
-    return original(moment, decay, count)
+    # Optax's own computation, traced under standard promotion: the same numbers bit
+    # for bit (on JAX >= 0.11, float ** int32 is lax.pow with an integer exponent, which
+    # a cast of count to float would change).
+    with jax.numpy_dtype_promotion("standard"):
+      return original(moment, decay, count)
 
   return bias_correction
 

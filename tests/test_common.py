@@ -249,6 +249,7 @@ def test_init_shape_dtype_struct_explicit_structure(strategy):
   expected, _ = jax.jit(caadam_jax.caadam(0.1, strategy=strategy).update)(
       grads, opt.init(params), params
   )
+  chex.assert_trees_all_equal_shapes_and_dtypes(updates, expected)
   chex.assert_trees_all_equal(updates, expected, strict=True)
   # A mismatching tree is refused, abstract or not.
   wrong = dict(abstract, Dense_2={"kernel": jax.ShapeDtypeStruct((5, 1), jnp.float32)})
