@@ -70,7 +70,10 @@ nitpick_ignore_regex = [
     (r"py:class", r"(Any|Callable|Sequence|Mapping|Iterable|NamedTuple|PathLike|ArrayLike)"),
     (r"py:class", r"(int|float|str|bool|tuple|list|dict|None|object)"),
     # Private names of the package in signatures (``_paths.Path``, ``Order``, ``Strategy``).
-    (r"py:class", r"(_paths\.Path|_paths\.PathKey|Order|Factor|_formulas\.Factor|_formulas\.StrategyName)"),
+    (
+        r"py:class",
+        r"(_paths\.Path|_paths\.PathKey|Order|Factor|_formulas\.Factor|_formulas\.StrategyName)",
+    ),
     (r"py:class", r"caadam_jax\._\w+\..*"),
 ]
 
