@@ -4,8 +4,10 @@ Each test is named for the item of issue 18 it covers and states the input and t
 expected error or behaviour. Expected numbers come from the formulas of DESIGN
 section 2 written out here, or from ``optax.adam``; errors are checked for the
 argument's name and the valid range or what to do. Items 8 and 13 (NNX train-mode
-tracing, NumPy static arguments of ``trace_structure``) and 16-18 (packaging) are
-tested where those areas live.
+tracing, NumPy static arguments of ``trace_structure``) are here in their plain form;
+tests/test_models.py covers them on real models (``nnx.scan`` stacks with BatchNorm).
+Items 16-18 (packaging) are checked by .ci/run's sdist and minimum legs and
+tests/test_packaging.py.
 """
 
 from __future__ import annotations
@@ -293,6 +295,42 @@ def test_item07_keras_caadam_amsgrad_must_be_a_bool(value):
   caadam_jax.keras_caadam(amsgrad=np.bool_(True)).init(PARAMS)
 
 
+# --------------------------------------------------------------------------- item 8
+
+
+def test_item08_trace_structure_on_an_nnx_module_in_train_mode():
+  """Input: an NNX module with BatchNorm and Dropout in train mode. Expected: it traces.
+
+  Before, ``TraceContextError: Cannot mutate BatchStat/RngCount from a different trace
+  level``. The two Linear layers are counted (4*8 = 32 and 8*2 = 16 connections, in
+  forward order); BatchNorm is not; the caller's module is left untouched.
+  """
+  from flax import nnx
+
+  class Net(nnx.Module):
+
+    def __init__(self, rngs):
+      self.linear1 = nnx.Linear(4, 8, rngs=rngs)
+      self.bn = nnx.BatchNorm(8, rngs=rngs)
+      self.dropout = nnx.Dropout(0.5, rngs=rngs)
+      self.linear2 = nnx.Linear(8, 2, rngs=rngs)
+
+    def __call__(self, x):
+      return self.linear2(self.dropout(self.bn(self.linear1(x))))
+
+  def as_numpy(x):  # RNG keys compare by their key data
+    return np.asarray(jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
+
+  model = Net(nnx.Rngs(0))
+  before = jax.tree.map(as_numpy, nnx.state(model, nnx.Not(nnx.Param)))
+  structure = caadam_jax.trace_structure(model, jnp.ones((3, 4)))
+  layers = {k: (r.connections, r.depth) for k, r in structure.layers.items()}
+  assert layers == {("linear1",): (32, 0), ("linear2",): (16, 1)}
+  assert structure.leaves[("bn", "scale")].connections is None
+  after = jax.tree.map(as_numpy, nnx.state(model, nnx.Not(nnx.Param)))
+  jax.tree.map(np.testing.assert_array_equal, before, after)
+
+
 # --------------------------------------------------------------------------- item 9
 
 
@@ -372,6 +410,26 @@ def test_item12_zero_size_stacked_leaf_is_not_counted():
   expected, _ = optax.adam(1.0).update(grads, optax.adam(1.0).init(params), params)
   np.testing.assert_array_equal(updates["head"]["kernel"], expected["head"]["kernel"])
   assert updates["b"]["kernel"].shape == (0, 4, 4)
+
+
+# --------------------------------------------------------------------------- item 13
+
+
+@pytest.mark.parametrize("flag", [np.True_, np.bool_(True), np.int32(1)], ids=str)
+def test_item13_numpy_scalar_static_arguments_are_static(flag):
+  """Input: trace_structure(fn, P, x, np.True_). Expected: static like True, not traced.
+
+  Before, ``TracerBoolConversionError`` from ``if flag``.
+  """
+  params = {"a": {"kernel": jnp.ones((4, 3))}, "b": {"kernel": jnp.ones((3, 2))}}
+
+  def apply_fn(p, x, flag):
+    x = x @ p["a"]["kernel"]
+    return x @ p["b"]["kernel"] if flag else x
+
+  structure = caadam_jax.trace_structure(apply_fn, params, jnp.ones((2, 4)), flag)
+  layers = {k: (r.connections, r.depth) for k, r in structure.layers.items()}
+  assert layers == {("a",): (12, 0), ("b",): (6, 1)}
 
 
 # --------------------------------------------------------------------------- item 14
