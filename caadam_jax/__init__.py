@@ -6,6 +6,7 @@ from caadam_jax._adas import scale_by_adas
 from caadam_jax._alias import caadam
 from caadam_jax._describe import DescribeRow
 from caadam_jax._describe import describe
+from caadam_jax._formulas import Formula
 from caadam_jax._formulas import LayerRecord
 from caadam_jax._formulas import Statistics
 from caadam_jax._formulas import StrategyName
@@ -19,11 +20,13 @@ from caadam_jax._transforms import ScaleByStructureState
 from caadam_jax._transforms import scale_by_connection_minmaxmedian
 from caadam_jax._transforms import scale_by_depth
 from caadam_jax._transforms import scale_by_strategy
+from caadam_jax._transforms import scale_by_structure
 
 __version__ = "0.1.0"
 
 __all__ = (
     "DescribeRow",
+    "Formula",
     "LayerRecord",
     "LeafInfo",
     "ScaleByAdasState",
@@ -41,5 +44,6 @@ __all__ = (
     "scale_by_connection_minmaxmedian",
     "scale_by_depth",
     "scale_by_strategy",
+    "scale_by_structure",
     "trace_structure",
 )

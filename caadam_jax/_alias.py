@@ -21,7 +21,7 @@ def caadam(
     eps: jax.typing.ArrayLike = 1e-8,
     eps_root: jax.typing.ArrayLike = 0.0,
     *,
-    strategy: _formulas.StrategyName = "additive",
+    strategy: _formulas.StrategyName | _formulas.Formula = "additive",
     scaling_factor: jax.typing.ArrayLike | None = None,
     mu_dtype: Any | None = None,
     weight_decay: optax.ScalarOrSchedule = 0.0,
@@ -75,7 +75,11 @@ def caadam(
     eps: added to the root of the bias-corrected second moment.
     eps_root: added to the second moment inside the root.
     strategy: ``"additive"`` (default ``g = 0.95``), ``"multiplicative"``
-      (``g = 5.0``) or ``"depth"`` (``g = 1.0``).
+      (``g = 5.0``) or ``"depth"`` (``g = 1.0``); or a
+      :data:`~caadam_jax.Formula` ``(record, stats, g) -> factor`` (see
+      :func:`~caadam_jax.scale_by_structure`: ``scaling_factor`` is given to it
+      unchanged and not range-checked; with ``structure=None`` it counts as
+      reading depths).
     scaling_factor: the strategy's ``g``; None for its default. Injected or
       traced values outside the range give a NaN step (see above).
     mu_dtype: dtype of the first moment (as in ``optax.adam``).
@@ -93,10 +97,10 @@ def caadam(
   Raises:
     TypeError: a hyperparameter is not a real scalar (a string, None, a list, a
       bool; a callable other than a ``learning_rate`` or ``weight_decay``
-      schedule), or ``structure`` is not a
+      schedule), ``strategy`` is neither a name nor a callable, or ``structure`` is not a
       :class:`~caadam_jax.Structure` or None.
     ValueError: a hyperparameter is an array that is not 0-d, or a concrete one
-      is not finite or out of its range; or ``strategy`` is unknown.
+      is not finite or out of its range; or ``strategy`` is an unknown name.
 
   References:
     Genet & Inzirillo, "CaAdam: Improving Adam optimizer using connection aware

@@ -53,7 +53,7 @@ def _shape_tree(structure: _structure.Structure) -> dict[Any, Any]:
 def describe(
     params_or_structure: optax.Params | _structure.Structure,
     *,
-    strategy: _formulas.StrategyName = "additive",
+    strategy: _formulas.StrategyName | _formulas.Formula = "additive",
     scaling_factor: float | None = None,
     published: bool = False,
     show: bool = True,
@@ -70,8 +70,11 @@ def describe(
     params_or_structure: a params pytree (its structure is inferred with
       :func:`~caadam_jax.infer_structure`) or a :class:`~caadam_jax.Structure`
       (e.g. from :func:`~caadam_jax.trace_structure`).
-    strategy: ``"additive"``, ``"multiplicative"`` or ``"depth"``.
-    scaling_factor: ``g``; None for the strategy's default.
+    strategy: ``"additive"``, ``"multiplicative"`` or ``"depth"``, or a
+      :data:`~caadam_jax.Formula` (see :func:`~caadam_jax.scale_by_structure`;
+      not with ``published``).
+    scaling_factor: ``g``; None for the strategy's default (given unchanged to a
+      formula).
     published: report the factors of :func:`~caadam_jax.keras_caadam` (the
       published caadam 0.1.1 behaviour) instead of the method as described;
       ``strategy=None`` is then allowed (the package's ``CaAdam()`` default).
@@ -87,7 +90,7 @@ def describe(
 
   Raises:
     TypeError: ``params_or_structure`` is neither a Structure nor a pytree of
-      arrays (e.g. None).
+      arrays (e.g. None), or ``strategy`` is neither a name nor a callable.
 
   Example:
     >>> import jax.numpy as jnp, caadam_jax
@@ -116,8 +119,7 @@ def describe(
     )
     factors = {_paths.parse_path(name): value for name, value in by_name.items()}
   else:
-    resolved, g = _formulas.resolve_strategy(strategy, scaling_factor)
-    factors = structure.factors(resolved, g)
+    factors = structure.factors(strategy, scaling_factor)
 
   def sort_key(item):
     path, info = item
@@ -176,7 +178,8 @@ def _table(rows, structure, strategy, published) -> tuple[str, list[str], list[l
       if published
       else "as described"
   )
-  title = f"{mode}, strategy={strategy}"
+  name = strategy if isinstance(strategy, str) or strategy is None else None
+  title = f"{mode}, strategy={name or getattr(strategy, '__name__', repr(strategy))}"
   if stats is not None:
     title += (
         f"; c_min={stats.c_min:g}, c_med={stats.c_med:g}, c_max={stats.c_max:g}, "

@@ -7,15 +7,18 @@ methods", arXiv:2410.24216). The scaling factor ``g`` is only used arithmeticall
 so it may be a traced value (``optax.inject_hyperparams``, schedules); the
 structural quantities are static Python numbers.
 
-Adding a strategy means one formula function here plus one entry in
-``STRATEGIES``.
+A formula is public (:data:`~caadam_jax.Formula`): user code passes its own to
+:func:`~caadam_jax.scale_by_structure`, ``caadam(strategy=...)``,
+:meth:`~caadam_jax.Structure.factors` or :func:`~caadam_jax.describe` without touching
+the package (docs/method.md, "Adding a strategy"). A named strategy is one formula
+function here plus one entry in ``STRATEGIES`` (CONTRIBUTING.md, "Add a strategy").
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import jax
 import jax.core
@@ -49,10 +52,34 @@ class Statistics(NamedTuple):
 
 
 class LayerRecord(NamedTuple):
-  """What a formula knows about one layer: its connection count and 0-based depth."""
+  """What a formula knows about one layer.
+
+  Attributes:
+    connections: the layer's connection count (the number of weights in its weight
+      tensors).
+    depth: the layer's 0-based depth.
+    shapes: the shapes of the layer's weight tensors, in the tree's leaf order (one slice's
+      shape, without the stack axis, for a layer of an ``nn.scan``/``nnx.vmap``
+      stack), so that fan-in or fan-out formulas are expressible: a Dense kernel is
+      ``(in, out)``, a Conv kernel ``(kh, kw, in, out)`` (Flax's layouts; PyTorch-style
+      and Equinox weights are ``(out, in, ...)``). Empty for a record built without
+      shapes (``LayerRecord(connections, depth)``).
+
+  Example:
+    >>> import jax.numpy as jnp, caadam_jax
+    >>> params = {'Dense_0': {'kernel': jnp.zeros((4, 8)), 'bias': jnp.zeros(8)}}
+    >>> caadam_jax.infer_structure(params).layers[('Dense_0',)]
+    LayerRecord(connections=32, depth=0, shapes=((4, 8),))
+  """
 
   connections: float
   depth: int
+  shapes: tuple[tuple[int, ...], ...] = ()
+
+
+# A scaling formula: one layer's record, the network's statistics and the scaling
+# factor ``g`` (whatever the caller passed, None included) -> the layer's factor.
+Formula = Callable[[LayerRecord, Statistics, Any], Factor]
 
 
 def minmaxmedian_exponent(connections: float, stats: Statistics) -> float:
@@ -117,12 +144,15 @@ class Strategy:
     allowed: the valid range of ``g`` in words, for error messages.
     is_allowed: the range check; it works on a Python float and, elementwise
       with ``&``, on a (traced) array.
+    uses_depth: whether the formula reads ``record.depth`` (the default-structure
+      guards then also check that path order can be the forward order).
   """
 
-  formula: Callable[[LayerRecord, Statistics, Factor], Factor]
+  formula: Formula
   default_scaling_factor: float
   allowed: str
   is_allowed: Callable[[Any], Any]
+  uses_depth: bool = False
 
 
 STRATEGIES: dict[StrategyName, Strategy] = {
@@ -137,7 +167,9 @@ STRATEGIES: dict[StrategyName, Strategy] = {
     "multiplicative": Strategy(
         multiplicative_minmaxmedian, 5.0, "scaling_factor > 0", lambda g: g > 0.0
     ),
-    "depth": Strategy(depth_scaling, 1.0, "scaling_factor >= 0", lambda g: g >= 0.0),
+    "depth": Strategy(
+        depth_scaling, 1.0, "scaling_factor >= 0", lambda g: g >= 0.0, uses_depth=True
+    ),
 }
 
 
@@ -192,3 +224,42 @@ def resolve_strategy(
   if _validation.is_jax_array(g):
     g = nan_outside_range(strategy, g)
   return strategy, g
+
+
+def resolve(
+    strategy: StrategyName | Formula | Strategy,
+    scaling_factor: Any,
+    *,
+    argument: str = "strategy",
+) -> tuple[Formula, Any, bool]:
+  """A strategy name, a user formula or a :class:`Strategy` as ``(formula, g, uses_depth)``.
+
+  A name goes through :func:`resolve_strategy` (default and range of ``g``). A user
+  formula's ``g`` is passed to it unchanged (its range is the user's business) and
+  the formula counts as reading depths (the conservative choice for the
+  default-structure guards). A :class:`Strategy` keeps ``g`` unchanged.
+
+  Args:
+    strategy: a key of ``STRATEGIES``, a :data:`Formula`, or a :class:`Strategy`.
+    scaling_factor: ``g``, or None (a name's default; given as is to a formula).
+    argument: the user-facing name of ``strategy``, for error messages.
+
+  Returns:
+    ``(formula, g, uses_depth)``.
+
+  Raises:
+    TypeError: ``strategy`` is neither a name nor a callable.
+    ValueError: as :func:`resolve_strategy`, for a name.
+  """
+  if isinstance(strategy, str):
+    resolved, g = resolve_strategy(cast(StrategyName, strategy), scaling_factor, argument=argument)
+    return resolved.formula, g, resolved.uses_depth
+  if isinstance(strategy, Strategy):
+    return strategy.formula, scaling_factor, strategy.uses_depth
+  if callable(strategy):
+    return strategy, scaling_factor, True
+  raise TypeError(
+      f"{argument} must be one of the names {sorted(STRATEGIES)} or a formula, a callable "
+      f"(record: caadam_jax.LayerRecord, stats: caadam_jax.Statistics, g) -> factor; "
+      f"got {type(strategy).__name__} {strategy!r}."
+  )

@@ -158,7 +158,8 @@ def check_default(params: Any, structure: _structure.Structure, *, uses_depth: b
   Args:
     params: the tree ``init`` was given (with its Flax boxes or NNX Variables).
     structure: ``infer_structure`` of that tree.
-    uses_depth: whether the strategy reads depths (then the order must be right).
+    uses_depth: whether the strategy reads depths (then the order must be right): the
+      depth strategy, and a user formula unless it says otherwise.
 
   Raises:
     ValueError: a leaf looks like an undeclared stack, or (``uses_depth``) the
@@ -179,6 +180,10 @@ def check_default(params: Any, structure: _structure.Structure, *, uses_depth: b
     problem = _order_problem(structure.layers)
     if problem is not None:
       raise ValueError(
-          "caadam_jax (structure=None): the depth strategy needs the layers' forward order, "
-          f"and sorted paths cannot give it here: {problem}. " + _FIX_ORDER
+          "caadam_jax (structure=None): the strategy reads depths (the depth strategy, or a "
+          "formula given with uses_depth=True, the default for formulas) and needs the "
+          f"layers' forward order, and sorted paths cannot give it here: {problem}. "
+          + _FIX_ORDER
+          + " A formula that reads no depths may say so: "
+          "caadam_jax.scale_by_structure(formula, uses_depth=False)."
       )

@@ -34,6 +34,8 @@ class LeafInfo(NamedTuple):
       per slice for a stacked leaf.
     stack_axis: for ``nn.scan``/``nnx.vmap``-stacked leaves, the axis that
       indexes the stacked layers (each slice is its own layer); else None.
+    weight: whether the leaf is one of its layer's weight tensors (its shape is
+      then in the layer's :attr:`LayerRecord.shapes <caadam_jax.LayerRecord.shapes>`).
   """
 
   layer: _paths.Path | None
@@ -41,6 +43,7 @@ class LeafInfo(NamedTuple):
   connections: int | tuple[int, ...] | None
   depth: int | tuple[int, ...] | None
   stack_axis: int | None = None
+  weight: bool = False
 
 
 # Leaf names that decide a tensor's role whatever its number of dimensions:
@@ -151,10 +154,12 @@ class Structure:
     """Builds a structure from leaf-to-layer assignments and counted layers.
 
     Args:
-      leaves: normalized leaf path -> ``(layer, shape)`` or
-        ``(layer, shape, stack_axis)``; ``layer`` None excludes the leaf from
-        scaling. A stacked leaf's slices are the layers
-        ``slice_layer(layer, i)``.
+      leaves: normalized leaf path -> ``(layer, shape)``,
+        ``(layer, shape, stack_axis)`` or ``(layer, shape, stack_axis, weight)``;
+        ``layer`` None excludes the leaf from scaling. A stacked leaf's slices are
+        the layers ``slice_layer(layer, i)``. ``weight`` (default: the rule of
+        :func:`is_weight`) says whether the leaf's shape enters its layer's
+        record's ``shapes``.
       counted_layers: ``(layer, connections)`` in forward order (depth = position)
         or ``(layer, connections, depth)`` with explicit depths (ties allowed,
         for branches). Layers not listed are not counted (factor 1).
@@ -179,7 +184,9 @@ class Structure:
       records[layer] = (connections, depth)
     infos = {}
     for path, (layer, shape, *rest) in leaves.items():
-      info = LeafInfo(layer, tuple(shape), None, None, rest[0] if rest else None)
+      axis = rest[0] if rest else None
+      weight = rest[1] if len(rest) > 1 else is_weight(path, tuple(shape), axis)
+      info = LeafInfo(layer, tuple(shape), None, None, axis, bool(weight))
       if layer is not None:
         ids = _slice_ids(info)
         found = [records[i] for i in ids if i in records]
@@ -306,35 +313,74 @@ class Structure:
 
   @property
   def layers(self) -> dict[_paths.Path, _formulas.LayerRecord]:
-    """Counted layers (stack slices separately) in depth order -> their record."""
-    layers = {}
+    """Counted layers (stack slices separately) in depth order -> their record.
+
+    A record's ``shapes`` are the shapes of the layer's weight leaves in the tree's
+    leaf order (per slice, without the stack axis, for a stacked layer).
+    """
+    layers, shapes = {}, {}
     for info in self.leaves.values():
       if info.connections is None:
         continue
       # A leaf's connections and depth are numbers, or tuples for a stacked leaf.
+      ids = _slice_ids(info)
       if info.stack_axis is None:
-        record = _formulas.LayerRecord(cast(int, info.connections), cast(int, info.depth))
-        layers[_slice_ids(info)[0]] = record
+        records = [(cast(int, info.connections), cast(int, info.depth))]
+        shape = info.shape
       else:
-        ids, depths = _slice_ids(info), cast(tuple, info.depth)
-        for layer_id, c, d in zip(ids, cast(tuple, info.connections), depths, strict=True):
-          layers[layer_id] = _formulas.LayerRecord(c, d)
-    return dict(sorted(layers.items(), key=lambda item: item[1].depth))
+        records = list(zip(cast(tuple, info.connections), cast(tuple, info.depth), strict=True))
+        shape = info.shape[: info.stack_axis] + info.shape[info.stack_axis + 1 :]
+      for layer_id, (c, d) in zip(ids, records, strict=True):
+        layers[layer_id] = (c, d)
+        if info.weight:
+          shapes.setdefault(layer_id, []).append(shape)
+    records = {
+        layer_id: _formulas.LayerRecord(c, d, tuple(shapes.get(layer_id, ())))
+        for layer_id, (c, d) in layers.items()
+    }
+    return dict(sorted(records.items(), key=lambda item: item[1].depth))
 
   def factors(
-      self, strategy: _formulas.Strategy, scaling_factor: _formulas.Factor
+      self,
+      strategy: _formulas.StrategyName | _formulas.Formula,
+      scaling_factor: Any = None,
   ) -> dict[_paths.Path, Any]:
     """Every leaf's factor under ``strategy`` with scaling factor ``scaling_factor``.
 
     A factor is a Python float, a traced scalar (injected scaling factor), or,
     for a stacked leaf, an array of per-slice factors shaped to broadcast along
-    its stack axis.
+    its stack axis. Leaves of uncounted layers get 1.
+
+    Args:
+      strategy: a strategy name (``"additive"``, ``"multiplicative"``,
+        ``"depth"``) or a :data:`~caadam_jax.Formula`
+        ``(record, stats, g) -> factor``, called once per counted layer.
+      scaling_factor: ``g``. For a name: None for its default, range-checked as
+        in :func:`~caadam_jax.scale_by_strategy`; for a formula: given to it
+        unchanged (None included).
+
+    Returns:
+      Normalized leaf path -> factor.
+
+    Raises:
+      TypeError: ``strategy`` is neither a name nor a callable.
+      ValueError: an unknown name, or a ``scaling_factor`` out of its range.
+
+    Example:
+      >>> import jax.numpy as jnp, caadam_jax
+      >>> params = {'Dense_0': {'kernel': jnp.zeros((4, 8))},
+      ...           'Dense_1': {'kernel': jnp.zeros((8, 2))}}
+      >>> s = caadam_jax.infer_structure(params)
+      >>> s.factors("depth")[('Dense_1', 'kernel')]
+      1.0
+      >>> fan_in = lambda record, stats, g: 1.0 / record.shapes[0][0]
+      >>> s.factors(fan_in)[('Dense_1', 'kernel')]
+      0.125
     """
+    formula, g, _ = _formulas.resolve(strategy, scaling_factor)
+    layers = self.layers
     stats = cast(_formulas.Statistics, self.statistics)  # not None where layers are counted
-    per_layer = {
-        layer: strategy.formula(record, stats, scaling_factor)
-        for layer, record in self.layers.items()
-    }
+    per_layer = {layer: formula(record, stats, g) for layer, record in layers.items()}
     factors = {}
     for path, info in self.leaves.items():
       if info.connections is None:
@@ -462,12 +508,12 @@ def assemble(
     else:
       axis = None
     layer = path[:-1]
-    leaf_layers[path] = (layer, shape, axis)
-    weight = (weight_roles or {}).get(path)
-    if not (is_weight(path, shape, axis) if weight is None else weight):
+    role = (weight_roles or {}).get(path)
+    # A zero-size tensor has no connections: it is no weight and no layer.
+    weight = (is_weight(path, shape, axis) if role is None else role) and int(np.prod(shape)) > 0
+    leaf_layers[path] = (layer, shape, axis, weight)
+    if not weight:
       continue
-    if int(np.prod(shape)) == 0:
-      continue  # a zero-size tensor has no connections: it is no layer
     if axis is None:
       connections[layer] = connections.get(layer, 0) + int(np.prod(shape))
     else:

@@ -29,39 +29,73 @@ def _scale_leaf(update: jax.Array, factor: _formulas.Factor) -> jax.Array:
   return update * jnp.asarray(factor, dtype=update.dtype)
 
 
-def scale_by_strategy(
-    strategy: _formulas.StrategyName,
-    scaling_factor: jax.typing.ArrayLike | None = None,
+def scale_by_structure(
+    formula: _formulas.Formula,
+    scaling_factor: Any = None,
     *,
     structure: _structure.Structure | None = None,
+    uses_depth: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
-  """Scales each leaf's update by the factor of a named CaAdam strategy.
+  """Scales each leaf's update by the factor a formula gives its layer.
+
+  The extension point for strategies: ``formula(record, stats, g)`` is called once
+  per counted layer at trace time, with the layer's
+  :class:`~caadam_jax.LayerRecord` (connection count, depth, weight shapes), the
+  network's :class:`~caadam_jax.Statistics` and ``g = scaling_factor``; leaves of
+  uncounted layers get 1. The named strategies are such formulas
+  (:func:`scale_by_strategy` looks them up). ``g`` is given to the formula
+  unchanged and never range-checked: its range (and None, when the formula needs
+  no ``g``) is the formula's business. Use ``g`` only arithmetically: it may be a
+  traced value (``optax.inject_hyperparams``).
+
+  Example:
+    A fan-in based factor, ``(1 / sqrt(fan_in))`` normalized so the median layer
+    gets 1 (fan-in is the first dimension of a Flax kernel):
+
+    >>> import math, jax.numpy as jnp, optax, caadam_jax
+    >>> def fan_in(record, stats, g):
+    ...   return 1.0 / math.sqrt(math.prod(record.shapes[0][:-1]))
+    >>> params = {'Dense_0': {'kernel': jnp.ones((4, 8))},
+    ...           'Dense_1': {'kernel': jnp.ones((16, 2))}}
+    >>> tx = caadam_jax.scale_by_structure(fan_in, uses_depth=False)
+    >>> updates, _ = tx.update(params, tx.init(params))
+    >>> float(updates['Dense_0']['kernel'][0, 0]), float(updates['Dense_1']['kernel'][0, 0])
+    (0.5, 0.25)
 
   Args:
-    strategy: ``"additive"``, ``"multiplicative"`` or ``"depth"``.
-    scaling_factor: the strategy's ``g``; None for its default (0.95, 5.0, 1.0).
-      A JAX array (traced, or injected by ``optax.inject_hyperparams``) is not
-      range-checked: outside the range it is NaN, so the factors that depend on
-      it, and the step, are NaN instead of silently zeroed or flipped (see
-      :func:`~caadam_jax.caadam` for skipping such steps).
+    formula: a :data:`~caadam_jax.Formula`, ``(record, stats, g) -> factor``
+      returning a Python number or a scalar array.
+    scaling_factor: ``g``, passed to ``formula`` unchanged (default None).
     structure: a :class:`~caadam_jax.Structure`; None infers one from the
       updates at every trace (per group inside ``optax.masked``). ``init`` then
       raises a ValueError naming the fix where paths alone would be silently
       wrong: a leaf that looks like an undeclared ``nn.scan``/``nnx.vmap`` stack,
-      or, for ``"depth"``, layer paths whose sorted order need not be the
+      or, with ``uses_depth``, layer paths whose sorted order need not be the
       forward order (named submodules, several naming patterns). A structure
       built from a linen variables dict or from its ``params`` serves both trees.
+    uses_depth: whether ``formula`` reads ``record.depth`` (only used with
+      ``structure=None``). The default, True, is the conservative choice: a
+      formula that reads only connections or shapes may say False to skip the
+      forward-order check.
 
   Returns:
     A stateless ``optax.GradientTransformationExtraArgs``.
 
   Raises:
-    ValueError: an unknown strategy or a concrete ``scaling_factor`` out of the
-      strategy's range; from ``init``, as described for ``structure=None``.
-    TypeError: ``scaling_factor`` is not a real scalar, or ``structure`` is not a
+    TypeError: ``formula`` is not callable, or ``structure`` is not a
       :class:`~caadam_jax.Structure` or None.
+    ValueError: from ``init``, as described for ``structure=None``.
+
+  References:
+    Genet & Inzirillo, "CaAdam: Improving Adam optimizer using connection aware
+    methods", arXiv:2410.24216, 2024.
   """
-  resolved, g = _formulas.resolve_strategy(strategy, scaling_factor)
+  if isinstance(formula, str) or not callable(formula):
+    raise TypeError(
+        "formula must be a callable (record: caadam_jax.LayerRecord, stats: "
+        f"caadam_jax.Statistics, g) -> factor, got {type(formula).__name__} {formula!r}. "
+        "For a named strategy use caadam_jax.scale_by_strategy(name)."
+    )
   if structure is not None and not isinstance(structure, _structure.Structure):
     raise TypeError(
         "structure must be a caadam_jax.Structure or None (None infers it from the "
@@ -73,9 +107,7 @@ def scale_by_strategy(
     if structure is None:
       # Paths alone must not give a silently wrong structure: refuse undeclared
       # stacks, and path orders that cannot be the forward order where depth counts.
-      _guards.check_default(
-          params, _structure.infer_structure(params), uses_depth=strategy == "depth"
-      )
+      _guards.check_default(params, _structure.infer_structure(params), uses_depth=uses_depth)
     else:
       structure.for_tree(params).check_matches(params)
     return ScaleByStructureState()
@@ -93,13 +125,60 @@ def scale_by_strategy(
       # Shapes may be local shards under shard_map; the structure carries global ones.
       current = structure.for_tree(updates)
       current.check_matches(updates, check_shapes=False)
-    factors = current.factors(resolved, g)
+    factors = current.factors(formula, scaling_factor)
     updates = _paths.map_with_normalized_path(
         lambda path, u: _scale_leaf(u, factors[path]), updates
     )
     return updates, state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def scale_by_strategy(
+    strategy: _formulas.StrategyName | _formulas.Formula,
+    scaling_factor: jax.typing.ArrayLike | None = None,
+    *,
+    structure: _structure.Structure | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  """Scales each leaf's update by the factor of a named CaAdam strategy.
+
+  A name lookup on top of :func:`scale_by_structure`: the name gives the formula,
+  the default and allowed range of ``g``, and whether the formula reads depths.
+
+  Example:
+    >>> import jax.numpy as jnp, caadam_jax
+    >>> params = {'Dense_0': {'kernel': jnp.ones((4, 8))},
+    ...           'Dense_1': {'kernel': jnp.ones((8, 2))}}
+    >>> tx = caadam_jax.scale_by_strategy("depth")
+    >>> updates, _ = tx.update(params, tx.init(params))
+    >>> round(float(updates['Dense_0']['kernel'][0, 0]), 4)  # (1 + 1) ** (1/2)
+    1.4142
+
+  Args:
+    strategy: ``"additive"``, ``"multiplicative"`` or ``"depth"``; or a
+      :data:`~caadam_jax.Formula`, which is ``scale_by_structure(strategy,
+      scaling_factor, structure=structure)`` (counted as reading depths).
+    scaling_factor: the strategy's ``g``; None for its default (0.95, 5.0, 1.0).
+      A JAX array (traced, or injected by ``optax.inject_hyperparams``) is not
+      range-checked: outside the range it is NaN, so the factors that depend on
+      it, and the step, are NaN instead of silently zeroed or flipped (see
+      :func:`~caadam_jax.caadam` for skipping such steps).
+    structure: a :class:`~caadam_jax.Structure`; None infers one from the
+      updates at every trace, with the guards of :func:`scale_by_structure`
+      (the forward-order check for ``"depth"`` only).
+
+  Returns:
+    A stateless ``optax.GradientTransformationExtraArgs``.
+
+  Raises:
+    ValueError: an unknown strategy or a concrete ``scaling_factor`` out of the
+      strategy's range; from ``init``, as described for ``structure=None``.
+    TypeError: ``strategy`` is neither a name nor a callable, ``scaling_factor``
+      is not a real scalar, or ``structure`` is not a
+      :class:`~caadam_jax.Structure` or None.
+  """
+  formula, g, uses_depth = _formulas.resolve(strategy, scaling_factor)
+  return scale_by_structure(formula, g, structure=structure, uses_depth=uses_depth)
 
 
 def scale_by_connection_minmaxmedian(

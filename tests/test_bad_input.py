@@ -278,7 +278,8 @@ def test_item06_from_records_accepts_integral_numpy_and_float_values():
   s = caadam_jax.Structure.from_records(
       params, {"Dense_0": (np.int64(32), 0.0), "Dense_1": (16.0, 1)}
   )
-  assert s.layers[("Dense_0",)] == (32, 0) and s.layers[("Dense_1",)] == (16, 1)
+  layers = {k: (r.connections, r.depth) for k, r in s.layers.items()}
+  assert layers == {("Dense_0",): (32, 0), ("Dense_1",): (16, 1)}
   assert type(s.layers[("Dense_0",)].depth) is int
   with pytest.raises(ValueError, match=r"records.*Dense_0.*depth"):  # but never truncated
     caadam_jax.Structure.from_records(params, {"Dense_0": (np.int64(32), 0.5), "Dense_1": (16, 1)})
