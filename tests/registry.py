@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -163,6 +164,12 @@ def adam_structure_chain(
   )
 
 
+def fan_in_formula(record: caadam_jax.LayerRecord, stats: caadam_jax.Statistics, g: Any) -> float:
+  """A user formula for ``scale_by_structure``: ``1 / sqrt(fan_in)``; it needs no ``g``."""
+  del stats, g
+  return record.shapes[0][0] ** -0.5
+
+
 # Structure transforms constructed with no arguments (optax transform_test's
 # "scalers"): name -> zero-argument constructor.
 NO_ARGUMENT_SCALERS: list[tuple[str, Callable[[], optax.GradientTransformation]]] = [
@@ -175,6 +182,8 @@ NO_ARGUMENT_SCALERS: list[tuple[str, Callable[[], optax.GradientTransformation]]
         functools.partial(caadam_jax.scale_by_strategy, "multiplicative"),
     ),
     ("scale_by_strategy-depth", functools.partial(caadam_jax.scale_by_strategy, "depth")),
+    # scale_by_structure needs its formula (scale_by_strategy's names are formulas).
+    ("scale_by_structure-fan_in", functools.partial(caadam_jax.scale_by_structure, fan_in_formula)),
 ]
 # The structure scalers above leave updates of 1-D leaves unchanged (no counted
 # layer: every factor is 1); others (ADAS) only need finite updates of the right shape.
@@ -210,7 +219,7 @@ _ADAM = functools.partial(optax.adam, learning_rate=LR)
 
 _INJECT_SCALING = {"additive": 0.5, "multiplicative": 3.0, "depth": 0.7}
 
-for _strategy in ("additive", "multiplicative", "depth"):
+for _strategy in typing.get_args(caadam_jax.StrategyName):
   register(
       f"caadam-{_strategy}",
       functools.partial(caadam_jax.caadam, learning_rate=LR, strategy=_strategy),
