@@ -1,10 +1,10 @@
 """Does connection awareness beat Adam once the learning rate is controlled?
 
-A controlled reproduction of the published CaAdam experiments (design notes,
-section 3). The published gains were measured against Adam at one learning rate,
-while the published code (Keras package ``caadam`` 0.1.1) effectively multiplied
-the learning rate of every kernel by about 2 (additive) or 5 (multiplicative).
-This script trains every optimizer ("cell") on the published protocol and adds
+A controlled reproduction of the published CaAdam experiments (docs/published.md
+says what the published code ran). The published gains were measured against Adam
+at one learning rate, while the published code (Keras package ``caadam`` 0.1.1)
+effectively multiplied the learning rate of every kernel by about 2 (additive) or 5
+(multiplicative). This script trains every optimizer ("cell") on the published protocol and adds
 the missing controls: Adam at 2x and 5x the learning rate, AdamW and ADAS.
 
 Tasks:

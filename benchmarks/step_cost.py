@@ -435,7 +435,11 @@ def format_case(case: dict[str, Any]) -> str:
 
 
 def check_targets(cases: list[dict[str, Any]]) -> list[str]:
-  """The issue's targets for every caadam strategy; returns the misses."""
+  """The step-cost targets per caadam strategy; returns the misses.
+
+  The targets: step ratio <= 1.03, compile ratio <= 1.2, state bytes equal to Adam's
+  (stored as ``targets`` in the JSON).
+  """
   misses = []
   for case in cases:
     for name, r in case["optimizers"].items():

@@ -2,7 +2,7 @@
 
 The controlled benchmark (``benchmarks/reproduce.py``) compares optimizers at
 fixed learning rates. This script tunes everybody's learning rate instead and
-compares the best against the best (issue 17):
+compares the best against the best (results: docs/benchmarks_evidence.md):
 
 * every optimizer (Adam, the three published-mode and the three as-described
   CaAdam variants, the placebos, ADAS) is trained at ``--n-lrs`` log-spaced

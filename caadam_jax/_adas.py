@@ -9,8 +9,8 @@ raw derivative and a running average of the previous normalized updates.
 
 Reference: Y. Eliyahu, "AdasOptimizer: ADAS is short for Adaptive Step Size",
 https://github.com/YanaiEliyahu/AdasOptimizer (2020), TensorFlow version
-``adasopt.py``. The algorithm implemented here is the one written out in the
-project's design notes (section 5), step for step.
+``adasopt.py``. The algorithm implemented here is written out step by step in
+:func:`scale_by_adas`'s docstring (and docs/adas.md).
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def _state_dtype(dtype: Any) -> jnp.dtype:
 
 
 def _normalize(x, v, beta_1, eps, correction):
-  """The normalizer's second-moment update and normalized value (design 5)."""
+  """The normalizer's second-moment update and normalized value (``N`` in scale_by_adas)."""
   v = beta_1 * v + (1 - beta_1) * jnp.square(x)
   return v, x * correction / (jnp.sqrt(v) + eps)
 

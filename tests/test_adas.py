@@ -30,7 +30,7 @@ DEFAULTS = dict(lr=1e-3, lr2=5e-3, lr3=5e-4, beta_1=0.999, beta_2=0.999, beta_3=
 
 
 def _numpy_adas(params, grad_fn, steps, *, lr, lr2, lr3, beta_1, beta_2, beta_3, eps):
-  """The eight steps of design section 5 in float64 numpy, output axis last."""
+  """The eight steps of scale_by_adas's docstring in float64 numpy, output axis last."""
 
   def normalizer(state, x, beta, t):
     """Returns (old u, xn) and updates state['v'], state['u'] in place."""

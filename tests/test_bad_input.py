@@ -1,9 +1,10 @@
-"""Bad and unusual input, item by item (issue 18): the input and what must happen.
+"""Bad and unusual input, item by item: the input and what must happen.
 
-Each test is named for the item of issue 18 it covers and states the input and the
-expected error or behaviour. Expected numbers come from the formulas of DESIGN
-section 2 written out here, or from ``optax.adam``; errors are checked for the
-argument's name and the valid range or what to do. Items 8 and 13 (NNX train-mode
+Each test is named for the item of the catalogue in docs/validation.md ("What each
+bad-input item became") it covers and states the input and the expected error or
+behaviour. Expected numbers come from the formulas of docs/method.md ("The factors")
+written out here, or from ``optax.adam``; errors are checked for the argument's name
+and the valid range or what to do. Items 8 and 13 (NNX train-mode
 tracing, NumPy static arguments of ``trace_structure``) are here in their plain form;
 tests/test_models.py covers them on real models (``nnx.scan`` stacks with BatchNorm).
 Items 16-18 (packaging) are checked by .ci/run's sdist and minimum legs and
@@ -35,7 +36,7 @@ GRADS = jax.tree.map(lambda p: jnp.full(p.shape, 0.5, p.dtype), PARAMS)
 
 
 def hand_factors(strategy: str, g: float) -> dict[str, float]:
-  """The factor of every layer of PARAMS, from the formulas of DESIGN section 2."""
+  """The factor of every layer of PARAMS, from the formulas of docs/method.md."""
   if strategy == "additive":
     return {"Dense_0": 1.0, "Dense_1": 1 - g, "Dense_2": 1 + g}
   if strategy == "multiplicative":

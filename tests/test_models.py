@@ -1,10 +1,10 @@
-"""Real-model tests: small versions of the architectures people train (issue 14).
+"""Real-model tests: small versions of the architectures people train.
 
 Models are in ``benchmarks/model_zoo.py`` (Flax linen ResNet, pre-LN Transformer
 LM, encoder-decoder, ViT, MLP-Mixer; NNX scan-over-layers and Gemma-style block;
 Equinox CNN and ViT). Every expected connection count and depth is derived by
 hand in the comments from the layer shapes and the forward pass; factors come
-from the formulas of DESIGN section 2 written out here. Parameters are built
+from the formulas of docs/method.md ("The factors") written out here. Parameters are built
 with ``jax.eval_shape`` wherever only shapes matter (tracing needs no values).
 """
 
@@ -93,7 +93,7 @@ def test_trace_errors_tell_to_pass_train_false():
 
 
 def test_numpy_scalar_static_arguments_are_static():
-  """Issue 18 item 13: np.True_ is static like True, not traced."""
+  """Bad-input item 13 (docs/validation.md): np.True_ is static like True, not traced."""
   params = {"w": jnp.ones((4, 3))}
 
   def apply(p, x, flag):
@@ -106,7 +106,7 @@ def test_numpy_scalar_static_arguments_are_static():
 
 
 def test_structure_serves_the_whole_variables_dict_and_params_alike():
-  """Problem 4: a TrainState created with params=variables (ogbg-style)."""
+  """A TrainState created with params=variables (ogbg-style)."""
   variables, structure = resnet_structure()
   ones = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), variables)
   tx = caadam_jax.scale_by_strategy("depth", structure=structure)
@@ -125,7 +125,7 @@ def test_structure_serves_the_whole_variables_dict_and_params_alike():
 
 
 def test_default_path_refuses_a_wrong_order_and_names_the_fix():
-  """Problem 1: the ResNet's sorted paths put the classifier first."""
+  """The ResNet's sorted paths put the classifier first."""
   params = jax.tree.map(
       lambda s: jnp.zeros(s.shape), shapes(zoo.ResNet(), zoo.RESNET_INPUT, False)["params"]
   )
@@ -235,7 +235,7 @@ class LinenScan(nn.Module):
 
 
 def test_default_path_refuses_undeclared_stacks():
-  """Problem 1: stacked layers would count as one layer (3x connections, one depth)."""
+  """Stacked layers would count as one layer (3x connections, one depth)."""
   x = jnp.ones((2, 4))
   # A linen nn.scan: named "ScanBlock_0" by linen and with a 'layers' partition axis.
   auto = jax.tree.map(lambda s: jnp.zeros(s.shape), shapes(LinenScan(), x)["params"])
@@ -319,7 +319,7 @@ def vit_structure():
 
 
 def test_vit_class_token_and_position_embedding_are_not_layers():
-  """Problem 3: cls and pos_embedding are only concatenated and added."""
+  """The cls token and pos_embedding are only concatenated and added."""
   variables, structure = vit_structure()
   block = "Transformer_encoderblock_0"
   attn = f"{block}/MultiHeadDotProductAttention_0"
@@ -375,7 +375,7 @@ def make_scan_mlp():
 
 
 def test_nnx_scan_over_layers_with_batchnorm_and_dropout_in_train_mode():
-  """Problem 2 and issue 18 item 8: BatchStat and RngCount under nnx.scan, train mode."""
+  """Bad-input item 8 (docs/validation.md): BatchStat and RngCount under nnx.scan, train mode."""
   model = make_scan_mlp()
   before = jax.tree.map(as_numpy, nnx.state(model, nnx.Not(nnx.Param)))
   x = jnp.ones((2, 4))
@@ -429,7 +429,7 @@ def test_equinox_modules_passed_whole():
 
 
 def test_equinox_vit_tokens_and_norm_weights_are_not_layers():
-  """Problem 3: Equinox's LayerNorm.weight (1-D), root cls_token and positional_embedding."""
+  """Equinox's LayerNorm.weight (1-D), root cls_token and positional_embedding."""
   vit = eqx.filter_eval_shape(lambda: EqxViT(key=jax.random.key(0)))
   structure = caadam_jax.trace_structure(vit, jnp.ones((1, 8, 8)))
   attn = "attention_blocks/0/attention"

@@ -1,6 +1,6 @@
 """Structure inference and per-layer factors, checked against hand-computed values.
 
-Expected factors are computed in this file from the formulas of DESIGN section 2
+Expected factors are computed in this file from the formulas of docs/method.md ("The factors")
 (``reference_factors``) or written out as literal numbers; the library is only
 the thing under test.
 """
