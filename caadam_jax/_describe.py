@@ -90,7 +90,8 @@ def describe(
 
   Raises:
     TypeError: ``params_or_structure`` is neither a Structure nor a pytree of
-      arrays (e.g. None), or ``strategy`` is neither a name nor a callable.
+      arrays (e.g. None), ``strategy`` is neither a name nor a callable, or it is a
+      formula with ``published=True``.
 
   Example:
     >>> import jax.numpy as jnp, caadam_jax
@@ -110,6 +111,11 @@ def describe(
   if published:
     from caadam_jax import _published  # the published mode builds on the core
 
+    if callable(strategy):
+      raise TypeError(
+          "describe(published=True) reports caadam 0.1.1's named strategies; a formula "
+          "has no published behaviour. Pass published=False to report a formula's factors."
+      )
     given = isinstance(params_or_structure, _structure.Structure)
     by_name = _published.keras_caadam_factors(
         _shape_tree(structure),

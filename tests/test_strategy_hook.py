@@ -179,6 +179,10 @@ def test_a_formula_needs_no_scaling_factor():
         (lambda: caadam_jax.caadam(strategy=3), r"strategy must be one of the names.*got int"),
         (lambda: caadam_jax.infer_structure(PARAMS).factors(2.0), r"or a formula"),
         (lambda: caadam_jax.describe(PARAMS, strategy=["depth"], show=False), r"got list"),
+        (
+            lambda: caadam_jax.describe(PARAMS, strategy=fan_in_factor, published=True),
+            r"published=False",
+        ),
     ],
 )
 def test_a_strategy_that_is_neither_name_nor_callable_is_a_type_error(make, message):
