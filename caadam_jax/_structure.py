@@ -35,7 +35,7 @@ class LeafInfo(NamedTuple):
     stack_axis: for ``nn.scan``/``nnx.vmap``-stacked leaves, the axis that
       indexes the stacked layers (each slice is its own layer); else None.
     weight: whether the leaf is one of its layer's weight tensors (its shape is
-      then in the layer's :attr:`LayerRecord.shapes <caadam_jax.LayerRecord.shapes>`).
+      then in the layer's ``LayerRecord.shapes``).
   """
 
   layer: _paths.Path | None
@@ -158,7 +158,7 @@ class Structure:
         ``(layer, shape, stack_axis)`` or ``(layer, shape, stack_axis, weight)``;
         ``layer`` None excludes the leaf from scaling. A stacked leaf's slices are
         the layers ``slice_layer(layer, i)``. ``weight`` (default: the rule of
-        :func:`is_weight`) says whether the leaf's shape enters its layer's
+        ``is_weight``) says whether the leaf's shape enters its layer's
         record's ``shapes``.
       counted_layers: ``(layer, connections)`` in forward order (depth = position)
         or ``(layer, connections, depth)`` with explicit depths (ties allowed,

@@ -72,7 +72,7 @@ nitpick_ignore_regex = [
     # Private names of the package in signatures (``_paths.Path``, ``Order``, ``Strategy``).
     (
         r"py:class",
-        r"(_paths\.Path|_paths\.PathKey|Order|Factor|_formulas\.Factor|_formulas\.StrategyName)",
+        r"(_paths\.Path|_paths\.PathKey|Order|Factor|_formulas\.Factor|_formulas\.StrategyName|_formulas\.Formula)",
     ),
     (r"py:class", r"caadam_jax\._\w+\..*"),
 ]
