@@ -6,6 +6,7 @@ from caadam_jax._adas import scale_by_adas
 from caadam_jax._alias import caadam
 from caadam_jax._describe import DescribeRow
 from caadam_jax._describe import describe
+from caadam_jax._formulas import STRATEGY_NAMES
 from caadam_jax._formulas import Formula
 from caadam_jax._formulas import LayerRecord
 from caadam_jax._formulas import Statistics
@@ -25,6 +26,7 @@ from caadam_jax._transforms import scale_by_structure
 __version__ = "0.1.0"
 
 __all__ = (
+    "STRATEGY_NAMES",
     "DescribeRow",
     "Formula",
     "LayerRecord",

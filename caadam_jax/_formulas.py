@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, cast, get_args
 
 import jax
 import jax.core
@@ -32,6 +32,10 @@ Factor = jax.typing.ArrayLike
 
 # The names of the strategies, for type checkers (one entry per key of STRATEGIES).
 StrategyName = Literal["additive", "multiplicative", "depth"]
+
+# The built-in strategy names, in a fixed order: the one list that tests, benchmarks and
+# examples iterate over instead of spelling the names again.
+STRATEGY_NAMES: tuple[StrategyName, ...] = get_args(StrategyName)
 
 
 class Statistics(NamedTuple):

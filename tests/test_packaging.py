@@ -23,6 +23,7 @@ def test_py_typed_marker_ships_with_the_package():
 
 def test_strategy_name_literal_lists_every_strategy():
   assert set(typing.get_args(caadam_jax.StrategyName)) == set(_formulas.STRATEGIES)
+  assert tuple(_formulas.STRATEGIES) == caadam_jax.STRATEGY_NAMES
 
 
 def test_import_does_not_need_flax():

@@ -7,7 +7,6 @@ computed by hand from the layer sizes in this file, and the expected updates fro
 """
 
 import math
-import typing
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +18,7 @@ from flax import linen as nn
 import caadam_jax
 from caadam_jax import _formulas
 
-NAMES = typing.get_args(caadam_jax.StrategyName)  # the one registry of names
+NAMES = caadam_jax.STRATEGY_NAMES  # the one registry of names
 
 # A small MLP: fan-ins 3, 8, 16; Dense_1's bias shares its layer's factor.
 PARAMS = {
