@@ -13,8 +13,8 @@ over the epoch instead, which lags behind). An epoch is one jitted
 
 Usage::
 
-  python benchmarks/adas_mnist.py --data-dir /path/to/shared/data
-  CAADAM_JAX_DATA=/path/to/shared/data python benchmarks/adas_mnist.py --quick
+  python -m benchmarks.adas_mnist --data-dir /path/to/shared/data
+  CAADAM_JAX_DATA=/path/to/shared/data python -m benchmarks.adas_mnist --quick
 
 Writes a JSON file with every per-epoch number, the versions and the machine
 (``--out``, default ``benchmarks/results/adas_mnist.json``; ``--quick`` writes
@@ -28,22 +28,21 @@ import datetime
 import json
 import os
 import pathlib
-import platform
 import sys
 import time
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 import caadam_jax
-from caadam_jax import datasets
+from examples import data_files
 
-DEFAULT_OUT = pathlib.Path(__file__).resolve().parent / "results" / "adas_mnist.json"
-THRESHOLDS = (0.999, 1.0)
+from ._common import RESULTS_DIR
+from ._common import machine_info
+
+DEFAULT_OUT = RESULTS_DIR / "adas_mnist.json"
 
 
 class MLP(nn.Module):
@@ -60,7 +59,7 @@ def parse_args(argv=None):
   parser.add_argument(
       "--data-dir",
       default=None,
-      help=f"data directory containing mnist/ (default ${datasets.DATA_ENV_VAR})",
+      help=f"data directory containing mnist/ (default ${data_files.DATA_ENV_VAR})",
   )
   parser.add_argument(
       "--epochs", type=int, default=None, help="Adam epochs (default 50; 2 with --quick)"
@@ -87,7 +86,7 @@ def parse_args(argv=None):
 
 
 def load_data(args):
-  x_train, y_train, x_test, y_test = datasets.load_mnist(args.data_dir)
+  x_train, y_train, x_test, y_test = data_files.load_mnist(args.data_dir)
   x_train = x_train.reshape(len(x_train), -1)
   x_test = x_test.reshape(len(x_test), -1)
   if args.quick:
@@ -185,24 +184,6 @@ def first_epoch_staying_at(history, threshold, n_train):
     else:
       epoch = None
   return epoch
-
-
-def machine_info():
-  return {
-      "platform": platform.platform(),
-      "processor": platform.processor(),
-      "python": sys.version.split()[0],
-      "cpu_count": os.cpu_count(),
-      "jax_devices": [str(d) for d in jax.devices()],
-      "versions": {
-          "jax": jax.__version__,
-          "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
-          "optax": optax.__version__,
-          "flax": flax.__version__,
-          "numpy": np.__version__,
-          "caadam_jax": caadam_jax.__version__,
-      },
-  }
 
 
 def main(argv=None):

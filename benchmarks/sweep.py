@@ -1,6 +1,6 @@
 """Best against best: learning-rate sweeps, fresh initializations, paired tests, a placebo.
 
-The controlled benchmark (``benchmarks/reproduce.py``) compares optimizers at
+The controlled benchmark (``benchmarks.reproduce``) compares optimizers at
 fixed learning rates. This script tunes everybody's learning rate instead and
 compares the best against the best (results: docs/benchmarks_evidence.md):
 
@@ -29,9 +29,9 @@ compares the best against the best (results: docs/benchmarks_evidence.md):
 
 Usage::
 
-  python benchmarks/sweep.py --task california --configs '[64,32]'
-  python benchmarks/sweep.py --task california --report-only
-  python benchmarks/sweep.py --quick --out-dir /tmp/sweep   # seconds, for tests
+  python -m benchmarks.sweep --task california --configs '[64,32]'
+  python -m benchmarks.sweep --task california --report-only
+  python -m benchmarks.sweep --quick --out-dir /tmp/sweep   # seconds, for tests
 
 Results: ``<out-dir>/sweep_<task>.json`` (every run), ``sweep_<task>.md``
 (verdicts) and ``sweep_<task>_<config>.png`` (sensitivity curves).
@@ -56,11 +56,20 @@ import optax
 
 import caadam_jax
 from caadam_jax import _paths
-from caadam_jax import datasets
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import reproduce  # noqa: E402  (benchmarks/ is not a package yet)
-import stats  # noqa: E402
+from . import stats
+from ._common import RESULTS_DIR
+from ._common import load_results
+from ._common import machine_info
+from ._common import require_data_dir
+from ._common import save_results
+from .optimizers import OPTIMIZERS
+from .optimizers import OptSpec
+from .report import format_p
+from .tasks import build_task
+from .tasks import keras_validation_split
+from .tasks import protocol_of
+from .training import run_cell
 
 SWEPT = (
     "adam",
@@ -71,9 +80,8 @@ SWEPT = (
     "keras_caadam_multiplicative",
     "keras_caadam_depth",
 )
-STRATEGIES = ("additive", "multiplicative", "depth")
+STRATEGIES = caadam_jax.STRATEGY_NAMES
 REFERENCE = "adam"
-FORMAT = 1
 
 
 # ----------------------------------------------------------------------------
@@ -144,7 +152,7 @@ def placebo_tables(params, strategy: str, n_permutations: int, seed: int) -> dic
   return out
 
 
-def placebo_spec(name: str, strategy: str, table: dict) -> reproduce.OptSpec:
+def placebo_spec(name: str, strategy: str, table: dict) -> OptSpec:
   leaves = table["leaves"]
 
   def make(learning_rate):
@@ -155,7 +163,7 @@ def placebo_spec(name: str, strategy: str, table: dict) -> reproduce.OptSpec:
     )
 
   kind = "uniform factor with the same mean step" if name.endswith("uniform") else "permuted"
-  return reproduce.OptSpec(
+  return OptSpec(
       name,
       make,
       description=f"placebo of caadam_{strategy}: optax Adam with the {kind} per-layer "
@@ -163,8 +171,8 @@ def placebo_spec(name: str, strategy: str, table: dict) -> reproduce.OptSpec:
   )
 
 
-def adas_spec(lr: float) -> reproduce.OptSpec:
-  return reproduce.OptSpec(
+def adas_spec(lr: float) -> OptSpec:
+  return OptSpec(
       "adas",
       lambda: caadam_jax.adas(lr=lr),
       has_lr=False,
@@ -267,12 +275,12 @@ def run_group(task, model, name, spec_for, indices, args, data) -> list[dict]:
   if name.startswith("adas"):
     cells = []
     for k, lr in zip(indices, lrs, strict=True):
-      cell = reproduce.run_cell(task, model, adas_spec(lr), data, args, _progress(label))
+      cell = run_cell(task, model, adas_spec(lr), data, args, _progress(label))
       for r in cell["runs"]:
         r["lr"] = lr
       cells += _split_group(cell, [k], [lr])
     return cells
-  group = reproduce.run_cell(task, model, spec_for(name), data, args, _progress(label), lrs=lrs)
+  group = run_cell(task, model, spec_for(name), data, args, _progress(label), lrs=lrs)
   return _split_group(group, indices, lrs)
 
 
@@ -291,7 +299,7 @@ def optimizer_names(args) -> list[str]:
 
 
 def sweep_protocol(task, args) -> dict:
-  proto = reproduce.protocol_of(task, args)
+  proto = protocol_of(task, args)
   proto.pop("lr")
   proto["reduce_lr_on_plateau"]["min_lr"] = f"{args.min_lr / args.lr:g} x the base lr"
   proto.update(
@@ -306,23 +314,22 @@ def sweep_protocol(task, args) -> dict:
 def run(args) -> dict:
   out_dir = pathlib.Path(args.out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  if datasets.data_dir(args.data_dir) is None:
-    raise SystemExit(f"No data directory: pass --data-dir or set ${datasets.DATA_ENV_VAR}.")
+  require_data_dir(args.data_dir)
   requested = args.optimizers
-  args.optimizers = None  # build_task only knows reproduce's optimizers
-  task, (x_full, y_full, x_test, y_test) = reproduce.build_task(args)
+  args.optimizers = None  # build_task only knows the reproduction's optimizers
+  task, (x_full, y_full, x_test, y_test) = build_task(args)
   args.optimizers = requested
-  x_train, y_train, x_val, y_val = reproduce.keras_validation_split(x_full, y_full)
+  x_train, y_train, x_val, y_val = keras_validation_split(x_full, y_full)
   if args.quick:  # a smoke run: a few batches per epoch
     x_train, y_train = x_train[:1024], y_train[:1024]
   data = (x_train, y_train, x_val, y_val, x_test, y_test)
   names = optimizer_names(args)
   protocol = sweep_protocol(task, args)
   json_path = out_dir / f"sweep_{task.name}.json"
-  results = reproduce.load_results(json_path, protocol)
+  results = load_results(json_path, protocol)
   results.setdefault("placebo", {})
   results["kind"] = "sweep"
-  results["machine"] = reproduce.machine_info()
+  results["machine"] = machine_info()
   ran = []
   for config, make_model in task.configs.items() if not args.report_only else ():
     model = make_model()
@@ -335,7 +342,7 @@ def run(args) -> dict:
     def spec_for(name, tables=tables):
       if name.startswith("placebo_"):
         return placebo_spec(name, name.split("_")[1], tables[name])
-      return reproduce.OPTIMIZERS[name]
+      return OPTIMIZERS[name]
 
     for name in names:
       if name.startswith("placebo_") and name not in tables:
@@ -359,7 +366,7 @@ def run(args) -> dict:
         for cell in run_group(task, model, name, spec_for, missing, args, data):
           results["cells"][cell_key(config, name, cell["lr"])] = cell
         results["updated"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-        reproduce.save_results(json_path, results)
+        save_results(json_path, results)
         ran.append(f"{config}|{name}|{missing}")
         print(
             f"[sweep] {config} {name} grid {missing}: {time.perf_counter() - t0:.1f}s",
@@ -367,7 +374,7 @@ def run(args) -> dict:
             flush=True,
         )
   results["analysis"] = analyze(results, task, names)
-  reproduce.save_results(json_path, results)
+  save_results(json_path, results)
   md = out_dir / f"sweep_{task.name}.md"
   md.write_text(report(results, task, args))
   plots = write_plots(results, task, out_dir)
@@ -457,7 +464,7 @@ def _pct(x):
 
 
 def _p(x):
-  return reproduce._fmt_p(x)
+  return format_p(x)
 
 
 def _table(rows: list[dict], metric: str, left: str) -> list[str]:
@@ -528,7 +535,7 @@ def report(results: dict, task, args) -> str:
       f"Generated by `benchmarks/sweep.py` on {results.get('updated', '?')} "
       f"({m.get('cpu_model', '?')}, {m.get('cpu_count', '?')} CPUs, jax "
       f"{m.get('versions', {}).get('jax', '?')}); every run is in `sweep_{task.name}.json`. "
-      f"Rebuild this page with `python benchmarks/sweep.py --task {task.name} --report-only`.",
+      f"Rebuild this page with `python -m benchmarks.sweep --task {task.name} --report-only`.",
       "",
       f"Test {metric} ({'lower' if metric == 'rmse' else 'higher'} is better). Every optimizer "
       f"is trained at {proto['lr_grid']['n']} log-spaced base learning rates over "
@@ -698,7 +705,7 @@ def parse_args(argv=None):
     raise SystemExit(
         f"--lr-low and --lr-high must satisfy 0 < low < high, got {args.lr_low}, {args.lr_high}."
     )
-  # Fixed parts of the protocol that reproduce.build_task/run_cell read.
+  # Fixed parts of the protocol that build_task/run_cell read.
   args.init, args.lr, args.min_lr, args.compact = "fresh", 1e-3, 2.5e-5, True
   args.eval_chunk = 128 if args.resnet20 else 1024
   if args.plateau_min_delta is None:
@@ -715,9 +722,7 @@ def parse_args(argv=None):
   if args.train_subsample is not None and args.train_subsample <= 0:
     args.train_subsample = 0
   if args.out_dir is None:
-    args.out_dir = (
-        tempfile.mkdtemp(prefix="caadam_sweep_") if args.quick else str(reproduce.RESULTS_DIR)
-    )
+    args.out_dir = tempfile.mkdtemp(prefix="caadam_sweep_") if args.quick else str(RESULTS_DIR)
   return args
 
 

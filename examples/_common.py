@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import data_files  # examples/data_files.py: the offline dataset loaders
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
-from caadam_jax import datasets
 
 # Data.
 
@@ -46,16 +45,16 @@ def load_images(
   float32; ``name`` is the dataset actually loaded. ``subset`` and ``test_subset``
   keep only the first N training and test images.
   """
-  if dataset != "digits" and datasets.data_dir(data_dir) is None:
+  if dataset != "digits" and data_files.data_dir(data_dir) is None:
     print(
-        f"no --data-dir and ${datasets.DATA_ENV_VAR} unset: falling back to scikit-learn digits (8x8)"
+        f"no --data-dir and ${data_files.DATA_ENV_VAR} unset: falling back to scikit-learn digits (8x8)"
     )
     dataset = "digits"
   if dataset == "digits":
     x_train, y_train, x_test, y_test = digits_split(seed)
     x_train, x_test = x_train.reshape(-1, 8, 8), x_test.reshape(-1, 8, 8)
   else:
-    x_train, y_train, x_test, y_test = datasets.load_mnist(data_dir, variant=dataset)
+    x_train, y_train, x_test, y_test = data_files.load_mnist(data_dir, variant=dataset)
   if subset is not None:
     x_train, y_train = x_train[:subset], y_train[:subset]
   if test_subset is not None:
@@ -69,7 +68,7 @@ def add_image_arguments(parser) -> None:
   parser.add_argument(
       "--data-dir",
       default=None,
-      help=f"directory with mnist/ and fashion-mnist/ IDX files (default ${datasets.DATA_ENV_VAR}; "
+      help=f"directory with mnist/ and fashion-mnist/ IDX files (default ${data_files.DATA_ENV_VAR}; "
       "without one: scikit-learn digits)",
   )
   parser.add_argument(

@@ -4,18 +4,14 @@ A CaAdam step compiles to the same program as an ``optax.adam`` step.
 """
 
 import json
-import pathlib
-import sys
 
 import jax
 import optax
 import pytest
 
 import caadam_jax
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "benchmarks"))
-import compile_constants
-import step_cost
+from benchmarks import compile_constants
+from benchmarks import step_cost
 
 HAND_HLO = """HloModule m
 

@@ -6,7 +6,6 @@ import json
 import math
 import os
 import pathlib
-import sys
 import types
 
 import jax
@@ -14,22 +13,23 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from test_reproduce import _synthetic  # tests/ is on sys.path under pytest
+from test_reproduce import _tiny_task
 
 import caadam_jax
+from benchmarks import models
+from benchmarks import optimizers
+from benchmarks import stats
+from benchmarks import sweep
+from benchmarks import training
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import reproduce  # noqa: E402  (benchmarks/ is not a package yet)
-import stats  # noqa: E402
-import sweep  # noqa: E402
-from test_reproduce import _synthetic  # noqa: E402  (tests/ is on sys.path under pytest)
-from test_reproduce import _tiny_task  # noqa: E402
 
 DATA = os.environ.get("CAADAM_JAX_DATA")
 
 
 def _mlp_params(hidden=(64, 32)):
-  model = reproduce.ModelSpec("m", reproduce.MLP(hidden, 1), (8,))
+  model = models.ModelSpec("m", models.MLP(hidden, 1), (8,))
   return model.init(jax.random.key(0))[0]
 
 
@@ -111,7 +111,7 @@ def test_learning_rates_in_one_batch_equal_separate_cells():
   Seed s also gets the same (fresh) initial weights and batches at every learning rate.
   """
   data = _synthetic()
-  model = reproduce.ModelSpec("[16]", reproduce.MLP((16,), 1), (8,))
+  model = models.ModelSpec("[16]", models.MLP((16,), 1), (8,))
   task = _tiny_task(max_epochs=12)
   base = {
       "seeds": 2,
@@ -122,14 +122,14 @@ def test_learning_rates_in_one_batch_equal_separate_cells():
       "eval_chunk": 64,
       "compact": False,
   }
-  spec = reproduce.OPTIMIZERS["caadam_additive"]
+  spec = optimizers.OPTIMIZERS["caadam_additive"]
   lrs = [3e-3, 3e-2]
-  batch = reproduce.run_cell(
+  batch = training.run_cell(
       task, model, spec, data, types.SimpleNamespace(lr=1e-3, min_lr=2.5e-5, **base), lrs=lrs
   )
   assert [(r["lr"], r["seed"]) for r in batch["runs"]] == [(lr, s) for lr in lrs for s in (0, 1)]
   for lr in lrs:
-    alone = reproduce.run_cell(
+    alone = training.run_cell(
         task, model, spec, data, types.SimpleNamespace(lr=lr, min_lr=lr / 40, **base)
     )
     mine = [r for r in batch["runs"] if r["lr"] == lr]
