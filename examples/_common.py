@@ -8,6 +8,7 @@ when an example runs as ``python examples/<name>.py`` and in the tests).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import data_files  # examples/data_files.py: the offline dataset loaders
@@ -60,6 +61,17 @@ def load_images(
   if test_subset is not None:
     x_test, y_test = x_test[:test_subset], y_test[:test_subset]
   return dataset, x_train[..., None], y_train, x_test[..., None], y_test
+
+
+def add_training_arguments(parser, ckpt_dir: str) -> None:
+  """--epochs, --learning-rate, --batch-size, --seed, and --ckpt-dir (default ``ckpt_dir``)."""
+  parser.add_argument("--epochs", type=int, default=2)
+  parser.add_argument("--learning-rate", type=float, default=1e-3)
+  parser.add_argument("--batch-size", type=int, default=64)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument(
+      "--ckpt-dir", default=ckpt_dir, help="Orbax checkpoint directory (overwritten)"
+  )
 
 
 def add_image_arguments(parser) -> None:
@@ -172,7 +184,26 @@ def shuffled_epochs(seed: int, n: int, batch_size: int, epochs: int):
     yield rng.permutation(n)[: steps * batch_size].reshape(steps, batch_size)
 
 
+def train_minibatches(step: Callable, x_train, y_train, *, seed: int, batch_size: int, epochs: int):
+  """Calls ``step(x, y) -> loss`` on every minibatch of ``shuffled_epochs``, printing each epoch.
+
+  Returns ``(losses, seconds)``: the mean training loss of each epoch and the wall time.
+  """
+  losses = []
+  start = time.perf_counter()
+  for epoch, order in enumerate(shuffled_epochs(seed, len(x_train), batch_size, epochs)):
+    batch_losses = [step(x_train[batch], y_train[batch]) for batch in order]
+    losses.append(float(np.mean(jax.device_get(batch_losses))))
+    print(f"epoch {epoch + 1}/{epochs}: train loss {losses[-1]:.4f}")
+  return losses, time.perf_counter() - start
+
+
 # Evaluation.
+
+
+def trees_equal(a, b) -> bool:
+  """Whether two pytrees have the same structure and bitwise equal leaves."""
+  return jax.tree.all(jax.tree.map(lambda x, y: bool(np.array_equal(x, y)), a, b))
 
 
 def batched_accuracy(accuracy_of: Callable, images, labels, batch_size: int = 1000) -> float:
