@@ -76,7 +76,7 @@ from .tasks import protocol_of
 from .training import run_cell
 
 
-def parse_args(argv=None):
+def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--task", default="california", choices=["california", "fashion", "mnist"])
   p.add_argument(
@@ -146,7 +146,11 @@ def parse_args(argv=None):
       action="store_false",
       help="keep stopped seeds in the vmapped batch (frozen) until the cell ends",
   )
-  args = p.parse_args(argv)
+  return p
+
+
+def parse_args(argv=None):
+  args = _parser().parse_args(argv)
   if args.train_subsample is not None and args.train_subsample <= 0:
     args.train_subsample = 0
   if args.quick:

@@ -311,6 +311,46 @@ def sweep_protocol(task, args) -> dict:
   return proto
 
 
+def _sweep_config(config, model, names, task, args, data, results, json_path) -> list[str]:
+  """Trains every missing grid point of every optimizer of one config, widening at the edges."""
+  params, _ = model.init(jax.random.key(0))
+  tables = {}
+  for s in STRATEGIES:
+    tables.update(placebo_tables(params, s, args.permutations, args.permutation_seed))
+  results["placebo"][config] = {k: v["layers"] for k, v in tables.items()}
+
+  def spec_for(name):
+    if name.startswith("placebo_"):
+      return placebo_spec(name, name.split("_")[1], tables[name])
+    return OPTIMIZERS[name]
+
+  ran = []
+  for name in names:
+    if name.startswith("placebo_") and name not in tables:
+      continue  # fewer distinct permutations exist than asked for
+    while True:
+      done = cells_of(results, config, name)
+      wanted = set(range(args.n_lrs)) | set(done)
+      if done:
+        losses = [mean_val_loss(c) for c in done.values()]
+        wanted |= set(next_indices(list(done), losses, args.n_lrs, args.widen))
+      missing = [k for k in sorted(wanted) if k not in done]
+      if not missing:
+        break
+      t0 = time.perf_counter()
+      for cell in run_group(task, model, name, spec_for, missing, args, data):
+        results["cells"][cell_key(config, name, cell["lr"])] = cell
+      results["updated"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+      save_results(json_path, results)
+      ran.append(f"{config}|{name}|{missing}")
+      print(
+          f"[sweep] {config} {name} grid {missing}: {time.perf_counter() - t0:.1f}s",
+          file=sys.stderr,
+          flush=True,
+      )
+  return ran
+
+
 def run(args) -> dict:
   out_dir = pathlib.Path(args.out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
@@ -324,55 +364,14 @@ def run(args) -> dict:
     x_train, y_train = x_train[:1024], y_train[:1024]
   data = (x_train, y_train, x_val, y_val, x_test, y_test)
   names = optimizer_names(args)
-  protocol = sweep_protocol(task, args)
   json_path = out_dir / f"sweep_{task.name}.json"
-  results = load_results(json_path, protocol)
+  results = load_results(json_path, sweep_protocol(task, args))
   results.setdefault("placebo", {})
   results["kind"] = "sweep"
   results["machine"] = machine_info()
   ran = []
   for config, make_model in task.configs.items() if not args.report_only else ():
-    model = make_model()
-    params, _ = model.init(jax.random.key(0))
-    tables = {}
-    for s in STRATEGIES:
-      tables.update(placebo_tables(params, s, args.permutations, args.permutation_seed))
-    results["placebo"][config] = {k: v["layers"] for k, v in tables.items()}
-
-    def spec_for(name, tables=tables):
-      if name.startswith("placebo_"):
-        return placebo_spec(name, name.split("_")[1], tables[name])
-      return OPTIMIZERS[name]
-
-    for name in names:
-      if name.startswith("placebo_") and name not in tables:
-        continue  # fewer distinct permutations exist than asked for
-      while True:
-        done = cells_of(results, config, name)
-        wanted = sorted(set(range(args.n_lrs)) | set(done))
-        if done:
-          wanted = sorted(
-              set(wanted)
-              | set(
-                  next_indices(
-                      list(done), [mean_val_loss(c) for c in done.values()], args.n_lrs, args.widen
-                  )
-              )
-          )
-        missing = [k for k in wanted if k not in done]
-        if not missing:
-          break
-        t0 = time.perf_counter()
-        for cell in run_group(task, model, name, spec_for, missing, args, data):
-          results["cells"][cell_key(config, name, cell["lr"])] = cell
-        results["updated"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-        save_results(json_path, results)
-        ran.append(f"{config}|{name}|{missing}")
-        print(
-            f"[sweep] {config} {name} grid {missing}: {time.perf_counter() - t0:.1f}s",
-            file=sys.stderr,
-            flush=True,
-        )
+    ran += _sweep_config(config, make_model(), names, task, args, data, results, json_path)
   results["analysis"] = analyze(results, task, names)
   save_results(json_path, results)
   md = out_dir / f"sweep_{task.name}.md"
@@ -524,7 +523,45 @@ def deviations(results: dict, task, args) -> list[str]:
   return out
 
 
+def _placebo_factor_lines(results: dict) -> list[str]:
+  """One line per config: the factors each placebo gives its layers."""
+  lines = []
+  for config, tables in results.get("placebo", {}).items():
+    lines.append(
+        f"- {config} placebo factors: "
+        + "; ".join(
+            f"`{n}`: " + ", ".join(f"{lay}={v:.3g}" for lay, v in t.items())
+            for n, t in tables.items()
+        )
+    )
+  return lines
+
+
+def _selected_lr_table(results: dict, metric: str) -> list[str]:
+  """The table of each (config, optimizer)'s selected learning rate."""
+  proto = results["protocol"]
+  lines = [
+      "",
+      "## Selected learning rates",
+      "",
+      f"| config | optimizer | best lr | at grid edge | mean val loss | test {metric} (mean ± "
+      "std) | seeds | runs at the epoch cap |",
+      "|---|---|---|---|---|---|---|---|",
+  ]
+  best = best_cells(results)
+  for key, b in results["analysis"]["best"].items():
+    config, name = key.split("|")
+    capped = sum(r["epochs"] >= proto["max_epochs"] for r in best[(config, name)]["runs"])
+    lines.append(
+        f"| {config} | {name} | {b['lr']:.3g} | {'yes' if b['at_edge'] else 'no'} | "
+        f"{b['mean_val_loss']:.5f} | {b[f'test_{metric}_mean']:.4f} ± "
+        f"{b[f'test_{metric}_std']:.4f} | {b['n']} | {capped} |"
+    )
+  return lines
+
+
 def report(results: dict, task, args) -> str:
+  """The markdown page of a sweep: verdicts, placebo control, selected rates, deviations."""
   a = results["analysis"]
   metric = task.metric
   proto = results["protocol"]
@@ -563,31 +600,8 @@ def report(results: dict, task, args) -> str:
       *_table(a["placebo"], metric, "real (a)"),
       "",
   ]
-  for config, tables in results.get("placebo", {}).items():
-    lines.append(
-        f"- {config} placebo factors: "
-        + "; ".join(
-            f"`{n}`: " + ", ".join(f"{lay}={v:.3g}" for lay, v in t.items())
-            for n, t in tables.items()
-        )
-    )
-  lines += [
-      "",
-      "## Selected learning rates",
-      "",
-      f"| config | optimizer | best lr | at grid edge | mean val loss | test {metric} (mean ± "
-      "std) | seeds | runs at the epoch cap |",
-      "|---|---|---|---|---|---|---|---|",
-  ]
-  best = best_cells(results)
-  for key, b in a["best"].items():
-    config, name = key.split("|")
-    capped = sum(r["epochs"] >= proto["max_epochs"] for r in best[(config, name)]["runs"])
-    lines.append(
-        f"| {config} | {name} | {b['lr']:.3g} | {'yes' if b['at_edge'] else 'no'} | "
-        f"{b['mean_val_loss']:.5f} | {b[f'test_{metric}_mean']:.4f} ± "
-        f"{b[f'test_{metric}_std']:.4f} | {b['n']} | {capped} |"
-    )
+  lines += _placebo_factor_lines(results)
+  lines += _selected_lr_table(results, metric)
   # A cell group's wall time is stored in each of its cells: count it once.
   wall = sum(c["wall_s"] for c in results["cells"].values() if c["lr"] == c["group_lrs"][0])
   lines += [

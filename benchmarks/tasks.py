@@ -139,37 +139,36 @@ def config_name(hidden: Sequence[int]) -> str:
   return "[" + ",".join(str(h) for h in hidden) + "]"
 
 
+# The published protocol of each kind of task (batch size, patiences, epoch cap).
+PROTOCOLS = {
+    "regression": {
+        "batch_size": 128,
+        "es_patience": 25,
+        "es_start": 12,
+        "plateau_patience": 8,
+        "max_epochs": 300,
+    },
+    "classification": {
+        "batch_size": 64,
+        "es_patience": 15,
+        "es_start": 0,
+        "plateau_patience": 6,
+        "max_epochs": 50,
+    },
+}
+
+
+def _task(name: str, kind: str, configs: dict, optimizers: Sequence[str]) -> Task:
+  return Task(name, kind=kind, configs=configs, optimizers=list(optimizers), **PROTOCOLS[kind])
+
+
 def _california_task(args) -> tuple[Task, tuple[np.ndarray, ...]]:
   configs = {
       config_name(h): (lambda h=h: ModelSpec(config_name(h), MLP(tuple(h), 1), (8,)))
       for h in CALIFORNIA_CONFIGS
   }
-  task = Task(
-      "california",
-      kind="regression",
-      batch_size=128,
-      es_patience=25,
-      es_start=12,
-      plateau_patience=8,
-      max_epochs=300,
-      configs=configs,
-      optimizers=list(OPTIMIZERS),
-  )
+  task = _task("california", "regression", configs, OPTIMIZERS)
   return task, california_data(args.data_dir, args.california_variant)
-
-
-def _image_task(name: str, configs: dict, optimizers: Sequence[str]) -> Task:
-  return Task(
-      name,
-      kind="classification",
-      batch_size=64,
-      es_patience=15,
-      es_start=0,
-      plateau_patience=6,
-      max_epochs=50,
-      configs=configs,
-      optimizers=list(optimizers),
-  )
 
 
 def _fashion_task(args) -> tuple[Task, tuple[np.ndarray, ...]]:
@@ -179,13 +178,13 @@ def _fashion_task(args) -> tuple[Task, tuple[np.ndarray, ...]]:
     configs = {"small_cnn": lambda: ModelSpec("small_cnn", SmallCNN(), (28, 28))}
   if args.train_subsample is None:  # the small CNN trains on 6000 images by default
     args.train_subsample = None if args.resnet20 else 6000
-  task = _image_task("fashion", configs, OPTIMIZERS)
+  task = _task("fashion", "classification", configs, OPTIMIZERS)
   return task, image_data(args.data_dir, "fashion-mnist", args.train_subsample)
 
 
 def _mnist_task(args) -> tuple[Task, tuple[np.ndarray, ...]]:
   configs = {"[256]": lambda: ModelSpec("[256]", MLP((256,), 10), (28, 28))}
-  task = _image_task("mnist", configs, MNIST_OPTIMIZERS)
+  task = _task("mnist", "classification", configs, MNIST_OPTIMIZERS)
   return task, image_data(args.data_dir, "mnist", args.train_subsample)
 
 
