@@ -186,6 +186,23 @@ def first_epoch_staying_at(history, threshold, n_train):
   return epoch
 
 
+def summarize(history, epochs, seconds, n_train) -> dict:
+  """One optimizer's record: its history and when it reached (and kept) 99.9% and 100%."""
+  return {
+      "epochs": epochs,
+      "history": history,
+      "wall_seconds": seconds,
+      "first_epoch_train_acc_999": first_epoch_at(history, 0.999, n_train),
+      "first_epoch_train_acc_100": first_epoch_at(history, 1.0, n_train),
+      "first_epoch_staying_train_acc_999": first_epoch_staying_at(history, 0.999, n_train),
+      "first_epoch_staying_train_acc_100": first_epoch_staying_at(history, 1.0, n_train),
+      "epochs_at_train_acc_100": sum(r["train_errors"] == 0 for r in history),
+      "final_train_accuracy": history[-1]["train_accuracy"] if history else None,
+      "final_test_accuracy": history[-1]["test_accuracy"] if history else None,
+      "best_train_accuracy": max((r["train_accuracy"] for r in history), default=None),
+  }
+
+
 def main(argv=None):
   args = parse_args(argv)
   data = load_data(args)
@@ -203,19 +220,7 @@ def main(argv=None):
   results = {}
   for name, (tx, epochs) in runs.items():
     history, seconds = train(name, tx, init_params, data, epochs, args)
-    results[name] = {
-        "epochs": epochs,
-        "history": history,
-        "wall_seconds": seconds,
-        "first_epoch_train_acc_999": first_epoch_at(history, 0.999, n_train),
-        "first_epoch_train_acc_100": first_epoch_at(history, 1.0, n_train),
-        "first_epoch_staying_train_acc_999": first_epoch_staying_at(history, 0.999, n_train),
-        "first_epoch_staying_train_acc_100": first_epoch_staying_at(history, 1.0, n_train),
-        "epochs_at_train_acc_100": sum(r["train_errors"] == 0 for r in history),
-        "final_train_accuracy": history[-1]["train_accuracy"] if history else None,
-        "final_test_accuracy": history[-1]["test_accuracy"] if history else None,
-        "best_train_accuracy": max((r["train_accuracy"] for r in history), default=None),
-    }
+    results[name] = summarize(history, epochs, seconds, n_train)
 
   print("\nSummary (accuracies on the full training set after each epoch):")
   for name, r in results.items():

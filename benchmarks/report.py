@@ -262,7 +262,46 @@ def write_markdown(
   path.write_text("\n".join(lines))
 
 
+def _box_panel(ax, config: str, task: Task, cells: dict) -> None:
+  """Test metric per optimizer, with Adam's median (and the published Adam on California)."""
+  names = [n for n in task.optimizers if cell_key(config, n) in cells]
+  data = [metric_values(cells[cell_key(config, n)], task.metric) for n in names]
+  data = [d[np.isfinite(d)] for d in data]
+  ax.boxplot(data, showmeans=True)
+  ax.set_xticks(range(1, len(names) + 1), names, rotation=60, ha="right", fontsize=7)
+  if "adam" in names:
+    ax.axhline(np.median(data[names.index("adam")]), ls="--", c="grey", lw=0.8)
+  if task.name == "california" and config in PUBLISHED_ADAM_RMSE:
+    ax.axhline(PUBLISHED_ADAM_RMSE[config], ls=":", c="red", lw=0.8, label="published Adam")
+    ax.legend(fontsize=7)
+  ax.set_title(config)
+  ax.set_ylabel(f"test {task.metric}")
+
+
+def _curves_panel(ax, config: str, task: Task, cells: dict) -> None:
+  """Mean validation loss per epoch of each optimizer (a stopped run keeps its last value)."""
+  for name in task.optimizers:
+    cell = cells.get(cell_key(config, name))
+    if cell is None:
+      continue
+    length = max(len(r["val_loss"]) for r in cell["runs"])
+    curves = np.full((len(cell["runs"]), length), np.nan)
+    for i, r in enumerate(cell["runs"]):
+      v = np.array([x if x is not None else np.nan for x in r["val_loss"]])
+      curves[i, : len(v)] = v
+      if len(v):
+        curves[i, len(v) :] = v[-1]
+    style = "-" if name.startswith(("adam", "keras")) else "--"
+    ax.plot(np.arange(1, length + 1), np.nanmean(curves, 0), style, lw=1, label=name)
+  ax.set_yscale("log")
+  ax.set_title(config)
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("mean validation loss")
+  ax.legend(fontsize=6)
+
+
 def write_plots(results: dict, task: Task, out_dir: pathlib.Path) -> list[str]:
+  """``<task>_box.png`` and ``<task>_curves.png``, one panel per config (needs matplotlib)."""
   try:
     import matplotlib
 
@@ -270,61 +309,23 @@ def write_plots(results: dict, task: Task, out_dir: pathlib.Path) -> list[str]:
     import matplotlib.pyplot as plt
   except ImportError:
     return []
-  cells = results["cells"]
-  metric = task.metric
   configs = ordered_configs(results, task)
   if not configs:
     return []
   ncol = min(3, len(configs))
   nrow = -(-len(configs) // ncol)
   written = []
-
-  def finish(fig, axes, name: str) -> str:
+  for panel, suffix in ((_box_panel, "box"), (_curves_panel, "curves")):
+    fig, axes = plt.subplots(nrow, ncol, figsize=(6 * ncol, 4.2 * nrow), squeeze=False)
+    for ax, config in zip(axes.flat, configs, strict=False):
+      panel(ax, config, task, results["cells"])
     for ax in list(axes.flat)[len(configs) :]:  # unused panels of the grid
       ax.axis("off")
     fig.tight_layout()
-    path = out_dir / name
+    path = out_dir / f"{task.name}_{suffix}.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return str(path)
-
-  fig, axes = plt.subplots(nrow, ncol, figsize=(6 * ncol, 4.2 * nrow), squeeze=False)
-  for ax, config in zip(axes.flat, configs, strict=False):
-    names = [n for n in task.optimizers if cell_key(config, n) in cells]
-    data = [metric_values(cells[cell_key(config, n)], metric) for n in names]
-    data = [d[np.isfinite(d)] for d in data]
-    ax.boxplot(data, showmeans=True)
-    ax.set_xticks(range(1, len(names) + 1), names, rotation=60, ha="right", fontsize=7)
-    if "adam" in names:
-      ax.axhline(np.median(data[names.index("adam")]), ls="--", c="grey", lw=0.8)
-    if task.name == "california" and config in PUBLISHED_ADAM_RMSE:
-      ax.axhline(PUBLISHED_ADAM_RMSE[config], ls=":", c="red", lw=0.8, label="published Adam")
-      ax.legend(fontsize=7)
-    ax.set_title(config)
-    ax.set_ylabel(f"test {metric}")
-  written.append(finish(fig, axes, f"{task.name}_box.png"))
-
-  fig, axes = plt.subplots(nrow, ncol, figsize=(6 * ncol, 4.2 * nrow), squeeze=False)
-  for ax, config in zip(axes.flat, configs, strict=False):
-    for n in task.optimizers:
-      cell = cells.get(cell_key(config, n))
-      if cell is None:
-        continue
-      length = max(len(r["val_loss"]) for r in cell["runs"])
-      mat = np.full((len(cell["runs"]), length), np.nan)
-      for i, r in enumerate(cell["runs"]):
-        v = np.array([x if x is not None else np.nan for x in r["val_loss"]])
-        mat[i, : len(v)] = v
-        if len(v):
-          mat[i, len(v) :] = v[-1]
-      style = "-" if n.startswith(("adam", "keras")) else "--"
-      ax.plot(np.arange(1, length + 1), np.nanmean(mat, 0), style, lw=1, label=n)
-    ax.set_yscale("log")
-    ax.set_title(config)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("mean validation loss")
-    ax.legend(fontsize=6)
-  written.append(finish(fig, axes, f"{task.name}_curves.png"))
+    written.append(str(path))
   return written
 
 

@@ -77,6 +77,7 @@ from .training import run_cell
 
 
 def _parser() -> argparse.ArgumentParser:
+  """The options, one ``add_argument`` each (a flat list: long, but read at a glance)."""
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--task", default="california", choices=["california", "fashion", "mnist"])
   p.add_argument(
