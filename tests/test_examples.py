@@ -1,11 +1,8 @@
 """The examples run end to end with tiny settings."""
 
-import pathlib
-
 import numpy as np
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 # examples/ is on sys.path (pythonpath in pyproject.toml): the examples import as modules.
 
 

@@ -23,8 +23,6 @@ from benchmarks import stats
 from benchmarks import sweep
 from benchmarks import training
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-
 DATA = os.environ.get("CAADAM_JAX_DATA")
 
 
