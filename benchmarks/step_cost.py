@@ -80,6 +80,7 @@ import optax
 import caadam_jax
 
 from ._common import RESULTS_DIR
+from ._common import machine_info
 from .models import ResNet20
 
 BASELINE = "adam"
@@ -367,7 +368,7 @@ def run_case(
 
 def flat_machine_info() -> dict[str, Any]:
   """``_common.machine_info()`` in the flat layout of the step-cost JSON files."""
-  info = flat_machine_info()
+  info = machine_info()
   try:
     usable = len(os.sched_getaffinity(0))
   except AttributeError:
