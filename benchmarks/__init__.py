@@ -16,7 +16,8 @@ The building blocks of the training studies: :mod:`benchmarks.models` (Flax mode
 :mod:`benchmarks.optimizers` (the optimizer cells), :mod:`benchmarks.tasks` (data and
 protocol), :mod:`benchmarks.training` (all seeds of a cell trained at once),
 :mod:`benchmarks.callbacks` (Keras 3 early stopping and reduce-on-plateau),
-:mod:`benchmarks.stats` (paired statistics), :mod:`benchmarks.report` (tables and plots)
+:mod:`benchmarks.stats` (paired statistics), :mod:`benchmarks.placebo` (the sweep's
+placebo control), :mod:`benchmarks.report` (tables and plots)
 and :mod:`benchmarks._common` (results files and the machine description). The data
 loaders are ``examples/data_files.py``, shared with the examples.
 

@@ -19,6 +19,7 @@ from test_reproduce import _tiny_task
 import caadam_jax
 from benchmarks import models
 from benchmarks import optimizers
+from benchmarks import placebo
 from benchmarks import stats
 from benchmarks import sweep
 from benchmarks import training
@@ -59,11 +60,11 @@ def test_selection_and_widening():
 def test_placebo_factors_by_hand():
   """[64,32]: c = 512, 2048, 32 -> additive factors 1, 0.05, 1.95 (med, max, min)."""
   params = _mlp_params()
-  layers, factor, size = sweep.layer_factors(params, "additive")
+  layers, factor, size = placebo.layer_factors(params, "additive")
   assert layers == ["Dense_0", "Dense_1", "Dense_2"]
   assert [factor[k] for k in layers] == pytest.approx([1.0, 1 - 0.95, 1 + 0.95])
   assert [size[k] for k in layers] == [8 * 64 + 64, 64 * 32 + 32, 32 + 1]
-  tables = sweep.placebo_tables(params, "additive", n_permutations=3, seed=0)
+  tables = placebo.placebo_tables(params, "additive", n_permutations=3, seed=0)
   perms = [tables[f"placebo_additive_perm{k}"]["layers"] for k in range(3)]
   real = (1.0, 0.05, 1.95)
   seen = set()
@@ -77,7 +78,7 @@ def test_placebo_factors_by_hand():
   assert list(uniform.values()) == pytest.approx([mean] * 3)
   assert tables["placebo_additive_perm0"]["leaves"]["Dense_1/bias"] == perms[0]["Dense_1"]
   # Multiplicative factors 1, 5, 5 have only two other arrangements.
-  mult = sweep.placebo_tables(params, "multiplicative", n_permutations=3, seed=0)
+  mult = placebo.placebo_tables(params, "multiplicative", n_permutations=3, seed=0)
   assert sorted(mult) == [
       "placebo_multiplicative_perm0",
       "placebo_multiplicative_perm1",
@@ -91,7 +92,7 @@ def test_fixed_factors_with_the_real_table_are_caadam():
   for strategy in ("additive", "multiplicative", "depth"):
     rows = caadam_jax.describe(params, strategy=strategy, show=False)
     table = {"layers": {}, "leaves": {r.leaf: r.factor for r in rows}}
-    ours = sweep.placebo_spec("placebo_x", strategy, table).factory(1e-2)
+    ours = placebo.placebo_spec("placebo_x", strategy, table).factory(1e-2)
     ref = caadam_jax.caadam(1e-2, strategy=strategy)
     s1, s2, p1, p2 = ours.init(params), ref.init(params), params, params
     for i in range(3):
