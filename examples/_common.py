@@ -201,6 +201,16 @@ def train_minibatches(step: Callable, x_train, y_train, *, seed: int, batch_size
 # Evaluation.
 
 
+def check_restored(what: str, path, step: int, same: bool, accuracy: float, restored_accuracy):
+  """Reports an Orbax round trip of ``what``; raises if the restored state is not the saved one."""
+  print(
+      f"Orbax checkpoint {path}: restored {what} (step {step}) identical: {same}; "
+      f"test accuracy after restore {restored_accuracy:.4f}"
+  )
+  if not same or restored_accuracy != accuracy:
+    raise RuntimeError(f"the restored {what} is not the saved one")
+
+
 def trees_equal(a, b) -> bool:
   """Whether two pytrees have the same structure and bitwise equal leaves."""
   return jax.tree.all(jax.tree.map(lambda x, y: bool(np.array_equal(x, y)), a, b))

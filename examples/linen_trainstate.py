@@ -139,12 +139,9 @@ def main(argv=None):
   path, restored = save_and_restore(state, pathlib.Path(args.ckpt_dir))
   same = _common.trees_equal(restored, state)
   restored_accuracy = evaluate(restored, x_test, y_test)
-  print(
-      f"Orbax checkpoint {path}: restored TrainState (step {int(restored.step)}) identical: {same}; "
-      f"test accuracy after restore {restored_accuracy:.4f}"
+  _common.check_restored(
+      "TrainState", path, int(restored.step), same, test_accuracy, restored_accuracy
   )
-  if not same or restored_accuracy != test_accuracy:
-    raise RuntimeError("the restored TrainState differs from the saved one")
   # Training continues from the restored state exactly as from the original one.
   state, _ = train_step(restored, x_train[: args.batch_size], y_train[: args.batch_size])
   return {

@@ -149,12 +149,8 @@ def main(argv=None):
       for new, old in ((new_model, model), (new_optimizer, optimizer))
   )
   restored_accuracy = evaluate(new_model, x_test, y_test)
-  print(
-      f"Orbax checkpoint {path}: restored model and optimizer (step {int(new_optimizer.step[...])}) "
-      f"identical: {same}; test accuracy after restore {restored_accuracy:.4f}"
-  )
-  if not same or restored_accuracy != test_accuracy:
-    raise RuntimeError("the restored NNX state differs from the saved one")
+  step = int(new_optimizer.step[...])
+  _common.check_restored("model and optimizer", path, step, same, test_accuracy, restored_accuracy)
   # Training continues from the restored objects.
   train_step(new_model, new_optimizer, x_train[: args.batch_size], y_train[: args.batch_size])
   return {
