@@ -1,4 +1,7 @@
-"""Shared helpers of the examples: the data loaders, the minibatch training loop, batched evaluation.
+"""Shared helpers of the examples: data splits, options, the minibatch loops, evaluation.
+
+The dataset files themselves are read by ``data_files.py`` beside it (shared with the
+benchmarks).
 
 Plumbing only: each example keeps its model, its optimizers and its ``caadam_jax``
 and Optax calls; what several of them would otherwise each write again lives here,
