@@ -18,7 +18,7 @@ protocol), :mod:`benchmarks.training` (all seeds of a cell trained at once),
 :mod:`benchmarks.callbacks` (Keras 3 early stopping and reduce-on-plateau),
 :mod:`benchmarks.stats` (paired statistics), :mod:`benchmarks.placebo` (the sweep's
 placebo control), :mod:`benchmarks.report` (tables and plots)
-and :mod:`benchmarks._common` (results files and the machine description). The data
+and :mod:`benchmarks._shared` (results files and the machine description). The data
 loaders are ``examples/data_files.py``, shared with the examples.
 
 Reference: Genet & Inzirillo, "CaAdam: Improving Adam optimizer using connection aware

@@ -39,8 +39,8 @@ import optax
 import caadam_jax
 from examples import data_files
 
-from ._common import RESULTS_DIR
-from ._common import machine_info
+from ._shared import RESULTS_DIR
+from ._shared import machine_info
 
 DEFAULT_OUT = RESULTS_DIR / "adas_mnist.json"
 

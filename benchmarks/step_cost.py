@@ -79,8 +79,8 @@ import optax
 
 import caadam_jax
 
-from ._common import RESULTS_DIR
-from ._common import machine_info
+from ._shared import RESULTS_DIR
+from ._shared import machine_info
 from .models import ResNet20
 
 BASELINE = "adam"
@@ -367,7 +367,7 @@ def run_case(
 
 
 def flat_machine_info() -> dict[str, Any]:
-  """``_common.machine_info()`` in the flat layout of the step-cost JSON files."""
+  """``_shared.machine_info()`` in the flat layout of the step-cost JSON files."""
   info = machine_info()
   try:
     usable = len(os.sched_getaffinity(0))

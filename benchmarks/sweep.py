@@ -54,11 +54,11 @@ import numpy as np
 import caadam_jax
 
 from . import stats
-from ._common import RESULTS_DIR
-from ._common import load_results
-from ._common import machine_info
-from ._common import require_data_dir
-from ._common import save_results
+from ._shared import RESULTS_DIR
+from ._shared import load_results
+from ._shared import machine_info
+from ._shared import require_data_dir
+from ._shared import save_results
 from .optimizers import OPTIMIZERS
 from .optimizers import OptSpec
 from .placebo import placebo_spec

@@ -1,4 +1,8 @@
-"""What several benchmark studies share: the results files and the machine description."""
+"""What several benchmark studies share: the results files and the machine description.
+
+(Not named ``_common``: ``examples/_common.py`` is imported by that top-level name, and a
+test that puts ``benchmarks/`` on ``sys.path`` would shadow it.)
+"""
 
 from __future__ import annotations
 
