@@ -13,8 +13,8 @@ over the epoch instead, which lags behind). An epoch is one jitted
 
 Usage::
 
-  python benchmarks/adas_mnist.py --data-dir /path/to/shared/data
-  CAADAM_JAX_DATA=/path/to/shared/data python benchmarks/adas_mnist.py --quick
+  python -m benchmarks.adas_mnist --data-dir /path/to/shared/data
+  CAADAM_JAX_DATA=/path/to/shared/data python -m benchmarks.adas_mnist --quick
 
 Writes a JSON file with every per-epoch number, the versions and the machine
 (``--out``, default ``benchmarks/results/adas_mnist.json``; ``--quick`` writes
@@ -28,22 +28,21 @@ import datetime
 import json
 import os
 import pathlib
-import platform
 import sys
 import time
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 import caadam_jax
-from caadam_jax import datasets
+from examples import data_files
 
-DEFAULT_OUT = pathlib.Path(__file__).resolve().parent / "results" / "adas_mnist.json"
-THRESHOLDS = (0.999, 1.0)
+from ._shared import RESULTS_DIR
+from ._shared import machine_info
+
+DEFAULT_OUT = RESULTS_DIR / "adas_mnist.json"
 
 
 class MLP(nn.Module):
@@ -60,7 +59,7 @@ def parse_args(argv=None):
   parser.add_argument(
       "--data-dir",
       default=None,
-      help=f"data directory containing mnist/ (default ${datasets.DATA_ENV_VAR})",
+      help=f"data directory containing mnist/ (default ${data_files.DATA_ENV_VAR})",
   )
   parser.add_argument(
       "--epochs", type=int, default=None, help="Adam epochs (default 50; 2 with --quick)"
@@ -87,7 +86,7 @@ def parse_args(argv=None):
 
 
 def load_data(args):
-  x_train, y_train, x_test, y_test = datasets.load_mnist(args.data_dir)
+  x_train, y_train, x_test, y_test = data_files.load_mnist(args.data_dir)
   x_train = x_train.reshape(len(x_train), -1)
   x_test = x_test.reshape(len(x_test), -1)
   if args.quick:
@@ -187,21 +186,20 @@ def first_epoch_staying_at(history, threshold, n_train):
   return epoch
 
 
-def machine_info():
+def summarize(history, epochs, seconds, n_train) -> dict:
+  """One optimizer's record: its history and when it reached (and kept) 99.9% and 100%."""
   return {
-      "platform": platform.platform(),
-      "processor": platform.processor(),
-      "python": sys.version.split()[0],
-      "cpu_count": os.cpu_count(),
-      "jax_devices": [str(d) for d in jax.devices()],
-      "versions": {
-          "jax": jax.__version__,
-          "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
-          "optax": optax.__version__,
-          "flax": flax.__version__,
-          "numpy": np.__version__,
-          "caadam_jax": caadam_jax.__version__,
-      },
+      "epochs": epochs,
+      "history": history,
+      "wall_seconds": seconds,
+      "first_epoch_train_acc_999": first_epoch_at(history, 0.999, n_train),
+      "first_epoch_train_acc_100": first_epoch_at(history, 1.0, n_train),
+      "first_epoch_staying_train_acc_999": first_epoch_staying_at(history, 0.999, n_train),
+      "first_epoch_staying_train_acc_100": first_epoch_staying_at(history, 1.0, n_train),
+      "epochs_at_train_acc_100": sum(r["train_errors"] == 0 for r in history),
+      "final_train_accuracy": history[-1]["train_accuracy"] if history else None,
+      "final_test_accuracy": history[-1]["test_accuracy"] if history else None,
+      "best_train_accuracy": max((r["train_accuracy"] for r in history), default=None),
   }
 
 
@@ -222,19 +220,7 @@ def main(argv=None):
   results = {}
   for name, (tx, epochs) in runs.items():
     history, seconds = train(name, tx, init_params, data, epochs, args)
-    results[name] = {
-        "epochs": epochs,
-        "history": history,
-        "wall_seconds": seconds,
-        "first_epoch_train_acc_999": first_epoch_at(history, 0.999, n_train),
-        "first_epoch_train_acc_100": first_epoch_at(history, 1.0, n_train),
-        "first_epoch_staying_train_acc_999": first_epoch_staying_at(history, 0.999, n_train),
-        "first_epoch_staying_train_acc_100": first_epoch_staying_at(history, 1.0, n_train),
-        "epochs_at_train_acc_100": sum(r["train_errors"] == 0 for r in history),
-        "final_train_accuracy": history[-1]["train_accuracy"] if history else None,
-        "final_test_accuracy": history[-1]["test_accuracy"] if history else None,
-        "best_train_accuracy": max((r["train_accuracy"] for r in history), default=None),
-    }
+    results[name] = summarize(history, epochs, seconds, n_train)
 
   print("\nSummary (accuracies on the full training set after each epoch):")
   for name, r in results.items():

@@ -22,7 +22,7 @@ For each it prints the median compile wall and process-CPU time over
 kernels and the number of distinct fused computations in the compiled HLO
 (bodies compared with instruction names and metadata stripped).
 
-    python benchmarks/compile_constants.py [--layers 100] [--reps 3]
+    python -m benchmarks.compile_constants [--layers 100] [--reps 3]
 """
 
 from __future__ import annotations
@@ -37,11 +37,12 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import optax
-import step_cost
 
 import caadam_jax
 from caadam_jax import _formulas
 from caadam_jax import _paths
+
+from . import step_cost
 
 
 def per_layer_lr(layers: int) -> optax.GradientTransformation:
@@ -75,9 +76,10 @@ def candidates(layers: int) -> dict[str, Callable[[], optax.GradientTransformati
       "adam": lambda: optax.adam(1e-3),
       "adam*1.5": lambda: optax.chain(optax.adam(1e-3), optax.scale(1.5)),
       "per-layer-lr": lambda: per_layer_lr(layers),
-      "caadam-additive": lambda: caadam_jax.caadam(1e-3, strategy="additive"),
-      "caadam-multiplicative": lambda: caadam_jax.caadam(1e-3, strategy="multiplicative"),
-      "caadam-depth": lambda: caadam_jax.caadam(1e-3, strategy="depth"),
+      **{
+          f"caadam-{s}": (lambda s=s: caadam_jax.caadam(1e-3, strategy=s))
+          for s in caadam_jax.STRATEGY_NAMES
+      },
       "caadam-depth+barrier": depth_behind_barrier,
   }
 

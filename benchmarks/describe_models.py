@@ -3,23 +3,21 @@
 The structures come from ``trace_structure`` (forward order, roles from use);
 the tables are what docs/your_model.md shows. Run:
 
-    python benchmarks/describe_models.py            # per layer, the three strategies side by side
-    python benchmarks/describe_models.py --full vit # describe() itself, per leaf (resnet, lm, vit)
+    python -m benchmarks.describe_models            # per layer, the three strategies side by side
+    python -m benchmarks.describe_models --full vit # describe() itself, per leaf (resnet, lm, vit)
 """
 
 from __future__ import annotations
 
-import pathlib
 import sys
 
 import jax
 
 import caadam_jax
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import model_zoo  # noqa: E402
+from . import model_zoo
 
-STRATEGIES = ("additive", "multiplicative", "depth")
+STRATEGIES = caadam_jax.STRATEGY_NAMES
 
 
 def structures() -> dict[str, caadam_jax.Structure]:
@@ -44,7 +42,7 @@ def summary(structure: caadam_jax.Structure) -> str:
       }
       for strategy in STRATEGIES
   }
-  width = max(len(str(layer)) for layer in by_strategy["depth"])
+  width = max(len(str(layer)) for layer in by_strategy[STRATEGIES[0]])
   stats = structure.statistics
   lines = [
       f"c_min={stats.c_min:g}, c_med={stats.c_med:g}, c_max={stats.c_max:g}, D={stats.num_layers}; "

@@ -7,15 +7,12 @@ separate q/k/v projections (Flax's ``MultiHeadDotProductAttention``) and once
 with one fused ``(768, 3*768)`` projection (GPT-2's ``c_attn``), and prints each
 layer kind's connection count and factor per strategy. Run:
 
-    python benchmarks/lm_factors.py
+    python -m benchmarks.lm_factors
 
 The numbers quoted in docs/your_model.md come from this script.
 """
 
 from __future__ import annotations
-
-import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -23,11 +20,10 @@ import jax.numpy as jnp
 import caadam_jax
 from caadam_jax import _formulas
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import model_zoo  # noqa: E402
+from . import model_zoo
 
 GPT2_SMALL = {"vocab": 50257, "d": 768, "heads": 12, "num_layers": 12, "max_len": 1024}
-STRATEGIES = ("additive", "multiplicative", "depth")
+STRATEGIES = caadam_jax.STRATEGY_NAMES
 
 
 def kind(layer: str) -> str:

@@ -320,7 +320,11 @@ class NnxMLP(nnx.Module):
 
 
 def equinox_zoo():
-  """Equinox's MNIST CNN, a small Equinox ViT and MLP (equinox imported here)."""
+  """Equinox's MNIST CNN, a small Equinox ViT and MLP (equinox imported here).
+
+  The classes are defined inside the function so that importing this module never
+  imports equinox (an optional dependency); hence the long body.
+  """
   import equinox as eqx
 
   class CNN(eqx.Module):

@@ -5,7 +5,7 @@ Prints a markdown table for the California Housing MLP of the published protocol
 ``benchmarks/results/published_factors.md``. Only shapes are used: no training,
 no data, runs in seconds on CPU.
 
-    python benchmarks/published_factors.py [--widths 8 128 64 32 1]
+    python -m benchmarks.published_factors [--widths 8 128 64 32 1]
 """
 
 from __future__ import annotations
@@ -21,7 +21,10 @@ from caadam_jax import _formulas
 from caadam_jax import _paths
 from caadam_jax import _published
 
-STRATEGIES = (("additive", 0.95), ("multiplicative", 5.0), ("depth", 1.0))
+# Each strategy with its default scaling factor (as described; 0.1.1 has the same ones).
+STRATEGIES = tuple(
+    (name, _formulas.STRATEGIES[name].default_scaling_factor) for name in caadam_jax.STRATEGY_NAMES
+)
 
 
 def mlp_shapes(widths: list[int]) -> dict:

@@ -15,8 +15,9 @@ input), on float32 param trees of several sizes and two layouts:
 * ``many``: 100 dense layers ``{'Dense_i': {'kernel': (r_i, 256), 'bias': (256,)}}``
   with varying row counts (200 leaves, MLP-like);
 
-and on the params of a real Flax model (``resnet``: a ResNet-20-style CIFAR CNN,
-linen ``Conv``/``BatchNorm``/``Dense``; ~0.27M parameters, 65 leaves).
+and on the params of a real Flax model (``resnet``: the ResNet-20 of
+``benchmarks/models.py`` in its CIFAR layout, 32x32x3 inputs, convolutions without
+bias, normalized projection shortcuts; ~0.27M parameters, 65 leaves).
 
 Everything is measured in one process. After warm-up the optimizers are timed
 round-robin (the starting optimizer rotates every round); each sample is the
@@ -45,9 +46,9 @@ mean over enough back-to-back steps to last ~30 ms. Reported per optimizer:
 
 Usage::
 
-  python benchmarks/step_cost.py                      # 1M, 16M, 64M; writes JSON
-  python benchmarks/step_cost.py --quick              # 64K params, large + many (12 layers)
-  python benchmarks/step_cost.py --sizes 1M,16M --reps 15 --out /tmp/x.json
+  python -m benchmarks.step_cost                      # 1M, 16M, 64M; writes JSON
+  python -m benchmarks.step_cost --quick              # 64K params, large + many (12 layers)
+  python -m benchmarks.step_cost --sizes 1M,16M --reps 15 --out /tmp/x.json
 
 Writes ``--out`` (default ``benchmarks/results/step_cost_<backend>.json``, e.g.
 ``step_cost_cpu.json`` or ``step_cost_gpu.json``; ``--quick`` writes only when
@@ -64,7 +65,6 @@ import json
 import math
 import os
 import pathlib
-import platform
 import re
 import statistics
 import sys
@@ -72,8 +72,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -81,9 +79,11 @@ import optax
 
 import caadam_jax
 
-RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
+from ._shared import RESULTS_DIR
+from ._shared import machine_info
+from .models import ResNet20
+
 BASELINE = "adam"
-CAADAM_STRATEGIES = ("additive", "multiplicative", "depth")
 
 
 # ----------------------------------------------------------------------------- optimizers
@@ -92,7 +92,7 @@ CAADAM_STRATEGIES = ("additive", "multiplicative", "depth")
 def optimizers() -> dict[str, Callable[[], optax.GradientTransformation]]:
   """Name -> factory of every optimizer the benchmark compares."""
   opts: dict[str, Callable[[], optax.GradientTransformation]] = {BASELINE: lambda: optax.adam(1e-3)}
-  for s in CAADAM_STRATEGIES:
+  for s in caadam_jax.STRATEGY_NAMES:
     opts[f"caadam-{s}"] = lambda s=s: caadam_jax.caadam(1e-3, strategy=s)
   opts["keras_caadam"] = lambda: caadam_jax.keras_caadam(1e-3)
   opts["adas"] = caadam_jax.adas
@@ -126,39 +126,9 @@ def many_tree_shapes(n: int, layers: int = 100) -> dict[str, dict[str, tuple[int
   return {f"Dense_{i}": {"kernel": (r, cols), "bias": (cols,)} for i, r in enumerate(rows)}
 
 
-class _Block(nn.Module):
-  features: int
-  strides: int
-
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    y = nn.Conv(self.features, (3, 3), (self.strides, self.strides), use_bias=False)(x)
-    y = nn.relu(nn.BatchNorm(use_running_average=not train)(y))
-    y = nn.Conv(self.features, (3, 3), use_bias=False)(y)
-    y = nn.BatchNorm(use_running_average=not train)(y)
-    if x.shape != y.shape:
-      x = nn.Conv(self.features, (1, 1), (self.strides, self.strides), use_bias=False)(x)
-      x = nn.BatchNorm(use_running_average=not train)(x)
-    return nn.relu(x + y)
-
-
-class ResNet20(nn.Module):
-  """A ResNet-20-style CIFAR CNN (3 stages x 3 blocks, 16/32/64 channels)."""
-
-  num_classes: int = 10
-
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    x = nn.relu(nn.BatchNorm(use_running_average=not train)(nn.Conv(16, (3, 3), use_bias=False)(x)))
-    for stage, features in enumerate((16, 32, 64)):
-      for block in range(3):
-        x = _Block(features, 2 if stage > 0 and block == 0 else 1)(x, train)
-    x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes)(x)
-
-
 def resnet_shapes() -> Any:
-  variables = jax.eval_shape(lambda: ResNet20().init(jax.random.key(0), jnp.ones((1, 32, 32, 3))))
+  model = ResNet20(size=32, conv_bias=False, shortcut_norm=True)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.ones((1, 32, 32, 3))))
   return jax.tree.map(lambda s: tuple(s.shape), variables["params"])
 
 
@@ -257,6 +227,100 @@ def pct(values: list[float], q: float) -> float:
   return float(np.percentile(np.asarray(values), q))
 
 
+def _start(factories: dict[str, Callable], params0, log) -> tuple[dict, dict, dict]:
+  """Each optimizer and its live ``(params, state)``; ``errors`` for those that refuse the tree."""
+  txs, live, errors = {}, {}, {}
+  for name, factory in factories.items():
+    try:
+      txs[name] = factory()
+      state = jax.jit(txs[name].init)(params0)
+      live[name] = (jax.tree.map(jnp.copy, params0), state)
+    except ValueError as e:  # e.g. keras_caadam's documented division-by-zero error
+      errors[name] = f"{type(e).__name__}: {e}"
+      log(f"  {name}: skipped ({errors[name][:120]})")
+  return txs, live, errors
+
+
+def _rotated(names: list[str], k: int) -> list[str]:
+  return names[k % len(names) :] + names[: k % len(names)]
+
+
+def _compile_all(names, txs, live, grads, compile_reps):
+  """Compiles every step ``compile_reps`` times, alternating optimizers; keeps the last."""
+  compiled = {}
+  compile_times, compile_cpu = {n: [] for n in names}, {n: [] for n in names}
+  for rep in range(compile_reps):
+    for name in _rotated(names, rep):
+      params, state = live[name]
+      compiled[name], wall, cpu = compile_step(txs[name], params, state, grads)
+      compile_times[name].append(wall)
+      compile_cpu[name].append(cpu)
+  return compiled, compile_times, compile_cpu
+
+
+def _time_rounds(names, compiled, live, grads, *, reps, warmup, sample_seconds):
+  """Round-robin step times (seconds per step) of every optimizer, and the steps per sample."""
+
+  def run(name: str, steps: int) -> float:
+    params, state = live[name]
+    step = compiled[name]
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      params, state = step(params, state, grads)
+    jax.block_until_ready((params, state))
+    elapsed = time.perf_counter() - t0
+    live[name] = (params, state)
+    return elapsed / steps
+
+  # Warm-up, and the number of back-to-back steps per sample from adam's cost.
+  for name in names:
+    run(name, 2)
+  t_est = statistics.median(run(BASELINE, 1) for _ in range(3))
+  inner = int(min(200, max(1, math.ceil(sample_seconds / max(t_est, 1e-6)))))
+  times: dict[str, list[float]] = {n: [] for n in names}
+  for rnd in range(warmup + reps):
+    sample = {name: run(name, inner) for name in _rotated(names, rnd)}
+    if rnd >= warmup:
+      for name in names:
+        times[name].append(sample[name])
+  return times, inner
+
+
+def _optimizer_record(name, times, compile_times, compile_cpu, hlo, state_bytes, param_bytes):
+  """The measurements of one optimizer, with its ratios to adam's."""
+  t, base = times[name], times[BASELINE]
+  paired = [a / b for a, b in zip(t, base, strict=False)]
+  med = statistics.median(t)
+  min_bytes = 3 * param_bytes + 2 * state_bytes[name]
+  return {
+      "median_ms": med * 1e3,
+      "p25_ms": pct(t, 25) * 1e3,
+      "p75_ms": pct(t, 75) * 1e3,
+      "min_ms": min(t) * 1e3,
+      "times_ms": [x * 1e3 for x in t],
+      "ratio_paired_median": statistics.median(paired),
+      "ratio_paired_p25": pct(paired, 25),
+      "ratio_paired_p75": pct(paired, 75),
+      "ratio_of_medians": med / statistics.median(base),
+      "bytes_min_model": min_bytes,
+      "bytes_hlo_model": hlo[name]["hlo_bytes_moved"],
+      "gbps_min_model": min_bytes / med / 1e9,
+      "gbps_hlo_model": hlo[name]["hlo_bytes_moved"] / med / 1e9,
+      "compile_s_median": statistics.median(compile_times[name]),
+      "compile_s_all": compile_times[name],
+      "compile_ratio": statistics.median(compile_times[name])
+      / statistics.median(compile_times[BASELINE]),
+      "compile_cpu_s_median": statistics.median(compile_cpu[name]),
+      "compile_cpu_s_all": compile_cpu[name],
+      "compile_cpu_ratio": statistics.median(compile_cpu[name])
+      / statistics.median(compile_cpu[BASELINE]),
+      "state_bytes": state_bytes[name],
+      "state_bytes_equal_adam": state_bytes[name] == state_bytes[BASELINE],
+      "kernels": hlo[name]["kernels"],
+      "kernels_by_op": hlo[name]["kernels_by_op"],
+  }
+
+
 def run_case(
     layout: str,
     shapes: Any,
@@ -268,96 +332,29 @@ def run_case(
     sample_seconds: float,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
+  """Compiles, times and sizes every optimizer's step on the param tree ``shapes``."""
   params0 = materialize(shapes, 0)
   grads = materialize(shapes, 1)
-  n_params = tree_size(params0)
   param_bytes = tree_bytes(params0)
-  names = list(factories)
-  txs, live, compiled, errors = {}, {}, {}, {}
-  compile_times, compile_cpu = {n: [] for n in names}, {n: [] for n in names}
-  for name in names:
-    try:
-      txs[name] = factories[name]()
-      state = jax.jit(txs[name].init)(params0)
-      live[name] = (jax.tree.map(jnp.copy, params0), state)
-    except ValueError as e:  # e.g. keras_caadam's documented division-by-zero error
-      errors[name] = f"{type(e).__name__}: {e}"
-      log(f"  {name}: skipped ({errors[name][:120]})")
-  names = [n for n in names if n in txs]
-  # Compile times: alternate optimizers, several repetitions, median.
-  for rep in range(compile_reps):
-    for name in names[rep % len(names) :] + names[: rep % len(names)]:
-      p, s = live[name]
-      c, t, cpu = compile_step(txs[name], p, s, grads)
-      compiled[name] = c
-      compile_times[name].append(t)
-      compile_cpu[name].append(cpu)
+  txs, live, errors = _start(factories, params0, log)
+  names = [n for n in factories if n in txs]
+  compiled, compile_times, compile_cpu = _compile_all(names, txs, live, grads, compile_reps)
   hlo = {n: hlo_summary(compiled[n].as_text()) for n in names}
   state_bytes = {n: tree_bytes(live[n][1]) for n in names}
-
-  def run(name: str, steps: int) -> float:
-    p, s = live[name]
-    fn = compiled[name]
-    t0 = time.perf_counter()
-    for _ in range(steps):
-      p, s = fn(p, s, grads)
-    jax.block_until_ready((p, s))
-    dt = time.perf_counter() - t0
-    live[name] = (p, s)
-    return dt / steps
-
-  # Warm-up, and the number of back-to-back steps per sample from adam's cost.
-  for name in names:
-    run(name, 2)
-  t_est = statistics.median(run(BASELINE, 1) for _ in range(3))
-  inner = int(min(200, max(1, math.ceil(sample_seconds / max(t_est, 1e-6)))))
-  times: dict[str, list[float]] = {n: [] for n in names}
-  for rnd in range(warmup + reps):
-    order = names[rnd % len(names) :] + names[: rnd % len(names)]
-    sample = {name: run(name, inner) for name in order}
-    if rnd >= warmup:
-      for name in names:
-        times[name].append(sample[name])
+  times, inner = _time_rounds(
+      names, compiled, live, grads, reps=reps, warmup=warmup, sample_seconds=sample_seconds
+  )
   for name in names:
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(live[name][0])), name
-
-  base = times[BASELINE]
-  results = {}
-  for name in names:
-    t = times[name]
-    paired = [a / b for a, b in zip(t, base, strict=False)]
-    med = statistics.median(t)
-    min_bytes = 3 * param_bytes + 2 * state_bytes[name]
-    results[name] = {
-        "median_ms": med * 1e3,
-        "p25_ms": pct(t, 25) * 1e3,
-        "p75_ms": pct(t, 75) * 1e3,
-        "min_ms": min(t) * 1e3,
-        "times_ms": [x * 1e3 for x in t],
-        "ratio_paired_median": statistics.median(paired),
-        "ratio_paired_p25": pct(paired, 25),
-        "ratio_paired_p75": pct(paired, 75),
-        "ratio_of_medians": med / statistics.median(base),
-        "bytes_min_model": min_bytes,
-        "bytes_hlo_model": hlo[name]["hlo_bytes_moved"],
-        "gbps_min_model": min_bytes / med / 1e9,
-        "gbps_hlo_model": hlo[name]["hlo_bytes_moved"] / med / 1e9,
-        "compile_s_median": statistics.median(compile_times[name]),
-        "compile_s_all": compile_times[name],
-        "compile_ratio": statistics.median(compile_times[name])
-        / statistics.median(compile_times[BASELINE]),
-        "compile_cpu_s_median": statistics.median(compile_cpu[name]),
-        "compile_cpu_s_all": compile_cpu[name],
-        "compile_cpu_ratio": statistics.median(compile_cpu[name])
-        / statistics.median(compile_cpu[BASELINE]),
-        "state_bytes": state_bytes[name],
-        "state_bytes_equal_adam": state_bytes[name] == state_bytes[BASELINE],
-        "kernels": hlo[name]["kernels"],
-        "kernels_by_op": hlo[name]["kernels_by_op"],
-    }
+  results = {
+      name: _optimizer_record(
+          name, times, compile_times, compile_cpu, hlo, state_bytes, param_bytes
+      )
+      for name in names
+  }
   return {
       "layout": layout,
-      "n_params": n_params,
+      "n_params": tree_size(params0),
       "n_leaves": len(jax.tree.leaves(params0)),
       "param_bytes": param_bytes,
       "steps_per_sample": inner,
@@ -369,46 +366,26 @@ def run_case(
   }
 
 
-def machine_info() -> dict[str, Any]:
-  cpu = platform.processor()
+def flat_machine_info() -> dict[str, Any]:
+  """``_shared.machine_info()`` in the flat layout of the step-cost JSON files."""
+  info = machine_info()
   try:
-    with open("/proc/cpuinfo") as cpuinfo:
-      for line in cpuinfo:
-        if line.startswith("model name"):
-          cpu = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
-  try:
-    affinity = len(os.sched_getaffinity(0))
+    usable = len(os.sched_getaffinity(0))
   except AttributeError:
-    affinity = os.cpu_count()
+    usable = os.cpu_count()
+  loadavg = info.get("loadavg_at_start")
   return {
-      "cpu_model": cpu,
-      "cpu_count": os.cpu_count(),
-      "cpus_usable": affinity,
-      "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-      "platform": platform.platform(),
-      "python": sys.version.split()[0],
-      "jax": jax.__version__,
-      "jaxlib": getattr(jax.lib, "__version__", None) or _jaxlib_version(),
-      "optax": optax.__version__,
-      "flax": flax.__version__,
-      "numpy": np.__version__,
-      "caadam_jax": getattr(caadam_jax, "__version__", None),
-      "devices": [str(d) for d in jax.devices()],
+      "cpu_model": info.get("cpu_model", info["processor"]),
+      "cpu_count": info["cpu_count"],
+      "cpus_usable": usable,
+      "loadavg_start": list(loadavg) if loadavg is not None else None,
+      "platform": info["platform"],
+      "python": info["python"],
+      **info["versions"],
+      "devices": info["jax_devices"],
       "backend": jax.default_backend(),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
   }
-
-
-def _jaxlib_version() -> str | None:
-  try:
-    import jaxlib
-
-    return jaxlib.__version__
-  except (ImportError, AttributeError):  # pragma: no cover
-    return None
 
 
 def format_case(case: dict[str, Any]) -> str:
@@ -495,7 +472,7 @@ def merge_results(paths: list[str], out: str | None) -> int:
   return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
   parser.add_argument("--sizes", default=None, help="comma list, e.g. 1M,16M,64M (default)")
   parser.add_argument(
@@ -521,41 +498,78 @@ def main(argv: list[str] | None = None) -> int:
       metavar="JSON",
       help="merge the cases of these result files into --out and report",
   )
+  return parser
+
+
+def _apply_defaults(args) -> None:
+  """Fills the options left unset with the defaults of a full or a ``--quick`` run."""
+  quick = args.quick
+  args.sizes = args.sizes or ("64K" if quick else "1M,16M,64M")
+  args.reps = args.reps or (3 if quick else 15)
+  args.compile_reps = args.compile_reps or (1 if quick else 3)
+  args.sample_seconds = args.sample_seconds or (0.005 if quick else 0.03)
+  if quick:
+    args.warmup = min(args.warmup, 1)
+  args.layouts = args.layouts or ("large,many" if quick else "large,many,resnet")
+  args.many_layers = args.many_layers or (12 if quick else 100)
+  if not (args.out or quick):
+    args.out = str(RESULTS_DIR / f"step_cost_{jax.default_backend()}.json")
+
+
+def _param_trees(args):
+  """``(layout, shapes)`` of every case to measure, in order."""
+  for layout in args.layouts.split(","):
+    if layout == "resnet":
+      yield "resnet", resnet_shapes()
+      continue
+    shapes_of = {
+        "large": large_tree_shapes,
+        "many": lambda n: many_tree_shapes(n, args.many_layers),
+    }
+    for size in args.sizes.split(","):
+      yield layout, shapes_of[layout](parse_size(size))
+
+
+def _write_results(out, arg_list, info, cases, misses, total_s, final: bool) -> None:
+  payload = {
+      "benchmark": "step_cost",
+      "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+      "command": " ".join(["python", "-m", "benchmarks.step_cost", *arg_list]),
+      "complete": final,
+      "machine": info,
+      "byte_models": {
+          "min": "3*param_bytes + 2*state_bytes (grads read once, params and full state "
+          "read and written once; 28 B/param for Adam/CaAdam)",
+          "hlo": "sum over top-level instructions of the compiled entry computation of "
+          "operand bytes + result bytes",
+      },
+      "targets": {"step_ratio_max": 1.03, "compile_ratio_max": 1.2, "state_bytes": "== adam"},
+      "target_misses": misses,
+      "total_s": total_s,
+      "cases": cases,
+  }
+  path = pathlib.Path(out)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(payload, indent=1))
+
+
+def main(argv: list[str] | None = None) -> int:
   arg_list = sys.argv[1:] if argv is None else list(argv)
-  args = parser.parse_args(arg_list)
+  args = _parser().parse_args(arg_list)
   if args.merge:
     return merge_results(args.merge, args.out)
-
-  if args.quick:
-    sizes = args.sizes or "64K"
-    reps, compile_reps = args.reps or 3, args.compile_reps or 1
-    sample_s = args.sample_seconds or 0.005
-    warmup = min(args.warmup, 1)
-    layouts, many_layers = args.layouts or "large,many", args.many_layers or 12
-  else:
-    sizes = args.sizes or "1M,16M,64M"
-    reps, compile_reps = args.reps or 15, args.compile_reps or 3
-    sample_s = args.sample_seconds or 0.03
-    warmup = args.warmup
-    layouts, many_layers = args.layouts or "large,many,resnet", args.many_layers or 100
-  if args.out or args.quick:
-    out = args.out
-  else:
-    out = str(RESULTS_DIR / f"step_cost_{jax.default_backend()}.json")
-
+  _apply_defaults(args)
   factories = optimizers()
   if args.optimizers:
     wanted = [BASELINE] + [n for n in args.optimizers.split(",") if n != BASELINE]
     factories = {n: factories[n] for n in wanted}
-  info = machine_info()
+  info = flat_machine_info()
   print("machine:", json.dumps(info))
   print(
       "byte models: min = 3*param_bytes (grad read; param read+write) + 2*state_bytes "
       "(state read+write), i.e. 28 B/param for Adam; hlo = operand+result bytes of every "
       "top-level kernel of the compiled step"
   )
-
-  layouts = layouts.split(",")
   cases: list[dict[str, Any]] = []
   t_start = time.perf_counter()
 
@@ -563,58 +577,32 @@ def main(argv: list[str] | None = None) -> int:
     # Written after every case, so a run stopped by a time limit keeps what it measured.
     misses = check_targets(cases)
     info["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    if out:
-      payload = {
-          "benchmark": "step_cost",
-          "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-          "command": " ".join(["python", "benchmarks/step_cost.py", *arg_list]),
-          "complete": final,
-          "machine": info,
-          "byte_models": {
-              "min": "3*param_bytes + 2*state_bytes (grads read once, params and full state "
-              "read and written once; 28 B/param for Adam/CaAdam)",
-              "hlo": "sum over top-level instructions of the compiled entry computation of "
-              "operand bytes + result bytes",
-          },
-          "targets": {"step_ratio_max": 1.03, "compile_ratio_max": 1.2, "state_bytes": "== adam"},
-          "target_misses": misses,
-          "total_s": time.perf_counter() - t_start,
-          "cases": cases,
-      }
-      path = pathlib.Path(out)
-      path.parent.mkdir(parents=True, exist_ok=True)
-      path.write_text(json.dumps(payload, indent=1))
+    if args.out:
+      _write_results(args.out, arg_list, info, cases, misses, time.perf_counter() - t_start, final)
     return misses
 
-  for layout in layouts:
-    if layout == "resnet":
-      shape_list = [("resnet", resnet_shapes())]
-    else:
-      fn = {"large": large_tree_shapes, "many": lambda n: many_tree_shapes(n, many_layers)}[layout]
-      shape_list = [(layout, fn(parse_size(s))) for s in sizes.split(",")]
-    for name, shapes in shape_list:
-      t0 = time.perf_counter()
-      case = run_case(
-          name,
-          shapes,
-          factories,
-          reps=reps,
-          warmup=warmup,
-          compile_reps=compile_reps,
-          sample_seconds=sample_s,
-          log=print,
-      )
-      case["wall_s"] = time.perf_counter() - t0
-      cases.append(case)
-      print(format_case(case), flush=True)
-      report(final=False)
-      gc.collect()
+  for layout, shapes in _param_trees(args):
+    t0 = time.perf_counter()
+    case = run_case(
+        layout,
+        shapes,
+        factories,
+        reps=args.reps,
+        warmup=args.warmup,
+        compile_reps=args.compile_reps,
+        sample_seconds=args.sample_seconds,
+        log=print,
+    )
+    case["wall_s"] = time.perf_counter() - t0
+    cases.append(case)
+    print(format_case(case), flush=True)
+    report(final=False)
+    gc.collect()
 
-  misses = report(final=True)
-  print_targets(misses)
+  print_targets(report(final=True))
   print(f"total {time.perf_counter() - t_start:.1f} s")
-  if out:
-    print("wrote", out)
+  if args.out:
+    print("wrote", args.out)
   return 0
 
 

@@ -1,6 +1,6 @@
 """Best against best: learning-rate sweeps, fresh initializations, paired tests, a placebo.
 
-The controlled benchmark (``benchmarks/reproduce.py``) compares optimizers at
+The controlled benchmark (``benchmarks.reproduce``) compares optimizers at
 fixed learning rates. This script tunes everybody's learning rate instead and
 compares the best against the best (results: docs/benchmarks_evidence.md):
 
@@ -17,7 +17,7 @@ compares the best against the best (results: docs/benchmarks_evidence.md):
 * best-vs-best comparisons with Adam use ``benchmarks/stats.py``: paired t-test
   and Wilcoxon on per-seed relative differences, 95% intervals, Holm across
   the table, TOST at +/-1%;
-* placebo control: for each as-described strategy, the same per-layer factor
+* placebo control (``benchmarks/placebo.py``): for each as-described strategy, the same per-layer factor
   values randomly permuted across layers (``--permutations`` distinct ones)
   and one uniform factor with the same mean step (the parameter-weighted mean
   of the factors), each swept like the others;
@@ -29,9 +29,9 @@ compares the best against the best (results: docs/benchmarks_evidence.md):
 
 Usage::
 
-  python benchmarks/sweep.py --task california --configs '[64,32]'
-  python benchmarks/sweep.py --task california --report-only
-  python benchmarks/sweep.py --quick --out-dir /tmp/sweep   # seconds, for tests
+  python -m benchmarks.sweep --task california --configs '[64,32]'
+  python -m benchmarks.sweep --task california --report-only
+  python -m benchmarks.sweep --quick --out-dir /tmp/sweep   # seconds, for tests
 
 Results: ``<out-dir>/sweep_<task>.json`` (every run), ``sweep_<task>.md``
 (verdicts) and ``sweep_<task>_<config>.png`` (sensitivity curves).
@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import itertools
 import math
 import pathlib
 import sys
@@ -50,17 +49,25 @@ import time
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
 import caadam_jax
-from caadam_jax import _paths
-from caadam_jax import datasets
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import reproduce  # noqa: E402  (benchmarks/ is not a package yet)
-import stats  # noqa: E402
+from . import stats
+from ._shared import RESULTS_DIR
+from ._shared import load_results
+from ._shared import machine_info
+from ._shared import require_data_dir
+from ._shared import save_results
+from .optimizers import OPTIMIZERS
+from .optimizers import OptSpec
+from .placebo import placebo_spec
+from .placebo import placebo_tables
+from .report import format_p
+from .tasks import build_task
+from .tasks import keras_validation_split
+from .tasks import protocol_of
+from .training import run_cell
 
 SWEPT = (
     "adam",
@@ -71,100 +78,12 @@ SWEPT = (
     "keras_caadam_multiplicative",
     "keras_caadam_depth",
 )
-STRATEGIES = ("additive", "multiplicative", "depth")
+STRATEGIES = caadam_jax.STRATEGY_NAMES
 REFERENCE = "adam"
-FORMAT = 1
 
 
-# ----------------------------------------------------------------------------
-# Placebo optimizers: Adam with a fixed factor per layer
-# ----------------------------------------------------------------------------
-
-
-def scale_by_fixed_factors(table: dict[str, float]) -> optax.GradientTransformation:
-  """Multiplies each leaf's update by ``table[leaf path]`` (paths as ``describe`` writes them)."""
-
-  def update_fn(updates, state, params=None):
-    del params
-
-    def scale(path, u):
-      return u * jnp.asarray(table[_paths.path_to_str(path)], u.dtype)
-
-    return _paths.map_with_normalized_path(scale, updates), state
-
-  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
-
-
-def layer_factors(params, strategy: str) -> tuple[list[str], dict[str, float], dict[str, int]]:
-  """Layers in depth order, each layer's as-described factor and its parameter count."""
-  rows = caadam_jax.describe(params, strategy=strategy, show=False)
-  layers, factor, size = [], {}, {}
-  for row in rows:
-    if row.layer not in factor:
-      layers.append(row.layer)
-      factor[row.layer] = float(row.factor)
-      size[row.layer] = 0
-    size[row.layer] += int(np.prod(row.shape))
-  return layers, factor, size
-
-
-def placebo_tables(params, strategy: str, n_permutations: int, seed: int) -> dict[str, dict]:
-  """The placebo factor assignments of one strategy: permutations and a uniform factor.
-
-  Returns:
-    ``{name: {"layers": {layer: factor}, "leaves": {leaf path: factor}}}`` for
-    ``placebo_<strategy>_perm<k>`` (distinct assignments that differ from the
-    real one) and ``placebo_<strategy>_uniform``.
-  """
-  layers, factor, size = layer_factors(params, strategy)
-  rows = caadam_jax.describe(params, strategy=strategy, show=False)
-  values = tuple(factor[lay] for lay in layers)
-  if len(layers) <= 7:
-    candidates = sorted({p for p in itertools.permutations(values) if p != values})
-    rng = np.random.default_rng([seed, len(layers)])
-    order = rng.permutation(len(candidates)) if candidates else []
-    chosen = [candidates[i] for i in order[:n_permutations]]
-  else:
-    rng, chosen = np.random.default_rng([seed, len(layers)]), []
-    for _ in range(1000 * n_permutations):
-      p = tuple(rng.permutation(values))
-      if p != values and p not in chosen:
-        chosen.append(p)
-      if len(chosen) == n_permutations:
-        break
-  mean_step = sum(factor[lay] * size[lay] for lay in layers) / sum(size.values())
-  assignments = {
-      f"placebo_{strategy}_perm{k}": dict(zip(layers, p, strict=True)) for k, p in enumerate(chosen)
-  }
-  assignments[f"placebo_{strategy}_uniform"] = {lay: mean_step for lay in layers}
-  out = {}
-  for name, by_layer in assignments.items():
-    leaves = {r.leaf: by_layer.get(r.layer, 1.0) for r in rows}
-    out[name] = {"layers": by_layer, "leaves": leaves}
-  return out
-
-
-def placebo_spec(name: str, strategy: str, table: dict) -> reproduce.OptSpec:
-  leaves = table["leaves"]
-
-  def make(learning_rate):
-    return optax.chain(
-        optax.scale_by_adam(),
-        scale_by_fixed_factors(leaves),
-        optax.scale_by_learning_rate(learning_rate),
-    )
-
-  kind = "uniform factor with the same mean step" if name.endswith("uniform") else "permuted"
-  return reproduce.OptSpec(
-      name,
-      make,
-      description=f"placebo of caadam_{strategy}: optax Adam with the {kind} per-layer "
-      "factors " + ", ".join(f"{k}={v:.3g}" for k, v in table["layers"].items()),
-  )
-
-
-def adas_spec(lr: float) -> reproduce.OptSpec:
-  return reproduce.OptSpec(
+def adas_spec(lr: float) -> OptSpec:
+  return OptSpec(
       "adas",
       lambda: caadam_jax.adas(lr=lr),
       has_lr=False,
@@ -267,12 +186,12 @@ def run_group(task, model, name, spec_for, indices, args, data) -> list[dict]:
   if name.startswith("adas"):
     cells = []
     for k, lr in zip(indices, lrs, strict=True):
-      cell = reproduce.run_cell(task, model, adas_spec(lr), data, args, _progress(label))
+      cell = run_cell(task, model, adas_spec(lr), data, args, _progress(label))
       for r in cell["runs"]:
         r["lr"] = lr
       cells += _split_group(cell, [k], [lr])
     return cells
-  group = reproduce.run_cell(task, model, spec_for(name), data, args, _progress(label), lrs=lrs)
+  group = run_cell(task, model, spec_for(name), data, args, _progress(label), lrs=lrs)
   return _split_group(group, indices, lrs)
 
 
@@ -291,7 +210,7 @@ def optimizer_names(args) -> list[str]:
 
 
 def sweep_protocol(task, args) -> dict:
-  proto = reproduce.protocol_of(task, args)
+  proto = protocol_of(task, args)
   proto.pop("lr")
   proto["reduce_lr_on_plateau"]["min_lr"] = f"{args.min_lr / args.lr:g} x the base lr"
   proto.update(
@@ -303,71 +222,69 @@ def sweep_protocol(task, args) -> dict:
   return proto
 
 
+def _sweep_config(config, model, names, task, args, data, results, json_path) -> list[str]:
+  """Trains every missing grid point of every optimizer of one config, widening at the edges."""
+  params, _ = model.init(jax.random.key(0))
+  tables = {}
+  for s in STRATEGIES:
+    tables.update(placebo_tables(params, s, args.permutations, args.permutation_seed))
+  results["placebo"][config] = {k: v["layers"] for k, v in tables.items()}
+
+  def spec_for(name):
+    if name.startswith("placebo_"):
+      return placebo_spec(name, name.split("_")[1], tables[name])
+    return OPTIMIZERS[name]
+
+  ran = []
+  for name in names:
+    if name.startswith("placebo_") and name not in tables:
+      continue  # fewer distinct permutations exist than asked for
+    while True:
+      done = cells_of(results, config, name)
+      wanted = set(range(args.n_lrs)) | set(done)
+      if done:
+        losses = [mean_val_loss(c) for c in done.values()]
+        wanted |= set(next_indices(list(done), losses, args.n_lrs, args.widen))
+      missing = [k for k in sorted(wanted) if k not in done]
+      if not missing:
+        break
+      t0 = time.perf_counter()
+      for cell in run_group(task, model, name, spec_for, missing, args, data):
+        results["cells"][cell_key(config, name, cell["lr"])] = cell
+      results["updated"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+      save_results(json_path, results)
+      ran.append(f"{config}|{name}|{missing}")
+      print(
+          f"[sweep] {config} {name} grid {missing}: {time.perf_counter() - t0:.1f}s",
+          file=sys.stderr,
+          flush=True,
+      )
+  return ran
+
+
 def run(args) -> dict:
   out_dir = pathlib.Path(args.out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  if datasets.data_dir(args.data_dir) is None:
-    raise SystemExit(f"No data directory: pass --data-dir or set ${datasets.DATA_ENV_VAR}.")
+  require_data_dir(args.data_dir)
   requested = args.optimizers
-  args.optimizers = None  # build_task only knows reproduce's optimizers
-  task, (x_full, y_full, x_test, y_test) = reproduce.build_task(args)
+  args.optimizers = None  # build_task only knows the reproduction's optimizers
+  task, (x_full, y_full, x_test, y_test) = build_task(args)
   args.optimizers = requested
-  x_train, y_train, x_val, y_val = reproduce.keras_validation_split(x_full, y_full)
+  x_train, y_train, x_val, y_val = keras_validation_split(x_full, y_full)
   if args.quick:  # a smoke run: a few batches per epoch
     x_train, y_train = x_train[:1024], y_train[:1024]
   data = (x_train, y_train, x_val, y_val, x_test, y_test)
   names = optimizer_names(args)
-  protocol = sweep_protocol(task, args)
   json_path = out_dir / f"sweep_{task.name}.json"
-  results = reproduce.load_results(json_path, protocol)
+  results = load_results(json_path, sweep_protocol(task, args))
   results.setdefault("placebo", {})
   results["kind"] = "sweep"
-  results["machine"] = reproduce.machine_info()
+  results["machine"] = machine_info()
   ran = []
   for config, make_model in task.configs.items() if not args.report_only else ():
-    model = make_model()
-    params, _ = model.init(jax.random.key(0))
-    tables = {}
-    for s in STRATEGIES:
-      tables.update(placebo_tables(params, s, args.permutations, args.permutation_seed))
-    results["placebo"][config] = {k: v["layers"] for k, v in tables.items()}
-
-    def spec_for(name, tables=tables):
-      if name.startswith("placebo_"):
-        return placebo_spec(name, name.split("_")[1], tables[name])
-      return reproduce.OPTIMIZERS[name]
-
-    for name in names:
-      if name.startswith("placebo_") and name not in tables:
-        continue  # fewer distinct permutations exist than asked for
-      while True:
-        done = cells_of(results, config, name)
-        wanted = sorted(set(range(args.n_lrs)) | set(done))
-        if done:
-          wanted = sorted(
-              set(wanted)
-              | set(
-                  next_indices(
-                      list(done), [mean_val_loss(c) for c in done.values()], args.n_lrs, args.widen
-                  )
-              )
-          )
-        missing = [k for k in wanted if k not in done]
-        if not missing:
-          break
-        t0 = time.perf_counter()
-        for cell in run_group(task, model, name, spec_for, missing, args, data):
-          results["cells"][cell_key(config, name, cell["lr"])] = cell
-        results["updated"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-        reproduce.save_results(json_path, results)
-        ran.append(f"{config}|{name}|{missing}")
-        print(
-            f"[sweep] {config} {name} grid {missing}: {time.perf_counter() - t0:.1f}s",
-            file=sys.stderr,
-            flush=True,
-        )
+    ran += _sweep_config(config, make_model(), names, task, args, data, results, json_path)
   results["analysis"] = analyze(results, task, names)
-  reproduce.save_results(json_path, results)
+  save_results(json_path, results)
   md = out_dir / f"sweep_{task.name}.md"
   md.write_text(report(results, task, args))
   plots = write_plots(results, task, out_dir)
@@ -457,7 +374,7 @@ def _pct(x):
 
 
 def _p(x):
-  return reproduce._fmt_p(x)
+  return format_p(x)
 
 
 def _table(rows: list[dict], metric: str, left: str) -> list[str]:
@@ -517,7 +434,45 @@ def deviations(results: dict, task, args) -> list[str]:
   return out
 
 
+def _placebo_factor_lines(results: dict) -> list[str]:
+  """One line per config: the factors each placebo gives its layers."""
+  lines = []
+  for config, tables in results.get("placebo", {}).items():
+    lines.append(
+        f"- {config} placebo factors: "
+        + "; ".join(
+            f"`{n}`: " + ", ".join(f"{lay}={v:.3g}" for lay, v in t.items())
+            for n, t in tables.items()
+        )
+    )
+  return lines
+
+
+def _selected_lr_table(results: dict, metric: str) -> list[str]:
+  """The table of each (config, optimizer)'s selected learning rate."""
+  proto = results["protocol"]
+  lines = [
+      "",
+      "## Selected learning rates",
+      "",
+      f"| config | optimizer | best lr | at grid edge | mean val loss | test {metric} (mean ± "
+      "std) | seeds | runs at the epoch cap |",
+      "|---|---|---|---|---|---|---|---|",
+  ]
+  best = best_cells(results)
+  for key, b in results["analysis"]["best"].items():
+    config, name = key.split("|")
+    capped = sum(r["epochs"] >= proto["max_epochs"] for r in best[(config, name)]["runs"])
+    lines.append(
+        f"| {config} | {name} | {b['lr']:.3g} | {'yes' if b['at_edge'] else 'no'} | "
+        f"{b['mean_val_loss']:.5f} | {b[f'test_{metric}_mean']:.4f} ± "
+        f"{b[f'test_{metric}_std']:.4f} | {b['n']} | {capped} |"
+    )
+  return lines
+
+
 def report(results: dict, task, args) -> str:
+  """The markdown page of a sweep: verdicts, placebo control, selected rates, deviations."""
   a = results["analysis"]
   metric = task.metric
   proto = results["protocol"]
@@ -528,7 +483,7 @@ def report(results: dict, task, args) -> str:
       f"Generated by `benchmarks/sweep.py` on {results.get('updated', '?')} "
       f"({m.get('cpu_model', '?')}, {m.get('cpu_count', '?')} CPUs, jax "
       f"{m.get('versions', {}).get('jax', '?')}); every run is in `sweep_{task.name}.json`. "
-      f"Rebuild this page with `python benchmarks/sweep.py --task {task.name} --report-only`.",
+      f"Rebuild this page with `python -m benchmarks.sweep --task {task.name} --report-only`.",
       "",
       f"Test {metric} ({'lower' if metric == 'rmse' else 'higher'} is better). Every optimizer "
       f"is trained at {proto['lr_grid']['n']} log-spaced base learning rates over "
@@ -556,31 +511,8 @@ def report(results: dict, task, args) -> str:
       *_table(a["placebo"], metric, "real (a)"),
       "",
   ]
-  for config, tables in results.get("placebo", {}).items():
-    lines.append(
-        f"- {config} placebo factors: "
-        + "; ".join(
-            f"`{n}`: " + ", ".join(f"{lay}={v:.3g}" for lay, v in t.items())
-            for n, t in tables.items()
-        )
-    )
-  lines += [
-      "",
-      "## Selected learning rates",
-      "",
-      f"| config | optimizer | best lr | at grid edge | mean val loss | test {metric} (mean ± "
-      "std) | seeds | runs at the epoch cap |",
-      "|---|---|---|---|---|---|---|---|",
-  ]
-  best = best_cells(results)
-  for key, b in a["best"].items():
-    config, name = key.split("|")
-    capped = sum(r["epochs"] >= proto["max_epochs"] for r in best[(config, name)]["runs"])
-    lines.append(
-        f"| {config} | {name} | {b['lr']:.3g} | {'yes' if b['at_edge'] else 'no'} | "
-        f"{b['mean_val_loss']:.5f} | {b[f'test_{metric}_mean']:.4f} ± "
-        f"{b[f'test_{metric}_std']:.4f} | {b['n']} | {capped} |"
-    )
+  lines += _placebo_factor_lines(results)
+  lines += _selected_lr_table(results, metric)
   # A cell group's wall time is stored in each of its cells: count it once.
   wall = sum(c["wall_s"] for c in results["cells"].values() if c["lr"] == c["group_lrs"][0])
   lines += [
@@ -698,7 +630,7 @@ def parse_args(argv=None):
     raise SystemExit(
         f"--lr-low and --lr-high must satisfy 0 < low < high, got {args.lr_low}, {args.lr_high}."
     )
-  # Fixed parts of the protocol that reproduce.build_task/run_cell read.
+  # Fixed parts of the protocol that build_task/run_cell read.
   args.init, args.lr, args.min_lr, args.compact = "fresh", 1e-3, 2.5e-5, True
   args.eval_chunk = 128 if args.resnet20 else 1024
   if args.plateau_min_delta is None:
@@ -715,9 +647,7 @@ def parse_args(argv=None):
   if args.train_subsample is not None and args.train_subsample <= 0:
     args.train_subsample = 0
   if args.out_dir is None:
-    args.out_dir = (
-        tempfile.mkdtemp(prefix="caadam_sweep_") if args.quick else str(reproduce.RESULTS_DIR)
-    )
+    args.out_dir = tempfile.mkdtemp(prefix="caadam_sweep_") if args.quick else str(RESULTS_DIR)
   return args
 
 

@@ -6,7 +6,7 @@ with several repetitions: ``jax.make_jaxpr`` of the forward pass alone, the
 whole ``trace_structure`` call, and ``infer_structure`` for comparison. Prints
 medians and machine information.
 
-    python benchmarks/trace_cost.py [--repeats 5] [--image-size 224]
+    python -m benchmarks.trace_cost [--repeats 5] [--image-size 224]
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Shared helpers of the examples: the data loaders, the minibatch training loop, batched evaluation.
+"""Shared helpers of the examples: data splits, options, the minibatch loops, evaluation.
+
+The dataset files themselves are read by ``data_files.py`` beside it (shared with the
+benchmarks).
 
 Plumbing only: each example keeps its model, its optimizers and its ``caadam_jax``
 and Optax calls; what several of them would otherwise each write again lives here,
@@ -8,14 +11,14 @@ when an example runs as ``python examples/<name>.py`` and in the tests).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
+import data_files  # examples/data_files.py: the offline dataset loaders
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
-from caadam_jax import datasets
 
 # Data.
 
@@ -46,21 +49,32 @@ def load_images(
   float32; ``name`` is the dataset actually loaded. ``subset`` and ``test_subset``
   keep only the first N training and test images.
   """
-  if dataset != "digits" and datasets.data_dir(data_dir) is None:
+  if dataset != "digits" and data_files.data_dir(data_dir) is None:
     print(
-        f"no --data-dir and ${datasets.DATA_ENV_VAR} unset: falling back to scikit-learn digits (8x8)"
+        f"no --data-dir and ${data_files.DATA_ENV_VAR} unset: falling back to scikit-learn digits (8x8)"
     )
     dataset = "digits"
   if dataset == "digits":
     x_train, y_train, x_test, y_test = digits_split(seed)
     x_train, x_test = x_train.reshape(-1, 8, 8), x_test.reshape(-1, 8, 8)
   else:
-    x_train, y_train, x_test, y_test = datasets.load_mnist(data_dir, variant=dataset)
+    x_train, y_train, x_test, y_test = data_files.load_mnist(data_dir, variant=dataset)
   if subset is not None:
     x_train, y_train = x_train[:subset], y_train[:subset]
   if test_subset is not None:
     x_test, y_test = x_test[:test_subset], y_test[:test_subset]
   return dataset, x_train[..., None], y_train, x_test[..., None], y_test
+
+
+def add_training_arguments(parser, ckpt_dir: str) -> None:
+  """--epochs, --learning-rate, --batch-size, --seed, and --ckpt-dir (default ``ckpt_dir``)."""
+  parser.add_argument("--epochs", type=int, default=2)
+  parser.add_argument("--learning-rate", type=float, default=1e-3)
+  parser.add_argument("--batch-size", type=int, default=64)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument(
+      "--ckpt-dir", default=ckpt_dir, help="Orbax checkpoint directory (overwritten)"
+  )
 
 
 def add_image_arguments(parser) -> None:
@@ -69,7 +83,7 @@ def add_image_arguments(parser) -> None:
   parser.add_argument(
       "--data-dir",
       default=None,
-      help=f"directory with mnist/ and fashion-mnist/ IDX files (default ${datasets.DATA_ENV_VAR}; "
+      help=f"directory with mnist/ and fashion-mnist/ IDX files (default ${data_files.DATA_ENV_VAR}; "
       "without one: scikit-learn digits)",
   )
   parser.add_argument(
@@ -173,7 +187,36 @@ def shuffled_epochs(seed: int, n: int, batch_size: int, epochs: int):
     yield rng.permutation(n)[: steps * batch_size].reshape(steps, batch_size)
 
 
+def train_minibatches(step: Callable, x_train, y_train, *, seed: int, batch_size: int, epochs: int):
+  """Calls ``step(x, y) -> loss`` on every minibatch of ``shuffled_epochs``, printing each epoch.
+
+  Returns ``(losses, seconds)``: the mean training loss of each epoch and the wall time.
+  """
+  losses = []
+  start = time.perf_counter()
+  for epoch, order in enumerate(shuffled_epochs(seed, len(x_train), batch_size, epochs)):
+    batch_losses = [step(x_train[batch], y_train[batch]) for batch in order]
+    losses.append(float(np.mean(jax.device_get(batch_losses))))
+    print(f"epoch {epoch + 1}/{epochs}: train loss {losses[-1]:.4f}")
+  return losses, time.perf_counter() - start
+
+
 # Evaluation.
+
+
+def check_restored(what: str, path, step: int, same: bool, accuracy: float, restored_accuracy):
+  """Reports an Orbax round trip of ``what``; raises if the restored state is not the saved one."""
+  print(
+      f"Orbax checkpoint {path}: restored {what} (step {step}) identical: {same}; "
+      f"test accuracy after restore {restored_accuracy:.4f}"
+  )
+  if not same or restored_accuracy != accuracy:
+    raise RuntimeError(f"the restored {what} is not the saved one")
+
+
+def trees_equal(a, b) -> bool:
+  """Whether two pytrees have the same structure and bitwise equal leaves."""
+  return jax.tree.all(jax.tree.map(lambda x, y: bool(np.array_equal(x, y)), a, b))
 
 
 def batched_accuracy(accuracy_of: Callable, images, labels, batch_size: int = 1000) -> float:

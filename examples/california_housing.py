@@ -33,6 +33,7 @@ import argparse
 import time
 
 import _common  # examples/_common.py: helpers shared by the examples
+import data_files  # examples/data_files.py: the offline dataset loaders
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,7 +41,6 @@ import optax
 from flax import linen as nn
 
 import caadam_jax
-from caadam_jax import datasets
 
 
 class MLP(nn.Module):
@@ -58,7 +58,7 @@ class MLP(nn.Module):
 
 def load(data_dir: str | None, variant: str = "statlib"):
   """Keras's split (RandomState(113) shuffle, first 80% train), standardized on the train split."""
-  x, y = datasets.load_california_housing(data_dir, variant=variant)
+  x, y = data_files.load_california_housing(data_dir, variant=variant)
   index = np.arange(len(x))
   np.random.RandomState(113).shuffle(index)
   x, y = x[index], y[index]
@@ -108,7 +108,7 @@ def main(argv=None):
   parser.add_argument(
       "--data-dir",
       default=None,
-      help=f"directory with california-housing/ (default ${datasets.DATA_ENV_VAR})",
+      help=f"directory with california-housing/ (default ${data_files.DATA_ENV_VAR})",
   )
   parser.add_argument("--variant", choices=["statlib", "sklearn"], default="statlib")
   parser.add_argument(

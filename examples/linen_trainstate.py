@@ -24,12 +24,10 @@ from __future__ import annotations
 import argparse
 import functools
 import pathlib
-import time
 
 import _common  # examples/_common.py: helpers shared by the examples
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import linen as nn
 from flax.training import train_state
@@ -100,20 +98,13 @@ def save_and_restore(state: train_state.TrainState, ckpt_dir: pathlib.Path):
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   _common.add_image_arguments(parser)  # --dataset, --data-dir, --subset, --test-subset
-  parser.add_argument("--epochs", type=int, default=2)
+  # --epochs, --learning-rate, --batch-size, --seed, --ckpt-dir
+  _common.add_training_arguments(parser, ckpt_dir="checkpoints/linen_trainstate")
   parser.add_argument(
       "--strategy",
-      choices=["additive", "multiplicative", "depth", "adam"],
+      choices=[*caadam_jax.STRATEGY_NAMES, "adam"],
       default="additive",
       help="CaAdam strategy, or plain optax.adam for comparison",
-  )
-  parser.add_argument("--learning-rate", type=float, default=1e-3)
-  parser.add_argument("--batch-size", type=int, default=64)
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument(
-      "--ckpt-dir",
-      default="checkpoints/linen_trainstate",
-      help="Orbax checkpoint directory (overwritten)",
   )
   args = parser.parse_args(argv)
 
@@ -130,17 +121,14 @@ def main(argv=None):
   if args.strategy != "adam":
     caadam_jax.describe(structure, strategy=args.strategy)  # the per-layer factors CaAdam applies
 
-  epoch_batches = _common.shuffled_epochs(args.seed, len(x_train), args.batch_size, args.epochs)
-  losses = []
-  start = time.perf_counter()
-  for epoch, order in enumerate(epoch_batches):
-    epoch_losses = []
-    for batch in order:
-      state, loss = train_step(state, x_train[batch], y_train[batch])
-      epoch_losses.append(loss)
-    losses.append(float(np.mean(jax.device_get(epoch_losses))))
-    print(f"epoch {epoch + 1}/{args.epochs}: train loss {losses[-1]:.4f}")
-  wall = time.perf_counter() - start
+  def step(x, y):
+    nonlocal state  # a TrainState is immutable: train_step returns the next one
+    state, loss = train_step(state, x, y)
+    return loss
+
+  losses, wall = _common.train_minibatches(
+      step, x_train, y_train, seed=args.seed, batch_size=args.batch_size, epochs=args.epochs
+  )
   test_accuracy = evaluate(state, x_test, y_test)
   print(
       f"{name}: {len(x_train)} training images, CNN {model.features}+{model.hidden}, "
@@ -149,14 +137,11 @@ def main(argv=None):
   )
 
   path, restored = save_and_restore(state, pathlib.Path(args.ckpt_dir))
-  same = jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), restored, state))
+  same = _common.trees_equal(restored, state)
   restored_accuracy = evaluate(restored, x_test, y_test)
-  print(
-      f"Orbax checkpoint {path}: restored TrainState (step {int(restored.step)}) identical: {same}; "
-      f"test accuracy after restore {restored_accuracy:.4f}"
+  _common.check_restored(
+      "TrainState", path, int(restored.step), same, test_accuracy, restored_accuracy
   )
-  if not same or restored_accuracy != test_accuracy:
-    raise RuntimeError("the restored TrainState differs from the saved one")
   # Training continues from the restored state exactly as from the original one.
   state, _ = train_step(restored, x_train[: args.batch_size], y_train[: args.batch_size])
   return {

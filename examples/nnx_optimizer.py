@@ -22,12 +22,10 @@ from __future__ import annotations
 import argparse
 import functools
 import pathlib
-import time
 
 import _common  # examples/_common.py: helpers shared by the examples
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
@@ -105,18 +103,9 @@ def save_and_restore(model, optimizer, make_model, make_tx, ckpt_dir: pathlib.Pa
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   _common.add_image_arguments(parser)  # --dataset, --data-dir, --subset, --test-subset
-  parser.add_argument("--epochs", type=int, default=2)
-  parser.add_argument(
-      "--strategy", choices=["additive", "multiplicative", "depth"], default="additive"
-  )
-  parser.add_argument("--learning-rate", type=float, default=1e-3)
-  parser.add_argument("--batch-size", type=int, default=64)
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument(
-      "--ckpt-dir",
-      default="checkpoints/nnx_optimizer",
-      help="Orbax checkpoint directory (overwritten)",
-  )
+  # --epochs, --learning-rate, --batch-size, --seed, --ckpt-dir
+  _common.add_training_arguments(parser, ckpt_dir="checkpoints/nnx_optimizer")
+  parser.add_argument("--strategy", choices=caadam_jax.STRATEGY_NAMES, default="additive")
   args = parser.parse_args(argv)
 
   name, x_train, y_train, x_test, y_test = _common.load_images(
@@ -137,14 +126,14 @@ def main(argv=None):
   optimizer = nnx.Optimizer(model, make_tx(), wrt=nnx.Param)
   caadam_jax.describe(structure, strategy=args.strategy)
 
-  epoch_batches = _common.shuffled_epochs(args.seed, len(x_train), args.batch_size, args.epochs)
-  losses = []
-  start = time.perf_counter()
-  for epoch, order in enumerate(epoch_batches):
-    epoch_losses = [train_step(model, optimizer, x_train[batch], y_train[batch]) for batch in order]
-    losses.append(float(np.mean(jax.device_get(epoch_losses))))
-    print(f"epoch {epoch + 1}/{args.epochs}: train loss {losses[-1]:.4f}")
-  wall = time.perf_counter() - start
+  losses, wall = _common.train_minibatches(
+      lambda x, y: train_step(model, optimizer, x, y),
+      x_train,
+      y_train,
+      seed=args.seed,
+      batch_size=args.batch_size,
+      epochs=args.epochs,
+  )
   test_accuracy = evaluate(model, x_test, y_test)
   print(
       f"{name}: {len(x_train)} training images, nnx CNN, caadam {args.strategy}, lr {args.learning_rate}: "
@@ -156,18 +145,12 @@ def main(argv=None):
       model, optimizer, make_model, make_tx, pathlib.Path(args.ckpt_dir)
   )
   same = all(
-      jax.tree.all(
-          jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), nnx.state(new), nnx.state(old))
-      )
+      _common.trees_equal(nnx.state(new), nnx.state(old))
       for new, old in ((new_model, model), (new_optimizer, optimizer))
   )
   restored_accuracy = evaluate(new_model, x_test, y_test)
-  print(
-      f"Orbax checkpoint {path}: restored model and optimizer (step {int(new_optimizer.step[...])}) "
-      f"identical: {same}; test accuracy after restore {restored_accuracy:.4f}"
-  )
-  if not same or restored_accuracy != test_accuracy:
-    raise RuntimeError("the restored NNX state differs from the saved one")
+  step = int(new_optimizer.step[...])
+  _common.check_restored("model and optimizer", path, step, same, test_accuracy, restored_accuracy)
   # Training continues from the restored objects.
   train_step(new_model, new_optimizer, x_train[: args.batch_size], y_train[: args.batch_size])
   return {

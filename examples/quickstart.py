@@ -22,6 +22,7 @@ import pathlib
 import time
 
 import _common  # examples/_common.py: helpers shared by the examples
+import data_files  # examples/data_files.py: the offline dataset loaders
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,7 +30,6 @@ import optax
 from flax import linen as nn
 
 import caadam_jax
-from caadam_jax import datasets
 
 
 class MLP(nn.Module):
@@ -56,7 +56,7 @@ def optimizers(learning_rate: float) -> dict[str, optax.GradientTransformation]:
 def load(dataset: str, data_dir: str | None, seed: int = 0):
   if dataset == "digits":
     return _common.digits_split(seed)
-  x_train, y_train, x_test, y_test = datasets.load_mnist(data_dir, variant=dataset)
+  x_train, y_train, x_test, y_test = data_files.load_mnist(data_dir, variant=dataset)
 
   def flat(a):
     return a.reshape(len(a), -1)
@@ -74,7 +74,7 @@ def main(argv=None):
   parser.add_argument(
       "--data-dir",
       default=None,
-      help=f"directory with mnist/ and fashion-mnist/ IDX files (default ${datasets.DATA_ENV_VAR})",
+      help=f"directory with mnist/ and fashion-mnist/ IDX files (default ${data_files.DATA_ENV_VAR})",
   )
   parser.add_argument("--out", default="quickstart_losses.png", help="PNG of the loss curves")
   args = parser.parse_args(argv)

@@ -419,7 +419,8 @@ def test_benchmark_quick(tmp_path):
     )
   out = tmp_path / "quick.json"
   proc = subprocess.run(
-      [sys.executable, str(REPO / "benchmarks" / "adas_mnist.py"), "--quick", "--out", str(out)],
+      [sys.executable, "-m", "benchmarks.adas_mnist", "--quick", "--out", str(out)],
+      cwd=REPO,
       capture_output=True,
       text=True,
       timeout=600,

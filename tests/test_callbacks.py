@@ -5,14 +5,11 @@ from __future__ import annotations
 import importlib
 import math
 import os
-import pathlib
-import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "benchmarks"))
-import callbacks
+from benchmarks import callbacks
 
 
 def run_es(values, **kw):

@@ -1,13 +1,9 @@
 """The examples run end to end with tiny settings."""
 
-import pathlib
-import sys
-
 import numpy as np
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
+# examples/ is on sys.path (pythonpath in pyproject.toml): the examples import as modules.
 
 
 def test_quickstart_tiny(tmp_path, capsys):
@@ -28,17 +24,17 @@ def test_quickstart_tiny(tmp_path, capsys):
 def _has_data():
   import os
 
-  from caadam_jax import datasets
+  import data_files
 
-  return bool(os.environ.get(datasets.DATA_ENV_VAR))
+  return bool(os.environ.get(data_files.DATA_ENV_VAR))
 
 
 def _require_data():
-  from caadam_jax import datasets
+  import data_files
 
   if not _has_data():
     pytest.skip(
-        f"${datasets.DATA_ENV_VAR} is unset: no California Housing file "
+        f"${data_files.DATA_ENV_VAR} is unset: no California Housing file "
         "(set it to the project's shared/data)"
     )
 

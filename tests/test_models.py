@@ -603,8 +603,8 @@ def test_docs_page_blocks_run_in_order():
 
 def test_docs_page_tables_are_the_scripts_output():
   """The LM and ViT tables on the page are what the benchmark scripts print now."""
-  import describe_models
-  import lm_factors
+  from benchmarks import describe_models
+  from benchmarks import lm_factors
 
   text = DOC.read_text()
   vit = describe_models.summary(vit_structure()[1])

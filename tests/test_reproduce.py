@@ -6,7 +6,6 @@ import importlib.util
 import json
 import os
 import pathlib
-import sys
 import types
 
 import jax
@@ -15,10 +14,14 @@ import numpy as np
 import optax
 import pytest
 
+from benchmarks import callbacks
+from benchmarks import models
+from benchmarks import optimizers
+from benchmarks import reproduce
+from benchmarks import tasks
+from benchmarks import training
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import callbacks  # noqa: E402  (benchmarks/ is not a package yet)
-import reproduce  # noqa: E402
 
 DATA = os.environ.get("CAADAM_JAX_DATA")
 needs_data = pytest.mark.skipif(
@@ -36,7 +39,7 @@ def test_keras_adam_is_the_published_keras_form_adam():
       "Dense_0": {"kernel": jnp.linspace(-1, 1, 12).reshape(3, 4), "bias": jnp.zeros(4)},
       "Dense_1": {"kernel": jnp.ones((4, 1)), "bias": jnp.zeros(1)},
   }
-  ours = reproduce._keras_adam(1e-3)
+  ours = optimizers.keras_adam(1e-3)
   ref = optax.chain(_published.scale_by_keras_adam(), optax.scale_by_learning_rate(1e-3))
   s1, s2 = ours.init(params), ref.init(params)
   p1 = p2 = params
@@ -54,14 +57,12 @@ def test_optimizers_inject_learning_rate():
       "Dense_0": {"kernel": jnp.ones((3, 4)), "bias": jnp.zeros(4)},
       "Dense_1": {"kernel": jnp.ones((4, 1)), "bias": jnp.zeros(1)},
   }
-  for name, spec in reproduce.OPTIMIZERS.items():
-    if not spec.available()[0]:
-      continue
+  for name, spec in optimizers.OPTIMIZERS.items():
     tx = spec.make(1e-3)
     state = tx.init(params)
     if spec.has_lr:
       np.testing.assert_allclose(state.hyperparams["learning_rate"], 1e-3 * spec.lr_mult, rtol=1e-6)
-      state = reproduce.set_learning_rate(state, np.array(2.5e-4))
+      state = optimizers.set_learning_rate(state, np.array(2.5e-4))
       assert float(state.hyperparams["learning_rate"]) == pytest.approx(2.5e-4)
     updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
     assert all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(updates)), name
@@ -69,11 +70,11 @@ def test_optimizers_inject_learning_rate():
 
 def test_measured_factors_published_mode():
   """Published mode: every kernel gets the last kernel's factor (here c = c_min)."""
-  model = reproduce.ModelSpec("[64,32]", reproduce.MLP((64, 32), 1), (8,))
-  f = reproduce.measured_factors(model, "keras_caadam_additive")
+  model = models.ModelSpec("[64,32]", models.MLP((64, 32), 1), (8,))
+  f = optimizers.measured_factors(model, "keras_caadam_additive")
   kernels = [v for k, v in f.items() if k.endswith("kernel")]
   np.testing.assert_allclose(kernels, 1.95, rtol=1e-4)
-  f = reproduce.measured_factors(model, "keras_caadam_multiplicative")
+  f = optimizers.measured_factors(model, "keras_caadam_multiplicative")
   np.testing.assert_allclose([v for k, v in f.items() if k.endswith("kernel")], 5.0, rtol=1e-4)
 
 
@@ -82,7 +83,7 @@ def test_patch_conv_matches_flax_conv():
 
   for size in (28, 14, 7):
     x = jax.random.normal(jax.random.key(1), (3, size, size, 2))
-    pc = reproduce.PatchConv(5)
+    pc = models.PatchConv(5)
     variables = pc.init(jax.random.key(0), x)
     # Full float32 products: GPUs default to TF32 convolutions and matmuls (~1e-3 error).
     with jax.default_matmul_precision("highest"):
@@ -98,7 +99,7 @@ def _synthetic():
 
 
 def _tiny_task(max_epochs=30):
-  return reproduce.Task(
+  return tasks.Task(
       "california",
       kind="regression",
       batch_size=32,
@@ -117,7 +118,7 @@ def test_compaction_is_exact_and_matches_the_callbacks():
   Every run's epochs, learning-rate reductions and best epoch replay from its validation curve.
   """
   data = _synthetic()
-  model = reproduce.ModelSpec("[16]", reproduce.MLP((16,), 1), (8,))
+  model = models.ModelSpec("[16]", models.MLP((16,), 1), (8,))
   args = {
       "seeds": 4,
       "lr": 1e-2,
@@ -129,11 +130,11 @@ def test_compaction_is_exact_and_matches_the_callbacks():
       "eval_chunk": 64,
   }
   task = _tiny_task()
-  a = reproduce.run_cell(
-      task, model, reproduce.OPTIMIZERS["adam"], data, types.SimpleNamespace(compact=True, **args)
+  a = training.run_cell(
+      task, model, optimizers.OPTIMIZERS["adam"], data, types.SimpleNamespace(compact=True, **args)
   )
-  b = reproduce.run_cell(
-      task, model, reproduce.OPTIMIZERS["adam"], data, types.SimpleNamespace(compact=False, **args)
+  b = training.run_cell(
+      task, model, optimizers.OPTIMIZERS["adam"], data, types.SimpleNamespace(compact=False, **args)
   )
   # Different vmapped widths compile to different kernels, so float rounding may differ
   # in the last bits; the protocol decisions and the numbers must agree.
@@ -197,7 +198,7 @@ def test_stored_results_replay():
         plateau_patience=proto["reduce_lr_on_plateau"]["patience"],
     )
     for key, cell in results["cells"].items():
-      spec = reproduce.OPTIMIZERS[cell["optimizer"]]
+      spec = optimizers.OPTIMIZERS[cell["optimizer"]]
       for run in cell["runs"]:
         problems = replay(
             run,
@@ -218,13 +219,13 @@ def test_resnet20_builds_and_steps_once():
 
   It has ~0.27M parameters, and one seed-vmapped training step with a published-mode optimizer runs and changes it.
   """
-  model = reproduce.ModelSpec("resnet20", reproduce.ResNet20(10), (28, 28))
+  model = models.ModelSpec("resnet20", models.ResNet20(10), (28, 28))
   params, extra = model.init(jax.random.key(0))
-  n = reproduce.count_params(params)
+  n = models.count_params(params)
   assert 260_000 < n < 280_000, n
   assert "batch_stats" in extra
-  tx = reproduce.OPTIMIZERS["keras_caadam_multiplicative"].make(1e-3)
-  trainer = reproduce.CellTrainer(model, tx, "classification", eval_chunk=4)
+  tx = optimizers.OPTIMIZERS["keras_caadam_multiplicative"].make(1e-3)
+  trainer = training.CellTrainer(model, tx, "classification", eval_chunk=4)
   seeds = 2
 
   def stack(t):
@@ -237,7 +238,7 @@ def test_resnet20_builds_and_steps_once():
   y = rng.integers(0, 10, 8).astype(np.int32)
   idx = np.tile(np.arange(4, dtype=np.int32), (seeds, 1, 1))
   w = np.ones((seeds, 1, 4), np.float32)
-  xv, yv, wv = reproduce._chunks(x[4:], y[4:], 4)
+  xv, yv, wv = training.chunks(x[4:], y[4:], 4)
   p2, e2, _, tl, vl, _ = trainer.epoch(
       p, e, s, jnp.ones(seeds, bool), idx, w, jnp.asarray(x), jnp.asarray(y), xv, yv, wv
   )

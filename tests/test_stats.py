@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import math
-import pathlib
-import sys
 
 import numpy as np
 import pytest
 from scipy import stats as st
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "benchmarks"))
-import stats  # noqa: E402  (benchmarks/ is not a package yet)
+from benchmarks import stats
 
 # Two arms over 8 paired seeds (RMSE-like values).
 A = np.array([0.451, 0.462, 0.447, 0.470, 0.455, 0.449, 0.466, 0.458])

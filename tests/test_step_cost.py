@@ -4,18 +4,15 @@ A CaAdam step compiles to the same program as an ``optax.adam`` step.
 """
 
 import json
-import pathlib
-import sys
+import math
 
 import jax
 import optax
 import pytest
 
 import caadam_jax
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "benchmarks"))
-import compile_constants
-import step_cost
+from benchmarks import compile_constants
+from benchmarks import step_cost
 
 HAND_HLO = """HloModule m
 
@@ -153,3 +150,16 @@ def test_distinct_constants_are_what_costs_compile_time():
   assert results["caadam-additive"]["distinct_fusions"] == adam["distinct_fusions"]
   assert results["caadam-depth"]["distinct_fusions"] > adam["distinct_fusions"]
   assert results["caadam-depth"]["kernels"] == adam["kernels"]
+
+
+def test_resnet_layout_is_the_cifar_reference():
+  """The ``resnet`` case: ResNet-20 without conv biases, with normalized projection shortcuts."""
+  shapes = jax.tree.leaves(step_cost.resnet_shapes(), is_leaf=lambda x: isinstance(x, tuple))
+  # 3x3 convs: stem 3->16, stage widths 16/32/64 (6 convs each, the first of stages 2 and 3
+  # widening), 1x1 projections 16->32 and 32->64; no conv bias.
+  convs = 9 * (3 * 16 + 6 * 16 * 16 + 16 * 32 + 5 * 32 * 32 + 32 * 64 + 5 * 64 * 64)
+  convs += 16 * 32 + 32 * 64
+  norms = 2 * (16 + 6 * 16 + 7 * 32 + 7 * 64)  # scale and bias of 21 BatchNorms
+  dense = 64 * 10 + 10
+  assert sum(math.prod(s) for s in shapes) == convs + norms + dense == 272_474
+  assert len(shapes) == 21 + 2 * 21 + 2

@@ -6,7 +6,6 @@ import json
 import math
 import os
 import pathlib
-import sys
 import types
 
 import jax
@@ -14,22 +13,22 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from test_reproduce import _synthetic  # tests/ is on sys.path under pytest
+from test_reproduce import _tiny_task
 
 import caadam_jax
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import reproduce  # noqa: E402  (benchmarks/ is not a package yet)
-import stats  # noqa: E402
-import sweep  # noqa: E402
-from test_reproduce import _synthetic  # noqa: E402  (tests/ is on sys.path under pytest)
-from test_reproduce import _tiny_task  # noqa: E402
+from benchmarks import models
+from benchmarks import optimizers
+from benchmarks import placebo
+from benchmarks import stats
+from benchmarks import sweep
+from benchmarks import training
 
 DATA = os.environ.get("CAADAM_JAX_DATA")
 
 
 def _mlp_params(hidden=(64, 32)):
-  model = reproduce.ModelSpec("m", reproduce.MLP(hidden, 1), (8,))
+  model = models.ModelSpec("m", models.MLP(hidden, 1), (8,))
   return model.init(jax.random.key(0))[0]
 
 
@@ -61,11 +60,11 @@ def test_selection_and_widening():
 def test_placebo_factors_by_hand():
   """[64,32]: c = 512, 2048, 32 -> additive factors 1, 0.05, 1.95 (med, max, min)."""
   params = _mlp_params()
-  layers, factor, size = sweep.layer_factors(params, "additive")
+  layers, factor, size = placebo.layer_factors(params, "additive")
   assert layers == ["Dense_0", "Dense_1", "Dense_2"]
   assert [factor[k] for k in layers] == pytest.approx([1.0, 1 - 0.95, 1 + 0.95])
   assert [size[k] for k in layers] == [8 * 64 + 64, 64 * 32 + 32, 32 + 1]
-  tables = sweep.placebo_tables(params, "additive", n_permutations=3, seed=0)
+  tables = placebo.placebo_tables(params, "additive", n_permutations=3, seed=0)
   perms = [tables[f"placebo_additive_perm{k}"]["layers"] for k in range(3)]
   real = (1.0, 0.05, 1.95)
   seen = set()
@@ -79,7 +78,7 @@ def test_placebo_factors_by_hand():
   assert list(uniform.values()) == pytest.approx([mean] * 3)
   assert tables["placebo_additive_perm0"]["leaves"]["Dense_1/bias"] == perms[0]["Dense_1"]
   # Multiplicative factors 1, 5, 5 have only two other arrangements.
-  mult = sweep.placebo_tables(params, "multiplicative", n_permutations=3, seed=0)
+  mult = placebo.placebo_tables(params, "multiplicative", n_permutations=3, seed=0)
   assert sorted(mult) == [
       "placebo_multiplicative_perm0",
       "placebo_multiplicative_perm1",
@@ -93,7 +92,7 @@ def test_fixed_factors_with_the_real_table_are_caadam():
   for strategy in ("additive", "multiplicative", "depth"):
     rows = caadam_jax.describe(params, strategy=strategy, show=False)
     table = {"layers": {}, "leaves": {r.leaf: r.factor for r in rows}}
-    ours = sweep.placebo_spec("placebo_x", strategy, table).factory(1e-2)
+    ours = placebo.placebo_spec("placebo_x", strategy, table).factory(1e-2)
     ref = caadam_jax.caadam(1e-2, strategy=strategy)
     s1, s2, p1, p2 = ours.init(params), ref.init(params), params, params
     for i in range(3):
@@ -111,7 +110,7 @@ def test_learning_rates_in_one_batch_equal_separate_cells():
   Seed s also gets the same (fresh) initial weights and batches at every learning rate.
   """
   data = _synthetic()
-  model = reproduce.ModelSpec("[16]", reproduce.MLP((16,), 1), (8,))
+  model = models.ModelSpec("[16]", models.MLP((16,), 1), (8,))
   task = _tiny_task(max_epochs=12)
   base = {
       "seeds": 2,
@@ -122,14 +121,14 @@ def test_learning_rates_in_one_batch_equal_separate_cells():
       "eval_chunk": 64,
       "compact": False,
   }
-  spec = reproduce.OPTIMIZERS["caadam_additive"]
+  spec = optimizers.OPTIMIZERS["caadam_additive"]
   lrs = [3e-3, 3e-2]
-  batch = reproduce.run_cell(
+  batch = training.run_cell(
       task, model, spec, data, types.SimpleNamespace(lr=1e-3, min_lr=2.5e-5, **base), lrs=lrs
   )
   assert [(r["lr"], r["seed"]) for r in batch["runs"]] == [(lr, s) for lr in lrs for s in (0, 1)]
   for lr in lrs:
-    alone = reproduce.run_cell(
+    alone = training.run_cell(
         task, model, spec, data, types.SimpleNamespace(lr=lr, min_lr=lr / 40, **base)
     )
     mine = [r for r in batch["runs"] if r["lr"] == lr]

@@ -4,6 +4,11 @@ Nothing here downloads: files are read from a data directory given as an
 argument or through the ``CAADAM_JAX_DATA`` environment variable (the layout of
 the project's ``shared/data``: ``mnist/``, ``fashion-mnist/``,
 ``california-housing/``).
+
+The one home of these loaders (not part of the ``caadam_jax`` package): the examples
+import it as ``data_files`` (``python examples/<name>.py`` puts ``examples/`` on
+``sys.path``), the benchmarks as ``examples.data_files`` (``python -m benchmarks.<study>``
+runs from the repository root), the tests either way (``pythonpath`` in pyproject.toml).
 """
 
 from __future__ import annotations

@@ -1,0 +1,105 @@
+"""What several benchmark studies share: the results files and the machine description.
+
+(Not named ``_common``: ``examples/_common.py`` is imported by that top-level name, and a
+test that puts ``benchmarks/`` on ``sys.path`` would shadow it.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+
+import flax
+import jax
+import numpy as np
+import optax
+
+import caadam_jax
+from examples import data_files
+
+RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
+JSON_FORMAT = 1
+
+
+def require_data_dir(path: str | None) -> None:
+  """Exits with the fix when there is neither ``--data-dir`` nor ``$CAADAM_JAX_DATA``."""
+  if data_files.data_dir(path) is None:
+    raise SystemExit(f"No data directory: pass --data-dir or set ${data_files.DATA_ENV_VAR}.")
+
+
+def load_results(path: pathlib.Path, protocol: dict) -> dict:
+  """The results stored at ``path`` (an empty set if none); exits if another protocol made them."""
+  if path.exists():
+    with open(path) as f:
+      results = json.load(f)
+    if results.get("protocol") != protocol:
+      raise SystemExit(
+          f"{path} holds results for a different protocol:\n  stored {results.get('protocol')}\n"
+          f"  asked  {protocol}\nUse another --out-dir or move the file away."
+      )
+    return results
+  return {"format": JSON_FORMAT, "protocol": protocol, "cells": {}}
+
+
+def save_results(path: pathlib.Path, results: dict) -> None:
+  """Writes ``results`` atomically (a stopped run never leaves half a file)."""
+  tmp = path.with_suffix(".json.tmp")
+  with open(tmp, "w") as f:
+    json.dump(results, f, indent=1)
+  os.replace(tmp, path)
+
+
+def _cpu_model() -> str | None:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return None
+
+
+def _git_commit() -> str | None:
+  try:
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"],
+        cwd=RESULTS_DIR.parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    ).stdout.strip()
+  except (OSError, subprocess.SubprocessError):  # no git here: the commit stays unrecorded
+    return None
+
+
+def machine_info() -> dict:
+  """The machine, the library versions and the commit a results file was made with."""
+  info = {
+      "python": sys.version.split()[0],
+      "platform": platform.platform(),
+      "processor": platform.processor(),
+      "cpu_count": os.cpu_count(),
+      "jax_devices": [str(d) for d in jax.devices()],
+      "versions": {
+          "jax": jax.__version__,
+          "jaxlib": getattr(jax.lib, "__version__", None) or __import__("jaxlib").__version__,
+          "optax": optax.__version__,
+          "flax": flax.__version__,
+          "numpy": np.__version__,
+          "caadam_jax": caadam_jax.__version__,
+      },
+  }
+  cpu_model = _cpu_model()
+  if cpu_model is not None:
+    info["cpu_model"] = cpu_model
+  with contextlib.suppress(OSError):
+    info["loadavg_at_start"] = os.getloadavg()
+  info["git_commit"] = _git_commit()
+  return info
