@@ -24,14 +24,11 @@ from flax import linen as nn
 from flax import nnx
 
 import caadam_jax
+from benchmarks import model_zoo as zoo
 from caadam_jax import _formulas
 from caadam_jax import _paths
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "benchmarks"))
-import model_zoo as zoo  # noqa: E402
-
 EqxCNN, EqxViT, eqx = zoo.equinox_zoo()
-STRATEGIES = ("additive", "multiplicative", "depth")
 
 
 def records(structure):
@@ -180,7 +177,7 @@ def test_default_path_keeps_the_sequential_one_liner_silent():
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape), tree)
     with warnings.catch_warnings():
       warnings.simplefilter("error")
-      for strategy in STRATEGIES:
+      for strategy in caadam_jax.STRATEGY_NAMES:
         caadam_jax.caadam(strategy=strategy).init(zeros)
   # Natural path order is the forward order in these: Conv_0, Conv_1, Dense_0, Dense_1.
   assert list(records(caadam_jax.infer_structure(cnn))) == [
@@ -497,7 +494,7 @@ def check_training(loss_fn, params, structure):
   """Three jitted steps per strategy, the first checked against Adam's."""
   grad_fn = jax.jit(jax.value_and_grad(loss_fn))
   apply = jax.jit(optax.apply_updates)
-  for strategy in STRATEGIES:
+  for strategy in caadam_jax.STRATEGY_NAMES:
     tx = caadam_jax.caadam(1e-3, strategy=strategy, structure=structure)
     update = jax.jit(tx.update)
     current, state, losses = params, tx.init(params), []
@@ -538,7 +535,7 @@ def test_training_steps_nnx_scan_in_train_mode():
     optimizer.update(model, grads)
     return loss, grads
 
-  for strategy in STRATEGIES:  # BatchNorm and Dropout in train mode, through nnx.Optimizer
+  for strategy in caadam_jax.STRATEGY_NAMES:  # BatchNorm, Dropout in train mode, nnx.Optimizer
     model = make_scan_mlp()
     tx = caadam_jax.caadam(1e-3, strategy=strategy, structure=structure)
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
@@ -603,8 +600,8 @@ def test_docs_page_blocks_run_in_order():
 
 def test_docs_page_tables_are_the_scripts_output():
   """The LM and ViT tables on the page are what the benchmark scripts print now."""
-  import describe_models
-  import lm_factors
+  from benchmarks import describe_models
+  from benchmarks import lm_factors
 
   text = DOC.read_text()
   vit = describe_models.summary(vit_structure()[1])

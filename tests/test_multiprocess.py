@@ -4,8 +4,8 @@ The test starts separate Python processes on this machine with the launcher of
 ``examples/multihost.py`` (a coordinator on 127.0.0.1 at a free port, CPU collectives
 through gloo, each process with its own simulated CPU devices, every process in its own
 process group and killed at a deadline). Each process runs this file as a script (the
-worker below): it trains ``training_helpers.MLP`` with every optimizer of
-``training_helpers.OPTIMIZERS`` for ``2 * K`` steps in two layouts of
+worker below): it trains ``helpers.MLP`` with every optimizer of
+``helpers.OPTIMIZERS`` for ``2 * K`` steps in two layouts of
 ``multihost.mesh_and_shardings`` (``dp``: replicated state, batch split over all
 devices; ``fsdp``: params and optimizer state split over all devices, hence across
 processes), feeding only its own rows of each global batch through
@@ -28,25 +28,29 @@ import json
 import os
 import pathlib
 import re
-import sys
 import time
 
 import jax
 import numpy as np
 import pytest
+from helpers import OPTIMIZERS
+from helpers import create_state
+from helpers import data
+from helpers import init_params
+from helpers import make_train_step
+from helpers import max_abs_diff
+from helpers import train
+
+from examples import multihost
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
-sys.path.insert(0, str(ROOT / "tests"))
-
-import multihost  # noqa: E402
-from training_helpers import OPTIMIZERS  # noqa: E402
-from training_helpers import create_state  # noqa: E402
-from training_helpers import data  # noqa: E402
-from training_helpers import init_params  # noqa: E402
-from training_helpers import make_train_step  # noqa: E402
-from training_helpers import max_abs_diff  # noqa: E402
-from training_helpers import train  # noqa: E402
+# The workers run this file as a script: Python puts tests/ (helpers) on their path, and
+# PYTHONPATH adds the repository root for `from examples import multihost`, as pytest's
+# `pythonpath` setting does in this process.
+WORKER_ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+}
 
 K = 2  # steps before the checkpoint, and after it
 BATCH = 16  # global batch rows: a multiple of every global device count used here
@@ -215,7 +219,7 @@ def _launch(tmp: pathlib.Path, processes: int, devices: int, *worker_args: str):
   out.mkdir()
   argv = [os.path.abspath(__file__), "--out", str(out), *worker_args]
   argv += ["--init-timeout", "120", "--heartbeat-timeout", "30"]
-  results = multihost.launch_local(argv, processes, devices, LAUNCH_TIMEOUT_S)
+  results = multihost.launch_local(argv, processes, devices, LAUNCH_TIMEOUT_S, env=WORKER_ENV)
   for r in results:
     assert (
         r.returncode == 0
@@ -397,7 +401,7 @@ def test_survivors_exit_with_an_error_when_a_process_dies(tmp, die):
   out.mkdir()
   argv = [os.path.abspath(__file__), "--out", str(out), "--die", str(die)]
   argv += ["--init-timeout", "120", "--heartbeat-timeout", str(HEARTBEAT_S)]
-  results = multihost.launch_local(argv, 2, 1, LAUNCH_TIMEOUT_S)
+  results = multihost.launch_local(argv, 2, 1, LAUNCH_TIMEOUT_S, env=WORKER_ENV)
   dead, survivor = results[die], results[1 - die]
   assert dead.returncode == DIE_CODE, dead.stderr[-3000:]
   assert f"step {DIE_AFTER - 1}" in dead.stdout  # it trained before it died
