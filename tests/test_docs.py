@@ -35,6 +35,7 @@ def test_pages_have_code_blocks():
   assert len(BLOCKS["README.md"]) >= 1
   for page in ("getting_started", "method", "optax", "published", "adas", "multihost"):
     assert BLOCKS[f"docs/{page}.md"], f"docs/{page}.md lost its code blocks"
+  assert len(BLOCKS["docs/your_model.md"]) >= 6
 
 
 @pytest.mark.parametrize("page", CASES)

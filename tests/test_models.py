@@ -11,7 +11,6 @@ with ``jax.eval_shape`` wherever only shapes matter (tracing needs no values).
 from __future__ import annotations
 
 import pathlib
-import re
 import sys
 import warnings
 
@@ -587,15 +586,8 @@ def test_describe_rejects_what_is_not_params_or_structure(bad):
 
 # ---------------------------------------------------------- the docs page
 
+# Its code blocks run in tests/test_docs.py, with every page's.
 DOC = pathlib.Path(__file__).resolve().parent.parent / "docs" / "your_model.md"
-DOC_BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
-
-
-def test_docs_page_blocks_run_in_order():
-  assert len(DOC_BLOCKS) >= 6
-  namespace = {}
-  for i, block in enumerate(DOC_BLOCKS):  # later blocks use earlier names
-    exec(compile(block, f"docs/your_model.md block {i}", "exec"), namespace)
 
 
 def test_docs_page_tables_are_the_scripts_output():

@@ -47,7 +47,7 @@ def _child() -> dict:
   import jax.numpy as jnp
   import numpy as np
   import optax
-  from helpers import max_abs_diff  # this file runs as a script: tests/ is on sys.path
+  from helpers import max_abs_diff  # this file runs as a script: tests/ is first on its path
   from jax.sharding import AxisType
   from jax.sharding import NamedSharding
   from jax.sharding import PartitionSpec as P
