@@ -13,10 +13,11 @@ processes), feeding only its own rows of each global batch through
 (``process_allgather``) and writes it to a ``.npz`` file that the test compares with a
 single-process, single-device run of the same global batches in the test process.
 
-Launches (processes x devices per process): 2 x 2 (train in both layouts, and write an
-Orbax checkpoint of the ``fsdp`` states after ``K`` steps from all processes), 2 x 2
-(restore it with the same mesh and continue ``K`` steps: bit for bit), 4 x 1 (train in
-the ``fsdp`` layout, and restore the 2-process checkpoint on a 4-process mesh), the test process itself (restore it on one device), and
+Launches (processes x devices per process): 2 x 2 (train in both layouts, write an Orbax
+checkpoint of the ``fsdp`` states after ``K`` steps from all processes, then restore it
+into states built from new objects on the same mesh and continue ``K`` steps: bit for
+bit), 4 x 1 (train in the ``fsdp`` layout, and restore the 2-process checkpoint in new
+processes on a 4-process mesh), the test process itself (restore it on one device), and
 2 x 1 twice for the fault checks (one process exits mid-run; the other must exit with
 JAX's error within a bounded time instead of hanging).
 """
@@ -267,8 +268,11 @@ TRAINED = [(launch, layout) for launch, (_, layouts) in LAUNCHES.items() for lay
 
 @pytest.fixture(scope="module")
 def two_by_two(tmp):
+  """Trains, checkpoints after ``K`` steps and restores that checkpoint: one launch."""
   ckpt = tmp / "ckpt_2x2"
-  args = ["--train", *LAUNCHES["2x2"][1], *(["--ckpt", str(ckpt)] if _has_orbax() else [])]
+  args = ["--train", *LAUNCHES["2x2"][1]]
+  if _has_orbax():
+    args += ["--ckpt", str(ckpt), "--restore", str(ckpt)]
   reports, arrays = _launch(tmp, 2, 2, *args)
   return reports, arrays, ckpt
 
@@ -352,17 +356,12 @@ def test_checkpoint_written_by_every_process(two_by_two):
   assert "ocdbt.process_0" in files and "ocdbt.process_1" in files, files
 
 
-@pytest.fixture(scope="module")
-def restored_by_two(tmp, two_by_two):
+def test_restore_by_same_process_count_continues_bit_for_bit(two_by_two):
   _need_orbax()
-  return _launch(tmp, 2, 2, "--restore", str(two_by_two[2]))
-
-
-def test_restore_by_same_process_count_continues_bit_for_bit(two_by_two, restored_by_two):
   for name in NAMES:
-    for i, per_process in enumerate(restored_by_two[1]):
+    for i, per_process in enumerate(two_by_two[1]):
       got = _select(per_process, f"restored['{name}']")
-      straight = _select(two_by_two[1][i], f"fsdp['{name}']")
+      straight = _select(per_process, f"fsdp['{name}']")
       assert _bitwise(got, straight), (name, i, _diff(got, straight))
 
 
