@@ -422,13 +422,17 @@ def _repeat_scan(p, h):  # a scan over shared weights (nothing stacked)
   return jax.lax.scan(lambda c, _: (_block(p, c), None), h, None, length=2)[0]
 
 
+def _gamma_block(p, h):
+  return _block(p, h, "gamma")
+
+
 def _cond(p, h):  # alpha or gamma, side by side
-  return jax.lax.cond(h.sum() > 0, _block, lambda p, h: _block(p, h, "gamma"), p, h)
+  return jax.lax.cond(h.sum() > 0, _block, _gamma_block, p, h)
 
 
 def _switch(p, h):
   index = (h.sum() > 0).astype(jnp.int32)
-  branches = [_block, lambda p, h: _block(p, h, "gamma"), lambda p, h: h]
+  branches = [_block, _gamma_block, lambda p, h: h]
   return jax.lax.switch(index, branches, p, h)
 
 
