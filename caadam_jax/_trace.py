@@ -428,6 +428,7 @@ def trace_structure(
       if target not in seen:
         seen.add(target)
         order.append(target)
+      # No edges between the slices of a stack used whole: they are side by side.
       siblings = set().union(*(layers for layers in used if target in layers))
       preds.setdefault(target, set()).update(sources - siblings)
   unused = sorted(counted - seen, key=_paths.natural_key)
