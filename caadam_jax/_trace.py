@@ -405,25 +405,32 @@ def trace_structure(
   base = _structure.assemble(shapes, stacked=stacked_table, weight_roles=roles)
   counted = set(base.layers)
 
-  def layer_of(element: _Element) -> Any:
+  def layers_of(element: _Element) -> set[Any]:
     leaf, index = element
-    path = shapes[leaf][0]
+    path, shape = shapes[leaf]
     info = base.leaves[path]
-    if info.stack_axis is not None and index is not None:
-      return _structure.slice_layer(cast(_paths.Path, info.layer), index)
-    return info.layer if info.stack_axis is None else None
+    if info.stack_axis is None:
+      return {info.layer}
+    layer = cast(_paths.Path, info.layer)
+    # A stack used whole (nn.vmap, or sliced outside a scan): its slices are used here,
+    # side by side.
+    slices = [index] if index is not None else range(shape[info.stack_axis])
+    return {_structure.slice_layer(layer, i) for i in slices}
 
   order: list[Any] = []
   seen: set[Any] = set()
   preds: dict[Any, set] = {}
   for params_used, ancestors in tracer.uses:
-    targets = {layer_of(e) for e in params_used} & counted
-    sources = {layer_of(e) for e in ancestors} & counted
+    used = [layers_of(e) for e in params_used]
+    targets = set().union(*used) & counted
+    sources = set().union(*map(layers_of, ancestors)) & counted
     for target in sorted(targets, key=_paths.natural_key):
       if target not in seen:
         seen.add(target)
         order.append(target)
-      preds.setdefault(target, set()).update(sources - {target})
+      # No edges between the slices of a stack used whole: they are side by side.
+      siblings = set().union(*(layers for layers in used if target in layers))
+      preds.setdefault(target, set()).update(sources - siblings)
   unused = sorted(counted - seen, key=_paths.natural_key)
   if depth_rule == "first_use":
     depths = {layer: i for i, layer in enumerate(order)}

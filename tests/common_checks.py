@@ -5,9 +5,10 @@ test_optimizers_accept_extra_args,
 test_optimizers_can_be_wrapped_in_inject_hyperparams, test_explicit_dtype,
 test_preserve_dtype, test_state_shape_dtype_shard_stability,
 test_gradient_accumulation) and ``optax/_src/transform_test.py``
-(test_scalers). Every ``check_*`` function takes an optimizer factory (and the
-entry's ``registry.Settings``) and raises ``AssertionError`` on failure; this
-module collects no tests (see ``test_common.py``).
+(test_scalers). Every ``check_*`` function takes a ``registry.Entry`` (an
+optimizer factory and what the checks need to know about it) and raises
+``AssertionError`` on failure; this module collects no tests (see
+``test_common.py``).
 
 Besides Optax's bare-array targets, the checks use *layered* parameters, a dict
 of three Dense-like layers with different connection counts, so that CaAdam's
@@ -17,7 +18,7 @@ per-layer factors are not all 1 (on a bare array every factor is 1).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import chex
@@ -26,8 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
-Factory = Callable[..., optax.GradientTransformation]
+from helpers import assert_same_state
+from registry import ROSENBROCK_STEPS
+from registry import Entry
+from registry import Scaler
 
 # ----------------------------------------------------------------------------
 # Parameters and targets.
@@ -164,14 +167,6 @@ TARGETS = {
 }
 
 
-def _nbytes(tree) -> int:
-  return sum(int(np.prod(x.shape)) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
-
-
-def _update_kwargs(settings, value) -> dict[str, Any]:
-  return {"value": value} if settings.needs_value else {}
-
-
 def _quadratic(params):
   return sum(jnp.sum(_abs_sq(x)) for x in jax.tree.leaves(params))
 
@@ -180,7 +175,7 @@ def _quadratic(params):
 # Checks.
 
 
-def check_optimization(factory: Factory, settings, target: str, dtype) -> None:
+def check_optimization(entry: Entry, target: str, dtype) -> None:
   """alias_test.test_optimization: converges to the known minimum under jit.
 
   Also checks that ``tree_map_params`` works on the initial state (a no-op map),
@@ -188,23 +183,21 @@ def check_optimization(factory: Factory, settings, target: str, dtype) -> None:
   keep their dtype and that the state keeps its shapes and dtypes over the run
   (``lax.fori_loop`` would reject a change).
   """
-  if target not in settings.targets:
-    pytest.skip(f"target {target} is not in this entry's Settings.targets")
-  if jnp.iscomplexobj(jnp.zeros((), dtype)) and not settings.supports_complex:
+  if jnp.iscomplexobj(jnp.zeros((), dtype)) and not entry.supports_complex:
     pytest.skip("complex parameters are not supported by this entry")
   rosenbrock = "rosenbrock" in target
-  steps = settings.rosenbrock_steps if rosenbrock else settings.steps
-  if rosenbrock and settings.rosenbrock_lr is not None:
-    opt = factory(**{settings.lr_name: settings.rosenbrock_lr})
+  steps = ROSENBROCK_STEPS if rosenbrock else entry.steps
+  if rosenbrock and entry.rosenbrock_lr is not None:
+    opt = entry.factory(learning_rate=entry.rosenbrock_lr)
   else:
-    opt = factory()
+    opt = entry.factory()
   initial_params, final_params, objective = TARGETS[target](dtype)
 
   def step(params, state):
-    value, grads = jax.value_and_grad(objective)(params)
+    grads = jax.grad(objective)(params)
     # Complex gradients are conjugated before being added to the parameters.
     grads = jax.tree.map(jnp.conj, grads)
-    updates, state = opt.update(grads, state, params, **_update_kwargs(settings, value))
+    updates, state = opt.update(grads, state, params)
     return optax.apply_updates(params, updates), state
 
   state = opt.init(initial_params)
@@ -221,18 +214,18 @@ def check_optimization(factory: Factory, settings, target: str, dtype) -> None:
   assert run._cache_size() == 1, 'Optimizer recompiles on second call to "update".'
   chex.assert_trees_all_equal_shapes_and_dtypes(params, initial_params)
   chex.assert_tree_all_finite(params)
-  chex.assert_trees_all_close(params, final_params, rtol=settings.rtol, atol=settings.atol)
+  chex.assert_trees_all_close(params, final_params, rtol=entry.rtol, atol=entry.atol)
 
 
-def check_per_layer_step_sizes(factory: Factory, settings) -> None:
+def check_per_layer_step_sizes(entry: Entry) -> None:
   """The layered targets are not trivial: step sizes differ between layers.
 
   With every gradient entry equal to 1, an Adam-like first step has the same
   magnitude everywhere unless a per-layer factor scales it.
   """
-  if not settings.per_layer:
+  if not entry.per_layer:
     pytest.skip("this entry does not scale steps per layer")
-  opt = factory()
+  opt = entry.factory()
   params = layered_params()
   grads = jax.tree.map(jnp.ones_like, params)
   updates, _ = opt.update(grads, opt.init(params), params)
@@ -241,44 +234,43 @@ def check_per_layer_step_sizes(factory: Factory, settings) -> None:
   assert distinct[-1] > 1.01 * distinct[0], f"same step size in every layer: {sizes}"
 
 
-def _injected(factory: Factory, settings, values: dict) -> optax.GradientTransformation:
-  """The factory's optimizer under ``optax.inject_hyperparams`` with ``values`` set."""
-  if not isinstance(factory, functools.partial):
-    pytest.skip("factory is not a functools.partial: cannot rebuild it under inject_hyperparams")
-  inject = optax.inject_hyperparams(factory.func, static_args=settings.inject_static_args)
+def _injected(entry: Entry, values: Mapping[str, Any]) -> optax.GradientTransformation:
+  """The entry's optimizer under ``optax.inject_hyperparams`` with ``values`` set."""
+  factory = entry.factory
+  assert isinstance(factory, functools.partial), "registry factories are functools.partial"
+  inject = optax.inject_hyperparams(factory.func)
   return inject(*factory.args, **{**factory.keywords, **values})
 
 
-def _plain_and_injected(factory: Factory, settings):
-  """The plain optimizer and its injected twin, both at ``settings.inject_values``."""
-  injected = _injected(factory, settings, settings.inject_values)
-  plain = factory.func(*factory.args, **{**factory.keywords, **settings.inject_values})
+def _plain_and_injected(entry: Entry):
+  """The plain optimizer and its injected twin, both at ``entry.inject_values``."""
+  injected = _injected(entry, entry.inject_values)
+  plain = entry.factory(**entry.inject_values)
   return plain, injected
 
 
-def check_inject_hyperparams(factory: Factory, settings, steps: int = 4) -> None:
+def check_inject_hyperparams(entry: Entry, steps: int = 4) -> None:
   """alias_test.test_optimizers_can_be_wrapped_in_inject_hyperparams, over steps.
 
   The optimizer built by ``optax.inject_hyperparams(constructor)`` with
-  ``settings.inject_values`` gives the same updates and the same state leaves
+  ``entry.inject_values`` gives the same updates and the same state leaves
   as the plain optimizer, step after step, under jit; the injected values are
   in ``state.hyperparams``. Tolerances are Optax's: hyperparameters injected as
   float32 arrays round differently from Python floats (``1 - 0.999``).
   """
-  plain, injected = _plain_and_injected(factory, settings)
+  plain, injected = _plain_and_injected(entry)
   params = layered_params()
   state = plain.init(params)
   state_inj = jax.jit(injected.init)(params)
-  for name, value in settings.inject_values.items():
+  for name, value in entry.inject_values.items():
     np.testing.assert_allclose(state_inj.hyperparams[name], value, rtol=1e-6)
   update = plain.update
   update_inj = jax.jit(injected.update)
   for _ in range(steps):
     # Both on the plain trajectory, so that rounding does not compound.
     grads = layered_grads(params)
-    kw = _update_kwargs(settings, _quadratic(params))
-    updates, state = update(grads, state, params, **kw)
-    updates_inj, state_inj = update_inj(grads, state_inj, params, **kw)
+    updates, state = update(grads, state, params)
+    updates_inj, state_inj = update_inj(grads, state_inj, params)
     chex.assert_trees_all_close(updates_inj, updates, rtol=1e-3)
     assert jax.tree.structure(state_inj.inner_state) == jax.tree.structure(state)
     chex.assert_trees_all_close(
@@ -292,16 +284,16 @@ def check_inject_hyperparams(factory: Factory, settings, steps: int = 4) -> None
   assert all(not np.allclose(u, 0) for u in jax.tree.leaves(updates))
 
 
-def check_inject_inner_state_structure(factory: Factory, settings) -> None:
+def check_inject_inner_state_structure(entry: Entry) -> None:
   """Optax's own form of the check: ``inner_state`` has the plain state's tree structure."""
-  plain, injected = _plain_and_injected(factory, settings)
+  plain, injected = _plain_and_injected(entry)
   params = layered_params()
   assert jax.tree.structure(injected.init(params).inner_state) == jax.tree.structure(
       plain.init(params)
   )
 
 
-def check_scheduled_hyperparam(factory: Factory, settings, steps: int = 6) -> None:
+def check_scheduled_hyperparam(entry: Entry, steps: int = 6) -> None:
   """A hyperparameter following a schedule through inject_hyperparams.
 
   At step ``t`` the injected optimizer's update equals the plain optimizer's
@@ -310,10 +302,10 @@ def check_scheduled_hyperparam(factory: Factory, settings, steps: int = 6) -> No
   reference's (Adam's), and the later ones differ from those of the constant
   initial value.
   """
-  if settings.schedule is None:
-    pytest.skip("no schedule in this entry's Settings")
-  name, schedule, plain_value = settings.schedule
-  injected = _injected(factory, settings, {name: schedule})
+  if entry.schedule is None:
+    pytest.skip("this entry has no schedule")
+  name, schedule, plain_value = entry.schedule
+  injected = _injected(entry, {name: schedule})
   params = layered_params()
   state = injected.init(params)
   update = jax.jit(injected.update)
@@ -322,23 +314,22 @@ def check_scheduled_hyperparam(factory: Factory, settings, steps: int = 6) -> No
     # The same optimizer with a constant value, injected too: caadam's injected
     # inner chain differs from the plain one (see test_common), so the inner
     # state is run through an injected constant.
-    tx = _injected(factory, settings, {name: value})
-    return lambda g, s, p, **kw: tx.update(g, tx.init(p)._replace(inner_state=s), p, **kw)
+    tx = _injected(entry, {name: value})
+    return lambda g, s, p: tx.update(g, tx.init(p)._replace(inner_state=s), p)
 
   first = constant(plain_value(0))
   changed = False
   for t in range(steps):
     grads = layered_grads(params)
-    kw = _update_kwargs(settings, _quadratic(params))
-    updates, new_state = update(grads, state, params, **kw)
+    updates, new_state = update(grads, state, params)
     np.testing.assert_allclose(new_state.hyperparams[name], plain_value(t), rtol=1e-6, atol=1e-7)
-    expected, _ = constant(plain_value(t))(grads, state.inner_state, params, **kw)
+    expected, _ = constant(plain_value(t))(grads, state.inner_state, params)
     chex.assert_trees_all_close(updates, expected, rtol=1e-5)
-    with_first, _ = first(grads, state.inner_state, params, **kw)
+    with_first, _ = first(grads, state.inner_state, params)
     if t == 0:
       chex.assert_trees_all_close(updates, with_first, rtol=1e-6)
-      if settings.reference is not None:
-        ref = settings.reference()
+      if entry.reference is not None:
+        ref = entry.reference()
         ref_updates, _ = ref.update(grads, ref.init(params), params)
         # Injected float32 b1/b2/eps round differently from Python floats.
         chex.assert_trees_all_close(updates, ref_updates, rtol=1e-4)  # first step
@@ -351,19 +342,17 @@ def check_scheduled_hyperparam(factory: Factory, settings, steps: int = 6) -> No
   assert changed, f"the schedule of {name} did not change the updates"
 
 
-def check_preserve_dtype(factory: Factory, settings, dtype, layered: bool) -> None:
+def check_preserve_dtype(entry: Entry, dtype, layered: bool) -> None:
   """alias_test.test_preserve_dtype: updates have the gradients' dtype.
 
   Also: the state's leaves keep their dtypes through the update.
   """
   dtype = jnp.dtype(dtype)
-  opt = factory()
+  opt = entry.factory()
   params = layered_params(dtype) if layered else jnp.array([1.0, 2.0], dtype=dtype)
   grads = jax.grad(_quadratic)(params)
   state = opt.init(params)
-  updates, new_state = jax.jit(opt.update)(
-      grads, state, params, **_update_kwargs(settings, _quadratic(params))
-  )
+  updates, new_state = jax.jit(opt.update)(grads, state, params)
   for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(grads), strict=False):
     assert u.dtype == g.dtype == dtype, (u.dtype, g.dtype)
   # The updates are usable in that dtype: finite and not all zero.
@@ -373,7 +362,7 @@ def check_preserve_dtype(factory: Factory, settings, dtype, layered: bool) -> No
   chex.assert_trees_all_equal_shapes_and_dtypes(new_state, state)
 
 
-def check_state_stability(factory: Factory, settings, dtype, execute: bool = True) -> None:
+def check_state_stability(entry: Entry, dtype, execute: bool = True) -> None:
   """alias_test.test_state_shape_dtype_shard_stability, on layered parameters.
 
   The state after ``update`` has exactly the structure, shapes and dtypes of
@@ -382,30 +371,22 @@ def check_state_stability(factory: Factory, settings, dtype, execute: bool = Tru
   ``lax.cond`` checks its branches agree when traced (``jax.eval_shape``); with
   ``execute`` the jitted step also runs twice, as in Optax.
   """
-  if jnp.iscomplexobj(jnp.zeros((), dtype)) and not settings.supports_complex:
+  if jnp.iscomplexobj(jnp.zeros((), dtype)) and not entry.supports_complex:
     pytest.skip("complex parameters are not supported by this entry")
-  opt = factory()
+  opt = entry.factory()
   initial_params, _, objective = setup_layered_parabola(dtype)
   init_abstract = jax.eval_shape(opt.init, initial_params)
   grads_abstract = jax.eval_shape(jax.grad(objective), initial_params)
-  _, updated_abstract = jax.eval_shape(
-      lambda g, s, p: opt.update(g, s, p, **_update_kwargs(settings, objective(p))),
-      grads_abstract,
-      init_abstract,
-      initial_params,
-  )
+  _, updated_abstract = jax.eval_shape(opt.update, grads_abstract, init_abstract, initial_params)
   chex.assert_trees_all_equal_shapes_and_dtypes(updated_abstract, init_abstract)
 
   @jax.jit
   def step(params, state):
-    value, updates = jax.value_and_grad(objective)(params)
-    updates = jax.tree.map(jnp.conj, updates)
-    value = value.astype(jnp.float16 if dtype != jnp.float16 else jnp.float32)
-    kw = _update_kwargs(settings, value)
+    updates = jax.tree.map(jnp.conj, jax.grad(objective)(params))
     # Defeat compiler optimization: lax.cond checks the two branches agree.
     cond = jax.random.randint(jax.random.key(0), (), 0, 2) == 0
     updates, state = jax.lax.cond(
-        cond, lambda: opt.update(updates, state, params, **kw), lambda: (params, state)
+        cond, lambda: opt.update(updates, state, params), lambda: (params, state)
     )
     return optax.apply_updates(params, updates), state
 
@@ -422,24 +403,21 @@ def check_state_stability(factory: Factory, settings, dtype, execute: bool = Tru
   chex.assert_trees_all_equal_shapes_and_dtypes(state, init_abstract)
 
 
-def check_gradient_accumulation(factory: Factory, settings, dtype, k: int = 4) -> None:
+def check_gradient_accumulation(entry: Entry, dtype, k: int = 4) -> None:
   """alias_test.test_gradient_accumulation, with ``optax.MultiSteps``.
 
   The first ``k - 1`` updates are exactly zero; the ``k``-th equals the base
   optimizer's update on the mean of the ``k`` gradients.
   """
   dtype = jnp.dtype(dtype)
-  base = factory()
+  base = entry.factory()
   opt = optax.MultiSteps(base, every_k_schedule=k)
   params = layered_params(dtype)
   grads = [jax.tree.map(lambda g, i=i: g * (i + 1), layered_grads(params)) for i in range(k)]
-  value = _quadratic(params)
-  kw = _update_kwargs(settings, value)
-  # Static keyword arguments through partial, arrays as arguments (as in optax).
   update = jax.jit(opt.update)
   state = opt.init(params)
   for i in range(k):
-    updates, state = update(grads[i], state, params, **kw)
+    updates, state = update(grads[i], state, params)
     if i < k - 1:
       # chex compares bfloat16 as float32: the dtypes are checked separately.
       zeros = jax.tree.map(jnp.zeros_like, params)
@@ -447,7 +425,7 @@ def check_gradient_accumulation(factory: Factory, settings, dtype, k: int = 4) -
       chex.assert_trees_all_equal(updates, zeros, strict=True)
   mean = jax.tree.map(lambda *g: sum(x.astype(jnp.float32) for x in g) / k, *grads)
   mean = jax.tree.map(lambda m, p: m.astype(p.dtype), mean, params)
-  expected, _ = base.update(mean, base.init(params), params, **kw)
+  expected, _ = base.update(mean, base.init(params), params)
   tol = 1e-5 if dtype == jnp.float32 else 3e-2
   chex.assert_trees_all_close(updates, expected, rtol=tol, atol=tol * 1e-2)
   assert any(np.any(np.asarray(u, np.float32) != 0) for u in jax.tree.leaves(updates))
@@ -457,61 +435,53 @@ ONE_D_PARAMS = (jnp.array([1.0, 2.0]), jnp.array([3.0, 4.0]))
 ONE_D_UPDATES = (jnp.array([500.0, 5.0]), jnp.array([300.0, 3.0]))
 
 
-def check_scaler_no_arguments(
-    constructor: Callable[[], optax.GradientTransformation], identity: bool
-) -> None:
+def check_scaler_no_arguments(scaler_entry: Scaler) -> None:
   """transform_test.test_scalers: built with no arguments, on a tuple of 1-D params, under jit.
 
-  With ``identity``: no leaf has two or more dimensions, so no layer is counted
-  and every structure factor is 1: the updates pass through unchanged.
+  With ``identity_on_1d``: no leaf has two or more dimensions, so no layer is
+  counted and every structure factor is 1: the updates pass through unchanged.
   """
-  scaler = constructor()
+  scaler = scaler_entry.constructor()
   state = jax.jit(scaler.init)(ONE_D_PARAMS)
   chex.assert_tree_all_finite(state)
   updates, state = jax.jit(scaler.update)(ONE_D_UPDATES, state, ONE_D_PARAMS)
   chex.assert_tree_all_finite((ONE_D_PARAMS, updates, state))
   chex.assert_trees_all_equal_shapes_and_dtypes(updates, ONE_D_PARAMS)
-  if identity:
+  if scaler_entry.identity_on_1d:
     chex.assert_trees_all_equal(updates, ONE_D_UPDATES, strict=True)
   else:
     assert any(np.any(np.asarray(u) != 0) for u in jax.tree.leaves(updates))
 
 
-def check_state_matches_reference(factory: Factory, settings) -> None:
+def check_state_matches_reference(entry: Entry) -> None:
   """The state holds exactly the reference's (Adam's) leaves and bytes.
 
   Checked after ``init`` and after an update with the same gradients (the
   structure scaling comes after the moments, so the moments are Adam's).
   """
-  if settings.reference is None:
-    pytest.skip("no reference optimizer in this entry's Settings")
-  opt, ref = factory(), settings.reference()
+  if entry.reference is None:
+    pytest.skip("this entry has no reference optimizer")
+  opt, ref = entry.factory(), entry.reference()
   params = layered_params()
   state, ref_state = opt.init(params), ref.init(params)
-  assert _nbytes(state) == _nbytes(ref_state), (_nbytes(state), _nbytes(ref_state))
-  chex.assert_trees_all_equal_shapes_and_dtypes(jax.tree.leaves(state), jax.tree.leaves(ref_state))
-  chex.assert_trees_all_equal(jax.tree.leaves(state), jax.tree.leaves(ref_state), strict=True)
+  assert_same_state(state, ref_state)
   grads = layered_grads(params)
   _, state = opt.update(grads, state, params)
   _, ref_state = ref.update(grads, ref_state, params)
-  chex.assert_trees_all_equal_shapes_and_dtypes(jax.tree.leaves(state), jax.tree.leaves(ref_state))
-  chex.assert_trees_all_equal(jax.tree.leaves(state), jax.tree.leaves(ref_state), strict=True)
-  assert _nbytes(state) == _nbytes(ref_state)
+  assert_same_state(state, ref_state)
 
 
-def check_tree_map_params(factory: Factory, settings) -> None:
+def check_tree_map_params(entry: Entry) -> None:
   """``optax.tree_utils.tree_map_params`` (which inits with a tree with no leaves).
 
   Mapping ``v -> 2 v`` over the param-shaped parts of a state (after one
   update, so they are not zero) doubles exactly those leaves and keeps the
   others; with a reference, the param-shaped leaves are the reference's.
   """
-  opt = factory()
+  opt = entry.factory()
   params = layered_params()
   state = opt.init(params)
-  _, state = opt.update(
-      layered_grads(params), state, params, **_update_kwargs(settings, _quadratic(params))
-  )
+  _, state = opt.update(layered_grads(params), state, params)
   mapped = optax.tree_utils.tree_map_params(opt, lambda v: 2 * v, state)
   assert jax.tree.structure(mapped) == jax.tree.structure(state)
   kinds = jax.tree.leaves(
@@ -523,8 +493,8 @@ def check_tree_map_params(factory: Factory, settings) -> None:
   for kind, new, old in zip(kinds, jax.tree.leaves(mapped), jax.tree.leaves(state), strict=False):
     expected = 2 * old if kind == "param" else old
     np.testing.assert_array_equal(new, expected)
-  if settings.reference is not None:
-    ref = settings.reference()
+  if entry.reference is not None:
+    ref = entry.reference()
     ref_kinds = jax.tree.leaves(
         optax.tree_utils.tree_map_params(
             ref, lambda _: "param", ref.init(params), transform_non_params=lambda _: "other"
@@ -534,12 +504,12 @@ def check_tree_map_params(factory: Factory, settings) -> None:
     assert kinds.count("param") > 0
 
 
-def check_bare_array(factory: Factory, settings, shape: tuple[int, ...]) -> None:
+def check_bare_array(entry: Entry, shape: tuple[int, ...]) -> None:
   """A bare array as params: one layer at most, so every factor is 1.
 
   The updates equal the reference's (Adam's) exactly over a few steps.
   """
-  opt = factory()
+  opt = entry.factory()
   params = jnp.linspace(-1.0, 2.0, int(np.prod(shape)), dtype=jnp.float32).reshape(shape)
 
   def objective(p):
@@ -547,12 +517,12 @@ def check_bare_array(factory: Factory, settings, shape: tuple[int, ...]) -> None
 
   update = opt.update
   state = opt.init(params)
-  ref = settings.reference() if settings.reference is not None else None
+  ref = entry.reference() if entry.reference is not None else None
   if ref is not None:
     ref_update, ref_state = ref.update, ref.init(params)
   for _ in range(3):
-    value, grads = jax.value_and_grad(objective)(params)
-    updates, state = update(grads, state, params, **_update_kwargs(settings, value))
+    grads = jax.grad(objective)(params)
+    updates, state = update(grads, state, params)
     assert updates.shape == params.shape and updates.dtype == params.dtype
     chex.assert_tree_all_finite(updates)
     if ref is not None:
@@ -562,9 +532,9 @@ def check_bare_array(factory: Factory, settings, shape: tuple[int, ...]) -> None
     params = optax.apply_updates(params, updates)
 
 
-def check_init_shape_dtype_struct(factory: Factory, settings) -> None:
+def check_init_shape_dtype_struct(entry: Entry) -> None:
   """``init`` with ``jax.ShapeDtypeStruct`` leaves, via ``jax.eval_shape`` and directly."""
-  opt = factory()
+  opt = entry.factory()
   for params in (layered_params(), jnp.ones((3, 2)), layered_params(jnp.bfloat16)):
     concrete = opt.init(params)
     abstract_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
@@ -577,20 +547,19 @@ def check_init_shape_dtype_struct(factory: Factory, settings) -> None:
     chex.assert_trees_all_equal(direct, concrete, strict=True)
 
 
-def check_extra_args(factory: Factory, settings) -> None:
+def check_extra_args(entry: Entry) -> None:
   """alias_test.test_optimizers_accept_extra_args (GradientTransformationExtraArgs).
 
   Unknown keyword arguments to ``update`` are accepted, directly and through
   ``optax.chain``, under jit, and change nothing.
   """
-  opt = factory()
+  opt = entry.factory()
   params = layered_params()
   value, grads = jax.value_and_grad(_quadratic)(params)
-  base_kw = _update_kwargs(settings, value)
-  extra = {"value": value, **base_kw}
+  extra = {"value": value}
   for tx, jit in ((opt, False), (optax.chain(optax.clip_by_global_norm(1e6), opt), True)):
     state = tx.init(params)
-    expected, expected_state = tx.update(grads, state, params, **base_kw)
+    expected, expected_state = tx.update(grads, state, params)
     update = functools.partial(tx.update, unexpected_extra_args_your_optimizer_doesnt_expect=1)
     updates, new_state = (jax.jit(update) if jit else update)(grads, state, params, **extra)
     chex.assert_trees_all_close(updates, expected, rtol=1e-6)

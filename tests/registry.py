@@ -1,31 +1,18 @@
-"""Registry of every optimizer of caadam_jax that the common checks run on.
+"""Every optimizer of caadam_jax that the common checks run on: ``ENTRIES``, a plain table.
 
-``REGISTRY`` is a list of ``(name, factory)`` pairs. A factory is called with no
-arguments to build the optimizer, and with keyword overrides to change
-hyperparameters (``factory(learning_rate=0.01)``). Factories should be
+An :class:`Entry` is a name, a factory and what the checks need to know about it. A
+factory is called with no arguments to build the optimizer, and with keyword overrides
+to change hyperparameters (``factory(learning_rate=0.01)``). Factories are
 ``functools.partial`` objects of a constructor with keyword arguments, so that
 ``optax.inject_hyperparams(factory.func)(**factory.keywords)`` rebuilds the same
-optimizer with injected hyperparameters; the inject_hyperparams checks are
-skipped for factories that are not.
-
-``SETTINGS`` maps a name to its :class:`Settings` (per-entry targets, steps,
-tolerances, reference optimizer, ...); names without an entry get
-``Settings()``.
-
-Other test modules extend the registry with :func:`register`::
-
-    from registry import register, Settings  # or: from tests.registry import ...
-    register("my_opt", functools.partial(my_opt, learning_rate=0.1), Settings(...))
-
-``entries()`` returns the current registry as :class:`Entry` tuples, which the
-parametrized tests in ``test_common.py`` iterate over.
+optimizer with injected hyperparameters. ``test_common.py`` parametrizes its tests over
+``ENTRIES``; ``NO_ARGUMENT_SCALERS`` lists the transforms built with no arguments.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import typing
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -40,25 +27,22 @@ LR = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
-  """Per-entry settings of the common checks.
+class Entry:
+  """One optimizer and what the common checks need to know about it.
 
   Attributes:
+    name: the test id.
+    factory: builds the optimizer (keyword overrides change hyperparameters).
     steps: optimization steps on the parabola targets.
-    rosenbrock_steps: optimization steps on the Rosenbrock targets.
-    lr_name: the factory's learning-rate keyword.
-    rosenbrock_lr: the learning rate on the Rosenbrock targets (Adam at a
+    rosenbrock_lr: the ``learning_rate`` on the Rosenbrock targets (Adam at a
       constant rate oscillates in the valley when a structure factor of ~2-5
       multiplies it); None keeps the factory's.
     rtol: relative tolerance of the optimization checks (optax uses 3e-2).
     atol: absolute tolerance of the optimization checks (optax uses 3e-2).
-    targets: names of the optimization targets to run (see
-      ``common_checks.TARGETS``); the others are skipped.
     supports_complex: whether complex parameters are supported.
     inject_values: hyperparameters (factory keyword -> value) the
       inject_hyperparams equality check sets; they must be numeric keywords of
       the factory.
-    inject_static_args: ``static_args`` for ``optax.inject_hyperparams``.
     schedule: ``(keyword, schedule, plain_value)`` for the scheduled
       hyperparameter check: the keyword follows ``schedule`` through
       ``inject_hyperparams``; ``plain_value(step)`` is what the plain factory
@@ -69,63 +53,25 @@ class Settings:
       that need it.
     per_layer: whether the entry's step size differs between layers of the
       layered targets (a check that the layered targets are not trivial).
-    step_kwargs: extra keyword arguments every ``update`` call gets (e.g.
-      ``{'value': ...}`` is added automatically when ``needs_value``).
-    needs_value: whether ``update`` needs the loss as ``value=``.
-    known_failures: check name (a ``test_common`` test function name, optionally
-      ``name[qualifier]`` as documented there) -> reason; those tests are marked
-      xfail (not strict), so they report XPASS once fixed.
   """
 
+  name: str
+  factory: Factory
   steps: int = 3000
-  rosenbrock_steps: int = 30000
-  lr_name: str = "learning_rate"
   rosenbrock_lr: float | None = 0.02
   rtol: float = 3e-2
   atol: float = 3e-2
-  targets: tuple[str, ...] = (
-      "parabola",
-      "rosenbrock",
-      "layered_parabola",
-      "layered_rosenbrock",
-  )
   supports_complex: bool = True
   inject_values: Mapping[str, Any] = dataclasses.field(
       default_factory=lambda: {"learning_rate": 0.05}
   )
-  inject_static_args: tuple[str, ...] = ()
   schedule: tuple[str, Callable[[Any], Any], Callable[[int], float]] | None = None
   reference: Factory | None = None
   per_layer: bool = True
-  needs_value: bool = False
-  known_failures: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
-class Entry(NamedTuple):
-  """One registry entry: its name, factory and settings."""
-
-  name: str
-  factory: Factory
-  settings: Settings
-
-
-REGISTRY: list[tuple[str, Factory]] = []
-SETTINGS: dict[str, Settings] = {}
-
-
-def register(name: str, factory: Factory, settings: Settings | None = None) -> None:
-  """Adds ``(name, factory)`` to the registry, with optional settings."""
-  if any(n == name for n, _ in REGISTRY):
-    raise ValueError(f"{name!r} is already registered.")
-  REGISTRY.append((name, factory))
-  if settings is not None:
-    SETTINGS[name] = settings
-
-
-def entries() -> list[Entry]:
-  """The registry with settings, in registration order."""
-  return [Entry(name, factory, SETTINGS.get(name, Settings())) for name, factory in REGISTRY]
-
+# Optimization steps on the Rosenbrock targets, every entry.
+ROSENBROCK_STEPS = 30000
 
 # ----------------------------------------------------------------------------
 # Structure transforms chained as Adam -> structure -> learning rate.
@@ -143,7 +89,6 @@ def adam_structure_chain(
     *,
     transform: str,
     transform_args: tuple[Any, ...] = (),
-    mode: str | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   """``optax.chain(optax.scale_by_adam(), <transform>, optax.scale_by_learning_rate(lr))``.
 
@@ -152,11 +97,7 @@ def adam_structure_chain(
   ``scaling_factor``; ``transform`` names the transform in
   ``STRUCTURE_TRANSFORMS`` (a string, so inject_hyperparams keeps it static).
   """
-  kwargs: dict[str, Any] = {}
-  if scaling_factor is not None:
-    kwargs["scaling_factor"] = scaling_factor
-  if mode is not None:
-    kwargs["mode"] = mode
+  kwargs = {} if scaling_factor is None else {"scaling_factor": scaling_factor}
   return optax.chain(
       optax.scale_by_adam(),
       STRUCTURE_TRANSFORMS[transform](*transform_args, **kwargs),
@@ -170,149 +111,139 @@ def fan_in_formula(record: caadam_jax.LayerRecord, stats: caadam_jax.Statistics,
   return record.shapes[0][0] ** -0.5
 
 
-# Structure transforms constructed with no arguments (optax transform_test's
-# "scalers"): name -> zero-argument constructor.
-NO_ARGUMENT_SCALERS: list[tuple[str, Callable[[], optax.GradientTransformation]]] = [
-    ("scale_by_connection_minmaxmedian", caadam_jax.scale_by_connection_minmaxmedian),
-    ("scale_by_depth", caadam_jax.scale_by_depth),
+class Scaler(NamedTuple):
+  """A transform built with no arguments (optax transform_test's "scalers").
+
+  ``identity_on_1d``: it leaves updates of 1-D leaves unchanged (no counted layer: every
+  structure factor is 1); otherwise (ADAS) the updates need only be finite and nonzero.
+  """
+
+  name: str
+  constructor: Callable[[], optax.GradientTransformation]
+  identity_on_1d: bool
+
+
+NO_ARGUMENT_SCALERS: list[Scaler] = [
+    Scaler("scale_by_connection_minmaxmedian", caadam_jax.scale_by_connection_minmaxmedian, True),
+    Scaler("scale_by_depth", caadam_jax.scale_by_depth, True),
     # scale_by_strategy needs its strategy: the only required argument.
-    ("scale_by_strategy-additive", functools.partial(caadam_jax.scale_by_strategy, "additive")),
-    (
-        "scale_by_strategy-multiplicative",
-        functools.partial(caadam_jax.scale_by_strategy, "multiplicative"),
+    *(
+        Scaler(
+            f"scale_by_strategy-{strategy}",
+            functools.partial(caadam_jax.scale_by_strategy, strategy),
+            True,
+        )
+        for strategy in caadam_jax.STRATEGY_NAMES
     ),
-    ("scale_by_strategy-depth", functools.partial(caadam_jax.scale_by_strategy, "depth")),
     # scale_by_structure needs its formula (scale_by_strategy's names are formulas).
-    ("scale_by_structure-fan_in", functools.partial(caadam_jax.scale_by_structure, fan_in_formula)),
+    Scaler(
+        "scale_by_structure-fan_in",
+        functools.partial(caadam_jax.scale_by_structure, fan_in_formula),
+        True,
+    ),
+    Scaler("scale_by_adas", caadam_jax.scale_by_adas, False),
 ]
-# The structure scalers above leave updates of 1-D leaves unchanged (no counted
-# layer: every factor is 1); others (ADAS) only need finite updates of the right shape.
-IDENTITY_ON_1D = {name for name, _ in NO_ARGUMENT_SCALERS}
 
-
-def _linear(init: float, end: float, steps: int = 4):
-  return optax.linear_schedule(init, end, steps)
-
-
-def _linear_value(init: float, end: float, steps: int = 4):
-  return lambda t: init + (end - init) * min(t, steps) / steps
-
+# ----------------------------------------------------------------------------
+# The CaAdam family: inject_hyperparams values and schedules per strategy.
 
 # The schedules start where every factor is 1 (additive/depth: g = 0;
 # multiplicative: g = 1), so the first scheduled step equals Adam's.
-_SCHEDULES = {
-    "additive": (0.0, 0.9),
-    "multiplicative": (1.0, 5.0),
-    "depth": (0.0, 1.0),
-}
-
-
-def _schedule(strategy: str):
-  init, end = _SCHEDULES[strategy]
-  return ("scaling_factor", _linear(init, end), _linear_value(init, end))
-
-
+_SCHEDULE_ENDS = {"additive": (0.0, 0.9), "multiplicative": (1.0, 5.0), "depth": (0.0, 1.0)}
+_INJECTED_SCALING = {"additive": 0.5, "multiplicative": 3.0, "depth": 0.7}
+_SCHEDULE_STEPS = 4
 _ADAM = functools.partial(optax.adam, learning_rate=LR)
 
-# ----------------------------------------------------------------------------
-# caadam with each strategy, and with decoupled weight decay.
 
-_INJECT_SCALING = {"additive": 0.5, "multiplicative": 3.0, "depth": 0.7}
-
-for _strategy in typing.get_args(caadam_jax.StrategyName):
-  register(
-      f"caadam-{_strategy}",
-      functools.partial(caadam_jax.caadam, learning_rate=LR, strategy=_strategy),
-      Settings(
-          inject_values={"learning_rate": 0.05, "scaling_factor": _INJECT_SCALING[_strategy]},
-          schedule=_schedule(_strategy),
-          reference=_ADAM,
-      ),
+def _scaling_schedule(strategy: str):
+  """``Entry.schedule`` for the scaling factor: linear from the identity to ``g``."""
+  init, end = _SCHEDULE_ENDS[strategy]
+  schedule = optax.linear_schedule(init, end, _SCHEDULE_STEPS)
+  return (
+      "scaling_factor",
+      schedule,
+      lambda t: init + (end - init) * min(t, _SCHEDULE_STEPS) / _SCHEDULE_STEPS,
   )
 
-register(
-    "caadam-additive-weight_decay",
-    functools.partial(caadam_jax.caadam, learning_rate=LR, weight_decay=1e-4),
-    Settings(
-        inject_values={"learning_rate": 0.05, "scaling_factor": 0.5, "weight_decay": 1e-3},
-        schedule=_schedule("additive"),
+
+def _caadam_family(
+    name: str, factory: Factory, strategy: str, reference: Factory = _ADAM, **inject: float
+) -> Entry:
+  """An entry whose factors follow ``strategy``: Adam's state, a scheduled scaling factor."""
+  return Entry(
+      name,
+      factory,
+      inject_values={
+          "learning_rate": 0.05,
+          "scaling_factor": _INJECTED_SCALING[strategy],
+          **inject,
+      },
+      schedule=_scaling_schedule(strategy),
+      reference=reference,
+  )
+
+
+# Each structure transform after Adam: (transform, its positional arguments, the strategy
+# its factors follow, its scaling factor). scale_by_connection_minmaxmedian(
+# mode="multiplicative") is scale_by_strategy("multiplicative"): one entry per distinct
+# code path keeps the suite's compile time down.
+_CHAINS = [
+    ("scale_by_connection_minmaxmedian", (), "additive", None),
+    ("scale_by_depth", (), "depth", None),
+    ("scale_by_strategy", ("multiplicative",), "multiplicative", 2.0),
+]
+
+ENTRIES: list[Entry] = [
+    # caadam with each strategy, and with decoupled weight decay.
+    *(
+        _caadam_family(
+            f"caadam-{strategy}",
+            functools.partial(caadam_jax.caadam, learning_rate=LR, strategy=strategy),
+            strategy,
+        )
+        for strategy in caadam_jax.STRATEGY_NAMES
+    ),
+    _caadam_family(
+        "caadam-additive-weight_decay",
+        functools.partial(caadam_jax.caadam, learning_rate=LR, weight_decay=1e-4),
+        "additive",
         reference=functools.partial(optax.adamw, learning_rate=LR, weight_decay=1e-4),
+        weight_decay=1e-3,
     ),
-)
-
-# ----------------------------------------------------------------------------
-# Each structure transform after Adam.
-
-register(
-    "chain-scale_by_connection_minmaxmedian",
-    functools.partial(adam_structure_chain, transform="scale_by_connection_minmaxmedian"),
-    Settings(
-        inject_values={"learning_rate": 0.05, "scaling_factor": 0.5},
-        schedule=_schedule("additive"),
-        reference=_ADAM,
+    *(
+        _caadam_family(
+            "-".join(("chain", transform, *args)),
+            functools.partial(
+                adam_structure_chain,
+                transform=transform,
+                transform_args=args,
+                scaling_factor=scaling_factor,
+            ),
+            strategy,
+        )
+        for transform, args, strategy, scaling_factor in _CHAINS
     ),
-)
-# (scale_by_connection_minmaxmedian(mode="multiplicative") is scale_by_strategy(
-# "multiplicative"), registered below; one entry per distinct code path keeps the
-# suite's compile time down.)
-register(
-    "chain-scale_by_depth",
-    functools.partial(adam_structure_chain, transform="scale_by_depth"),
-    Settings(
-        inject_values={"learning_rate": 0.05, "scaling_factor": 0.7},
-        schedule=_schedule("depth"),
-        reference=_ADAM,
-    ),
-)
-register(
-    "chain-scale_by_strategy-multiplicative",
-    functools.partial(
-        adam_structure_chain,
-        transform="scale_by_strategy",
-        transform_args=("multiplicative",),
-        scaling_factor=2.0,
-    ),
-    Settings(
-        inject_values={"learning_rate": 0.05, "scaling_factor": 3.0},
-        schedule=_schedule("multiplicative"),
-        reference=_ADAM,
-    ),
-)
-
-# ----------------------------------------------------------------------------
-# ADAS: ``caadam_jax.adas(lr=...)`` (its learning rate argument is ``lr``, not
-# ``learning_rate``). It is not Adam, so it has no Optax reference, and its
-# per-layer rates adapt over time: looser targets and more steps.
-register(
-    "adas",
-    functools.partial(caadam_jax.adas, lr=LR),
-    Settings(
+    # ADAS: ``caadam_jax.adas(lr=...)``. It is not Adam, so it has no Optax reference,
+    # and its per-layer rates adapt over time: looser targets and more steps.
+    Entry(
+        "adas",
+        functools.partial(caadam_jax.adas, lr=LR),
         steps=5000,
-        rosenbrock_steps=30000,
         rtol=5e-2,
         atol=5e-2,
-        lr_name="lr",
-        rosenbrock_lr=None,  # lr is only ADAS's initial step size
         inject_values={"lr": 0.05},
-        reference=None,
+        rosenbrock_lr=None,  # lr is only ADAS's initial step size
         per_layer=False,
         # ADAS is defined for real parameters only; init raises for complex ones.
         supports_complex=False,
     ),
-)
-
-# Keras-compatible CaAdam: ``caadam_jax.keras_caadam(learning_rate=...)``. Keras
-# adds epsilon to the uncorrected second moment, so optax.adam is no exact reference.
-register(
-    "keras_caadam",
-    functools.partial(caadam_jax.keras_caadam, learning_rate=LR),
-    Settings(
-        inject_values={"learning_rate": 0.05},
-        reference=None,
+    # Keras-compatible CaAdam. Keras adds epsilon to the uncorrected second moment, so
+    # optax.adam is no exact reference.
+    Entry(
+        "keras_caadam",
+        functools.partial(caadam_jax.keras_caadam, learning_rate=LR),
         # caadam 0.1.1 looks kernels up by their short name: every kernel gets
         # the last kernel's connection count, so all kernels share one factor.
         per_layer=False,
     ),
-)
-
-NO_ARGUMENT_SCALERS.append(("scale_by_adas", caadam_jax.scale_by_adas))
+]

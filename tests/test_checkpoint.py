@@ -17,10 +17,10 @@ import jax
 import numpy as np
 import pytest
 from flax.training import train_state
-from training_helpers import create_state
-from training_helpers import data
-from training_helpers import make_train_step
-from training_helpers import train
+from helpers import create_state
+from helpers import data
+from helpers import make_train_step
+from helpers import train
 
 ocp = pytest.importorskip(
     "orbax.checkpoint", reason="orbax-checkpoint is not installed (pip install -e '.[test]')"

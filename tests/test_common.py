@@ -1,43 +1,22 @@
-"""Optax's common optimizer checks, run on every entry of ``registry.REGISTRY``.
+"""Optax's common optimizer checks, run on every entry of ``registry.ENTRIES``.
 
 The checks themselves are in ``common_checks.py``; the entries (every alias and
-structure transform of caadam_jax, with per-entry settings) in ``registry.py``.
+structure transform of caadam_jax, with what the checks need to know) in ``registry.py``.
 """
 
 from __future__ import annotations
 
 import chex
+import common_checks
 import jax
 import jax.numpy as jnp
 import optax
 import pytest
+import registry
 
 import caadam_jax
 
-try:  # tests/ on sys.path (pytest's default rootdir-less import mode)
-  import common_checks
-  import registry
-except ImportError:  # tests/ as a package
-  from tests import common_checks
-  from tests import registry
-
-ENTRIES = registry.entries()
-ENTRY_IDS = [e.name for e in ENTRIES]
-
-entry_params = pytest.mark.parametrize("entry", ENTRIES, ids=ENTRY_IDS)
-
-
-def known_failure(request, entry, *qualifiers: str) -> None:
-  """Marks the running test xfail (not strict) if the entry lists it as a known failure.
-
-  Keys of ``Settings.known_failures``: the test function name, or
-  ``name[qualifier]``, where the qualifier is the dtype name for the tests that
-  take one, or ``target-dtype`` for test_optimization.
-  """
-  name = request.node.originalname
-  for key in (name, *(f"{name}[{q}]" for q in qualifiers)):
-    if key in entry.settings.known_failures:
-      request.applymarker(pytest.mark.xfail(reason=entry.settings.known_failures[key]))
+entry_params = pytest.mark.parametrize("entry", registry.ENTRIES, ids=lambda e: e.name)
 
 
 # ----------------------------------------------------------------------------
@@ -45,11 +24,9 @@ def known_failure(request, entry, *qualifiers: str) -> None:
 
 
 def test_registry_lists_every_alias_and_transform():
-  names = {name for name, _ in registry.REGISTRY}
+  names = {entry.name for entry in registry.ENTRIES}
   expected = {
-      "caadam-additive",
-      "caadam-multiplicative",
-      "caadam-depth",
+      *(f"caadam-{strategy}" for strategy in caadam_jax.STRATEGY_NAMES),
       "caadam-additive-weight_decay",
       "chain-scale_by_connection_minmaxmedian",
       "chain-scale_by_depth",
@@ -57,12 +34,13 @@ def test_registry_lists_every_alias_and_transform():
   }
   assert expected <= names
   assert {"adas", "keras_caadam"} <= names
+  assert len(names) == len(registry.ENTRIES)  # ids are unique
   # Every public transform constructor of the package is covered.
   public = {n for n in caadam_jax.__all__ if n.startswith("scale_by_")}
-  scalers = {name.split("-")[0] for name, _ in registry.NO_ARGUMENT_SCALERS}
+  scalers = {scaler.name.split("-")[0] for scaler in registry.NO_ARGUMENT_SCALERS}
   assert public <= scalers, public - scalers
-  for name, factory in registry.REGISTRY:
-    assert isinstance(factory(), optax.GradientTransformation), name
+  for entry in registry.ENTRIES:
+    assert isinstance(entry.factory(), optax.GradientTransformation), entry.name
 
 
 # ----------------------------------------------------------------------------
@@ -82,34 +60,29 @@ _OPTIMIZATION_CASES = [(t, jnp.float32) for t in common_checks.TARGETS] + [
     _OPTIMIZATION_CASES,
     ids=[f"{t}-{jnp.dtype(d).name}" for t, d in _OPTIMIZATION_CASES],
 )
-def test_optimization(request, entry, target, dtype):
-  dtype_name = jnp.dtype(dtype).name
-  known_failure(request, entry, dtype_name, f"{target}-{dtype_name}")
-  common_checks.check_optimization(entry.factory, entry.settings, target, dtype)
-
-
-@entry_params
-def test_layered_targets_scale_per_layer(entry):
-  common_checks.check_per_layer_step_sizes(entry.factory, entry.settings)
+def test_optimization(entry, target, dtype):
+  common_checks.check_optimization(entry, target, dtype)
 
 
 # ----------------------------------------------------------------------------
-# inject_hyperparams.
+# Checks that take the entry alone: id -> check.
+
+ENTRY_CHECKS = {
+    "layered_targets_scale_per_layer": common_checks.check_per_layer_step_sizes,
+    "inject_hyperparams_equality": common_checks.check_inject_hyperparams,
+    "inject_hyperparams_inner_state_structure": common_checks.check_inject_inner_state_structure,
+    "scheduled_hyperparam": common_checks.check_scheduled_hyperparam,
+    "state_matches_reference": common_checks.check_state_matches_reference,
+    "tree_map_params": common_checks.check_tree_map_params,
+    "init_shape_dtype_struct": common_checks.check_init_shape_dtype_struct,
+    "extra_args": common_checks.check_extra_args,
+}
 
 
+@pytest.mark.parametrize("check", ENTRY_CHECKS.values(), ids=ENTRY_CHECKS.keys())
 @entry_params
-def test_inject_hyperparams_equality(entry):
-  common_checks.check_inject_hyperparams(entry.factory, entry.settings)
-
-
-@entry_params
-def test_inject_hyperparams_inner_state_structure(entry):
-  common_checks.check_inject_inner_state_structure(entry.factory, entry.settings)
-
-
-@entry_params
-def test_scheduled_hyperparam(entry):
-  common_checks.check_scheduled_hyperparam(entry.factory, entry.settings)
+def test_entry_check(entry, check):
+  check(entry)
 
 
 # ----------------------------------------------------------------------------
@@ -119,9 +92,8 @@ def test_scheduled_hyperparam(entry):
 @entry_params
 @pytest.mark.parametrize("layered", [False, True], ids=["bare", "layered"])
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
-def test_preserve_dtype(request, entry, dtype, layered):
-  known_failure(request, entry, dtype)
-  common_checks.check_preserve_dtype(entry.factory, entry.settings, dtype, layered)
+def test_preserve_dtype(entry, dtype, layered):
+  common_checks.check_preserve_dtype(entry, dtype, layered)
 
 
 @pytest.mark.parametrize("state_dtype", ["bfloat16", "float32", "complex64", None])
@@ -144,13 +116,10 @@ def test_caadam_explicit_mu_dtype(params_dtype, state_dtype):
     [jnp.float16, jnp.bfloat16, jnp.float32, jnp.complex64],
     ids=["float16", "bfloat16", "float32", "complex64"],
 )
-def test_state_shape_dtype_stability(request, entry, dtype):
-  known_failure(request, entry, jnp.dtype(dtype).name)
+def test_state_shape_dtype_stability(entry, dtype):
   # Every dtype is traced (lax.cond checks the branches agree); the jitted step
   # runs for bfloat16 only, to keep compile time down.
-  common_checks.check_state_stability(
-      entry.factory, entry.settings, dtype, execute=dtype == jnp.bfloat16
-  )
+  common_checks.check_state_stability(entry, dtype, execute=dtype == jnp.bfloat16)
 
 
 # ----------------------------------------------------------------------------
@@ -160,52 +129,21 @@ def test_state_shape_dtype_stability(request, entry, dtype):
 @pytest.mark.standard_promotion  # optax.MultiSteps divides by an int32 counter
 @entry_params
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
-def test_gradient_accumulation(request, entry, dtype):
-  known_failure(request, entry, dtype)
-  common_checks.check_gradient_accumulation(entry.factory, entry.settings, dtype)
+def test_gradient_accumulation(entry, dtype):
+  common_checks.check_gradient_accumulation(entry, dtype)
 
 
 # ----------------------------------------------------------------------------
 # Structure transforms built with no arguments.
 
 
-@pytest.mark.parametrize(
-    "constructor",
-    [c for _, c in registry.NO_ARGUMENT_SCALERS],
-    ids=[n for n, _ in registry.NO_ARGUMENT_SCALERS],
-)
-def test_scaler_no_arguments(request, constructor):
-  name = request.node.callspec.id
-  common_checks.check_scaler_no_arguments(constructor, name in registry.IDENTITY_ON_1D)
+@pytest.mark.parametrize("scaler", registry.NO_ARGUMENT_SCALERS, ids=lambda s: s.name)
+def test_scaler_no_arguments(scaler):
+  common_checks.check_scaler_no_arguments(scaler)
 
 
 # ----------------------------------------------------------------------------
-# State size and contents.
-
-
-@entry_params
-def test_state_matches_reference(entry):
-  common_checks.check_state_matches_reference(entry.factory, entry.settings)
-
-
-@pytest.mark.parametrize("strategy", ["additive", "multiplicative", "depth"])
-def test_caadam_state_bytes_equal_adam(strategy):
-  """``caadam()``'s state: exactly ``optax.adam()``'s leaves and bytes."""
-  params = common_checks.layered_params()
-  state = caadam_jax.caadam(strategy=strategy).init(params)
-  adam_state = optax.adam(1e-3).init(params)
-
-  def nbytes(t):
-    return sum(x.nbytes for x in jax.tree.leaves(t))
-
-  assert nbytes(state) == nbytes(adam_state) > 0
-  chex.assert_trees_all_equal_shapes_and_dtypes(jax.tree.leaves(state), jax.tree.leaves(adam_state))
-  chex.assert_trees_all_equal(jax.tree.leaves(state), jax.tree.leaves(adam_state), strict=True)
-
-
-@entry_params
-def test_tree_map_params(entry):
-  common_checks.check_tree_map_params(entry.factory, entry.settings)
+# Trees without leaves, bare arrays, abstract params.
 
 
 @entry_params
@@ -217,23 +155,13 @@ def test_init_with_tree_without_leaves(entry, empty):
   assert jax.tree.leaves(updates) == []
 
 
-# ----------------------------------------------------------------------------
-# Bare arrays, abstract params, extra arguments.
-
-
 @entry_params
 @pytest.mark.parametrize("shape", [(3,), (2, 3)], ids=["1d", "2d"])
 def test_bare_array(entry, shape):
-  common_checks.check_bare_array(entry.factory, entry.settings, shape)
+  common_checks.check_bare_array(entry, shape)
 
 
-@entry_params
-def test_init_shape_dtype_struct(request, entry):
-  known_failure(request, entry)
-  common_checks.check_init_shape_dtype_struct(entry.factory, entry.settings)
-
-
-@pytest.mark.parametrize("strategy", ["additive", "multiplicative", "depth"])
+@pytest.mark.parametrize("strategy", caadam_jax.STRATEGY_NAMES)
 def test_init_shape_dtype_struct_explicit_structure(strategy):
   """With a given Structure, ``init`` checks it against ShapeDtypeStruct leaves."""
   params = common_checks.layered_params()
@@ -257,11 +185,6 @@ def test_init_shape_dtype_struct_explicit_structure(strategy):
     opt.init(wrong)
 
 
-@entry_params
-def test_extra_args(entry):
-  common_checks.check_extra_args(entry.factory, entry.settings)
-
-
 # ----------------------------------------------------------------------------
 # The checks can fail: a few deliberately broken optimizers.
 
@@ -283,7 +206,8 @@ def _scale_leaf_by_two(name):
 
 @pytest.mark.standard_promotion  # its last check wraps optax.MultiSteps
 def test_checks_detect_broken_optimizers():
-  settings = registry.Settings(reference=lambda: optax.adam(registry.LR))
+  def entry(factory, **fields):
+    return registry.Entry("broken", factory, reference=lambda: optax.adam(registry.LR), **fields)
 
   # Not Adam on a bare array: a bare array's leaf path is empty, "" matches it.
   def broken(**_):
@@ -292,7 +216,7 @@ def test_checks_detect_broken_optimizers():
     )
 
   with pytest.raises(AssertionError):
-    common_checks.check_bare_array(broken, settings, (3,))
+    common_checks.check_bare_array(entry(broken), (3,))
 
   # Upcasts bf16 updates.
   def upcast(**_):
@@ -305,24 +229,22 @@ def test_checks_detect_broken_optimizers():
     )
 
   with pytest.raises(AssertionError):
-    common_checks.check_preserve_dtype(upcast, settings, "bfloat16", True)
+    common_checks.check_preserve_dtype(entry(upcast), "bfloat16", True)
 
   # Holds an extra leaf of state: more bytes than Adam.
   def bigger(**_):
     return optax.chain(optax.adam(0.1), optax.scale_by_rms())
 
   with pytest.raises(AssertionError):
-    common_checks.check_state_matches_reference(bigger, settings)
+    common_checks.check_state_matches_reference(entry(bigger))
+  adam = entry(lambda **_: optax.adam(0.1))
   # Same step in every layer.
   with pytest.raises(AssertionError):
-    common_checks.check_per_layer_step_sizes(lambda **_: optax.adam(0.1), settings)
+    common_checks.check_per_layer_step_sizes(adam)
   # Too few steps to converge.
-  slow = registry.Settings(steps=5)
   with pytest.raises(AssertionError):
-    common_checks.check_optimization(
-        lambda **_: optax.adam(0.1), slow, "layered_parabola", jnp.float32
-    )
+    common_checks.check_optimization(entry(adam.factory, steps=5), "layered_parabola", jnp.float32)
   # Accumulation breaks when the update's dtype differs from the gradients'
   # (optax issue 377): MultiSteps's lax.cond branches disagree.
   with pytest.raises((AssertionError, TypeError)):
-    common_checks.check_gradient_accumulation(upcast, settings, "bfloat16")
+    common_checks.check_gradient_accumulation(entry(upcast), "bfloat16")

@@ -15,12 +15,10 @@ import types
 import pytest
 
 import caadam_jax
+from docs import check_links
+from docs.ext import coverage_check
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "docs"))
-sys.path.insert(0, str(ROOT / "docs" / "ext"))
-import check_links  # noqa: E402
-import coverage_check  # noqa: E402
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCKS = {
@@ -37,6 +35,7 @@ def test_pages_have_code_blocks():
   assert len(BLOCKS["README.md"]) >= 1
   for page in ("getting_started", "method", "optax", "published", "adas", "multihost"):
     assert BLOCKS[f"docs/{page}.md"], f"docs/{page}.md lost its code blocks"
+  assert len(BLOCKS["docs/your_model.md"]) >= 6
 
 
 @pytest.mark.parametrize("page", CASES)

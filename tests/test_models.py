@@ -11,7 +11,6 @@ with ``jax.eval_shape`` wherever only shapes matter (tracing needs no values).
 from __future__ import annotations
 
 import pathlib
-import re
 import sys
 import warnings
 
@@ -24,14 +23,11 @@ from flax import linen as nn
 from flax import nnx
 
 import caadam_jax
+from benchmarks import model_zoo as zoo
 from caadam_jax import _formulas
 from caadam_jax import _paths
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "benchmarks"))
-import model_zoo as zoo  # noqa: E402
-
 EqxCNN, EqxViT, eqx = zoo.equinox_zoo()
-STRATEGIES = ("additive", "multiplicative", "depth")
 
 
 def records(structure):
@@ -180,7 +176,7 @@ def test_default_path_keeps_the_sequential_one_liner_silent():
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape), tree)
     with warnings.catch_warnings():
       warnings.simplefilter("error")
-      for strategy in STRATEGIES:
+      for strategy in caadam_jax.STRATEGY_NAMES:
         caadam_jax.caadam(strategy=strategy).init(zeros)
   # Natural path order is the forward order in these: Conv_0, Conv_1, Dense_0, Dense_1.
   assert list(records(caadam_jax.infer_structure(cnn))) == [
@@ -497,7 +493,7 @@ def check_training(loss_fn, params, structure):
   """Three jitted steps per strategy, the first checked against Adam's."""
   grad_fn = jax.jit(jax.value_and_grad(loss_fn))
   apply = jax.jit(optax.apply_updates)
-  for strategy in STRATEGIES:
+  for strategy in caadam_jax.STRATEGY_NAMES:
     tx = caadam_jax.caadam(1e-3, strategy=strategy, structure=structure)
     update = jax.jit(tx.update)
     current, state, losses = params, tx.init(params), []
@@ -538,7 +534,7 @@ def test_training_steps_nnx_scan_in_train_mode():
     optimizer.update(model, grads)
     return loss, grads
 
-  for strategy in STRATEGIES:  # BatchNorm and Dropout in train mode, through nnx.Optimizer
+  for strategy in caadam_jax.STRATEGY_NAMES:  # BatchNorm, Dropout in train mode, nnx.Optimizer
     model = make_scan_mlp()
     tx = caadam_jax.caadam(1e-3, strategy=strategy, structure=structure)
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
@@ -590,15 +586,8 @@ def test_describe_rejects_what_is_not_params_or_structure(bad):
 
 # ---------------------------------------------------------- the docs page
 
+# Its code blocks run in tests/test_docs.py, with every page's.
 DOC = pathlib.Path(__file__).resolve().parent.parent / "docs" / "your_model.md"
-DOC_BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
-
-
-def test_docs_page_blocks_run_in_order():
-  assert len(DOC_BLOCKS) >= 6
-  namespace = {}
-  for i, block in enumerate(DOC_BLOCKS):  # later blocks use earlier names
-    exec(compile(block, f"docs/your_model.md block {i}", "exec"), namespace)
 
 
 def test_docs_page_tables_are_the_scripts_output():

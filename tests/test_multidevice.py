@@ -30,8 +30,11 @@ import time
 
 import pytest
 
-STRATEGIES = ("additive", "multiplicative", "depth")
-SHAPE_DEPENDENT = ("additive", "multiplicative")  # depth uses forward order only
+import caadam_jax
+
+STRATEGIES = caadam_jax.STRATEGY_NAMES
+# The strategies whose factors depend on shapes: depth uses the forward order only.
+SHAPE_DEPENDENT = tuple(s for s in STRATEGIES if s != "depth")
 STEPS = 3
 TOL = 1e-6
 
@@ -44,12 +47,10 @@ def _child() -> dict:
   import jax.numpy as jnp
   import numpy as np
   import optax
+  from helpers import max_abs_diff  # this file runs as a script: tests/ is first on its path
   from jax.sharding import AxisType
   from jax.sharding import NamedSharding
   from jax.sharding import PartitionSpec as P
-  from training_helpers import max_abs_diff  # this file runs as a script: tests/ is on sys.path
-
-  import caadam_jax
 
   report: dict = {"device_count": jax.device_count()}
   t_start = time.perf_counter()

@@ -4,8 +4,8 @@ The test starts separate Python processes on this machine with the launcher of
 ``examples/multihost.py`` (a coordinator on 127.0.0.1 at a free port, CPU collectives
 through gloo, each process with its own simulated CPU devices, every process in its own
 process group and killed at a deadline). Each process runs this file as a script (the
-worker below): it trains ``training_helpers.MLP`` with every optimizer of
-``training_helpers.OPTIMIZERS`` for ``2 * K`` steps in two layouts of
+worker below): it trains ``helpers.MLP`` with every optimizer of
+``helpers.OPTIMIZERS`` for ``2 * K`` steps in two layouts of
 ``multihost.mesh_and_shardings`` (``dp``: replicated state, batch split over all
 devices; ``fsdp``: params and optimizer state split over all devices, hence across
 processes), feeding only its own rows of each global batch through
@@ -13,10 +13,11 @@ processes), feeding only its own rows of each global batch through
 (``process_allgather``) and writes it to a ``.npz`` file that the test compares with a
 single-process, single-device run of the same global batches in the test process.
 
-Launches (processes x devices per process): 2 x 2 (train in both layouts, and write an
-Orbax checkpoint of the ``fsdp`` states after ``K`` steps from all processes), 2 x 2
-(restore it with the same mesh and continue ``K`` steps: bit for bit), 4 x 1 (train in
-the ``fsdp`` layout, and restore the 2-process checkpoint on a 4-process mesh), the test process itself (restore it on one device), and
+Launches (processes x devices per process): 2 x 2 (train in both layouts, write an Orbax
+checkpoint of the ``fsdp`` states after ``K`` steps from all processes, then restore it
+into states built from new objects on the same mesh and continue ``K`` steps: bit for
+bit), 4 x 1 (train in the ``fsdp`` layout, and restore the 2-process checkpoint in new
+processes on a 4-process mesh), the test process itself (restore it on one device), and
 2 x 1 twice for the fault checks (one process exits mid-run; the other must exit with
 JAX's error within a bounded time instead of hanging).
 """
@@ -28,25 +29,29 @@ import json
 import os
 import pathlib
 import re
-import sys
 import time
 
 import jax
 import numpy as np
 import pytest
+from helpers import OPTIMIZERS
+from helpers import create_state
+from helpers import data
+from helpers import init_params
+from helpers import make_train_step
+from helpers import max_abs_diff
+from helpers import train
+
+from examples import multihost
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
-sys.path.insert(0, str(ROOT / "tests"))
-
-import multihost  # noqa: E402
-from training_helpers import OPTIMIZERS  # noqa: E402
-from training_helpers import create_state  # noqa: E402
-from training_helpers import data  # noqa: E402
-from training_helpers import init_params  # noqa: E402
-from training_helpers import make_train_step  # noqa: E402
-from training_helpers import max_abs_diff  # noqa: E402
-from training_helpers import train  # noqa: E402
+# The workers run this file as a script: Python puts tests/ (helpers) on their path, and
+# PYTHONPATH adds the repository root for `from examples import multihost`, as pytest's
+# `pythonpath` setting does in this process.
+WORKER_ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+}
 
 K = 2  # steps before the checkpoint, and after it
 BATCH = 16  # global batch rows: a multiple of every global device count used here
@@ -215,7 +220,7 @@ def _launch(tmp: pathlib.Path, processes: int, devices: int, *worker_args: str):
   out.mkdir()
   argv = [os.path.abspath(__file__), "--out", str(out), *worker_args]
   argv += ["--init-timeout", "120", "--heartbeat-timeout", "30"]
-  results = multihost.launch_local(argv, processes, devices, LAUNCH_TIMEOUT_S)
+  results = multihost.launch_local(argv, processes, devices, LAUNCH_TIMEOUT_S, env=WORKER_ENV)
   for r in results:
     assert (
         r.returncode == 0
@@ -263,8 +268,11 @@ TRAINED = [(launch, layout) for launch, (_, layouts) in LAUNCHES.items() for lay
 
 @pytest.fixture(scope="module")
 def two_by_two(tmp):
+  """Trains, checkpoints after ``K`` steps and restores that checkpoint: one launch."""
   ckpt = tmp / "ckpt_2x2"
-  args = ["--train", *LAUNCHES["2x2"][1], *(["--ckpt", str(ckpt)] if _has_orbax() else [])]
+  args = ["--train", *LAUNCHES["2x2"][1]]
+  if _has_orbax():
+    args += ["--ckpt", str(ckpt), "--restore", str(ckpt)]
   reports, arrays = _launch(tmp, 2, 2, *args)
   return reports, arrays, ckpt
 
@@ -308,7 +316,7 @@ def test_final_state_equals_single_process_run(request, reference, launch, layou
     assert diff <= TOL, (i, diff)
     # The params moved: the comparison is not between two initial states.
     params = [k for k in ref if k.startswith(".params")]
-    init = _flat(create_state(name).params)
+    init = _flat(init_params())  # every optimizer starts from these
     assert max(np.max(np.abs(ref[k] - init[k[len(".params") :]])) for k in params) > 1e-3
   # Every process ends with the same global state, bit for bit.
   for per_process in arrays[1:]:
@@ -348,17 +356,12 @@ def test_checkpoint_written_by_every_process(two_by_two):
   assert "ocdbt.process_0" in files and "ocdbt.process_1" in files, files
 
 
-@pytest.fixture(scope="module")
-def restored_by_two(tmp, two_by_two):
+def test_restore_by_same_process_count_continues_bit_for_bit(two_by_two):
   _need_orbax()
-  return _launch(tmp, 2, 2, "--restore", str(two_by_two[2]))
-
-
-def test_restore_by_same_process_count_continues_bit_for_bit(two_by_two, restored_by_two):
   for name in NAMES:
-    for i, per_process in enumerate(restored_by_two[1]):
+    for i, per_process in enumerate(two_by_two[1]):
       got = _select(per_process, f"restored['{name}']")
-      straight = _select(two_by_two[1][i], f"fsdp['{name}']")
+      straight = _select(per_process, f"fsdp['{name}']")
       assert _bitwise(got, straight), (name, i, _diff(got, straight))
 
 
@@ -397,7 +400,7 @@ def test_survivors_exit_with_an_error_when_a_process_dies(tmp, die):
   out.mkdir()
   argv = [os.path.abspath(__file__), "--out", str(out), "--die", str(die)]
   argv += ["--init-timeout", "120", "--heartbeat-timeout", str(HEARTBEAT_S)]
-  results = multihost.launch_local(argv, 2, 1, LAUNCH_TIMEOUT_S)
+  results = multihost.launch_local(argv, 2, 1, LAUNCH_TIMEOUT_S, env=WORKER_ENV)
   dead, survivor = results[die], results[1 - die]
   assert dead.returncode == DIE_CODE, dead.stderr[-3000:]
   assert f"step {DIE_AFTER - 1}" in dead.stdout  # it trained before it died

@@ -4,7 +4,6 @@ The reference runs on Keras 3 with the JAX backend; KERAS_BACKEND must be set
 before keras is first imported, hence at the top of this module.
 """
 
-import itertools
 import os
 
 os.environ["KERAS_BACKEND"] = "jax"
@@ -15,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import mlp_params
 
 import caadam_jax
 from caadam_jax import _formulas
@@ -286,15 +286,6 @@ def test_parity_keras_computes_its_own_gradients(strategy, g):
 
 # ----------------------------------------------------------------------------
 # Factors: published mode next to the method as described, computed by hand.
-
-
-def mlp_params(widths, use_bias=True):
-  params = {}
-  for i, (a, b) in enumerate(itertools.pairwise(widths)):
-    params[f"Dense_{i}"] = {"kernel": jnp.ones((a, b))}
-    if use_bias:
-      params[f"Dense_{i}"]["bias"] = jnp.zeros((b,))
-  return params
 
 
 @pytest.mark.parametrize("g_add,g_mul,g_depth", [(0.95, 5.0, 1.0), (0.5, 2.0, 3.0)])

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import linen as nn
+from helpers import mlp_params
 
 import caadam_jax
 from caadam_jax import _formulas
@@ -42,13 +43,6 @@ def reference_factors(connections, strategy, g):
       n = (ci - c_med) / (c_max - c_med)
       out.append(1 - g * n if strategy == "additive" else g**n)
   return out
-
-
-def mlp_params(widths, prefix="Dense_"):
-  return {
-      f"{prefix}{i}": {"kernel": jnp.ones((a, b)), "bias": jnp.zeros(b)}
-      for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=False))
-  }
 
 
 def factors_by_str(params, strategy, g=None, structure=None):

@@ -1,5 +1,8 @@
 """The structure transforms and the caadam alias: values, wrappers, errors."""
 
+import functools
+
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,16 +11,8 @@ import pytest
 
 import caadam_jax
 
-
-def mlp_params(widths, seed=0):
-  keys = jax.random.split(jax.random.key(seed), len(widths))
-  return {
-      f"Dense_{i}": {
-          "kernel": jax.random.normal(keys[i], (a, b)),
-          "bias": jnp.full((b,), 0.1 * i),
-      }
-      for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=False))
-  }
+# Random kernels: the comparisons with Adam need values, not only shapes.
+mlp_params = functools.partial(helpers.mlp_params, seed=0)
 
 
 WIDTHS = [3, 4, 5, 6, 2]  # connections 12, 20, 30, 12: min 12, median 16, max 30
@@ -88,12 +83,7 @@ def test_weight_decay_is_not_scaled_and_respects_mask():
 def test_state_bytes_equal_adam_even_with_structure():
   params = mlp_params(WIDTHS)
   ca_state = caadam_jax.caadam(structure=caadam_jax.infer_structure(params)).init(params)
-  adam_state = optax.adam(1e-3).init(params)
-
-  def nbytes(s):
-    return sum(x.nbytes for x in jax.tree.leaves(s))
-
-  assert nbytes(ca_state) == nbytes(adam_state)
+  helpers.assert_same_state(ca_state, optax.adam(1e-3).init(params))
 
 
 def test_traced_scaling_factor_under_jit_and_schedule():
