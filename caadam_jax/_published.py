@@ -40,9 +40,9 @@ import optax
 
 from caadam_jax import _dtypes
 from caadam_jax import _formulas
+from caadam_jax import _leaves
 from caadam_jax import _paths
 from caadam_jax import _structure
-from caadam_jax import _transforms
 from caadam_jax import _validation
 
 # The strategies of caadam 0.1.1 and their class defaults. ``strategy=None`` is what
@@ -251,7 +251,7 @@ class _Resolver:
   def records(self, tree: Any):
     """``(records, stats, ordered paths)`` for the real leaves of ``tree``."""
     pairs, masked = _paths.leaves_with_paths(tree)
-    present = {path: _structure._shape_of(leaf) for path, leaf in pairs}
+    present = {path: _leaves.shape_of(leaf) for path, leaf in pairs}
     if self.structure is not None:
       self.structure.check_matches(tree, check_shapes=False)
       # Global statistics over the whole structure, as Keras builds over all variables.
@@ -423,7 +423,7 @@ def scale_by_published_strategy(
     del params
     factors = resolver.factors(updates)
     updates = _paths.map_with_normalized_path(
-        lambda path, u: _transforms._scale_leaf(u, factors[path]), updates
+        lambda path, u: _leaves.scale_leaf(u, factors[path]), updates
     )
     return updates, state
 

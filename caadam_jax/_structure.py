@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 from caadam_jax import _formulas
+from caadam_jax import _leaves
 from caadam_jax import _paths
 from caadam_jax import _validation
 
@@ -75,11 +76,6 @@ def is_weight(path: _paths.Path, shape: tuple[int, ...], stack_axis: int | None 
 def slice_layer(layer: _paths.Path, index: int) -> _paths.Path:
   """The id of slice ``index`` of a stacked layer (``blocks`` -> ``blocks/[3]``)."""
   return (*layer, f"[{index}]")
-
-
-def _shape_of(leaf: Any) -> tuple[int, ...]:
-  shape = getattr(leaf, "shape", None)
-  return tuple(int(d) for d in (np.shape(leaf) if shape is None else shape))
 
 
 def _median(values: list[int]) -> float:
@@ -269,7 +265,7 @@ class Structure:
           missing.append(_paths.path_to_str(path))
           continue
       layer = path[:-1] if record is not None else None
-      leaf_layers[path] = (layer, _shape_of(leaf))
+      leaf_layers[path] = (layer, _leaves.shape_of(leaf))
       if record is not None and layer_records.setdefault(layer, record) != record:
         raise ValueError(
             f"Leaves of layer {_paths.path_to_str(path[:-1])} got different records "
@@ -422,9 +418,9 @@ class Structure:
       problems.append("paths in the structure but not in the tree: " + _paths.paths_to_str(extra))
     if check_shapes:
       wrong = [
-          f"{_paths.path_to_str(p)} {_shape_of(leaf)} vs {self.leaves[p].shape}"
+          f"{_paths.path_to_str(p)} {_leaves.shape_of(leaf)} vs {self.leaves[p].shape}"
           for p, leaf in leaves
-          if p in self.leaves and _shape_of(leaf) != self.leaves[p].shape
+          if p in self.leaves and _leaves.shape_of(leaf) != self.leaves[p].shape
       ]
       if wrong:
         problems.append("shapes differ (tree vs structure): " + ", ".join(wrong[:10]))
@@ -462,7 +458,7 @@ class Structure:
       infos: dict[_paths.Path, LeafInfo] = {("params", *p): info for p, info in self.leaves.items()}
       for path, leaf in leaves:
         if path[:1] != ("params",) and path not in infos:
-          infos[path] = LeafInfo(None, _shape_of(leaf), None, None)
+          infos[path] = LeafInfo(None, _leaves.shape_of(leaf), None, None)
     elif _any_params(mine) and not _any_params(tree_paths):
       infos = {p[1:]: info for p, info in self.leaves.items() if p[:1] == ("params",)}
     else:
@@ -574,4 +570,4 @@ def infer_structure(params: optax.Params, *, stacked: Mapping[Any, int] | None =
     (16, 24.0)
   """
   leaves, _ = _paths.leaves_with_paths(params)
-  return assemble([(path, _shape_of(leaf)) for path, leaf in leaves], stacked=stacked)
+  return assemble([(path, _leaves.shape_of(leaf)) for path, leaf in leaves], stacked=stacked)

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 from jax.extend import core as jex_core
 
+from caadam_jax import _leaves
 from caadam_jax import _paths
 from caadam_jax import _structure
 
@@ -387,7 +388,7 @@ def trace_structure(
   tracer = _Tracer()
   tracer.run(jaxpr, inputs)
 
-  shapes = [(path, _structure._shape_of(leaf)) for path, leaf in paths]
+  shapes = [(path, _leaves.shape_of(leaf)) for path, leaf in paths]
   detected = {
       shapes[leaf][0]: 0
       for leaf, lengths in tracer.scanned.items()

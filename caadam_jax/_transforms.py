@@ -11,22 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import optax
 
 from caadam_jax import _formulas
 from caadam_jax import _guards
+from caadam_jax import _leaves
 from caadam_jax import _paths
 from caadam_jax import _structure
 
 ScaleByStructureState = optax.EmptyState
-
-
-def _scale_leaf(update: jax.Array, factor: _formulas.Factor) -> jax.Array:
-  if isinstance(factor, float) and factor == 1.0:
-    return update
-  # Cast to the update's dtype: a float32 factor must not promote bf16 updates.
-  return update * jnp.asarray(factor, dtype=update.dtype)
 
 
 def scale_by_structure(
@@ -127,7 +120,7 @@ def scale_by_structure(
       current.check_matches(updates, check_shapes=False)
     factors = current.factors(formula, scaling_factor)
     updates = _paths.map_with_normalized_path(
-        lambda path, u: _scale_leaf(u, factors[path]), updates
+        lambda path, u: _leaves.scale_leaf(u, factors[path]), updates
     )
     return updates, state
 
