@@ -130,7 +130,8 @@ def describe(
 
   def sort_key(item):
     path, info = item
-    depth = info.depth if not isinstance(info.depth, tuple) else info.depth[0]
+    records = info.records()  # a stacked leaf sorts by its first slice
+    depth = records[0][2] if records else None
     return (depth is None, depth if depth is not None else 0, _paths.natural_key(path))
 
   rows = [
