@@ -22,14 +22,14 @@ def scale_by_published_strategy(
 ) -> optax.GradientTransformation:
   """Scales each leaf's update by its caadam 0.1.1 factor (stateless).
 
-  See :func:`keras_caadam` for the rules. The factors are computed at trace time
+  See :func:`~caadam_jax.keras_caadam` for the rules. The factors are computed at trace time
   from the updates' paths and shapes; the state is ``optax.EmptyState``.
 
   Args:
     strategy: ``None`` (additive, 0.9), ``"additive"`` (0.95),
       ``"multiplicative"`` (5.0) or ``"depth"`` (1.0).
     scaling_factor: the strategy's ``g``; may be traced.
-    order: the Keras variable order (see :func:`keras_caadam`).
+    order: the Keras variable order (see :func:`~caadam_jax.keras_caadam`).
 
   Returns:
     A stateless ``optax.GradientTransformation``.
