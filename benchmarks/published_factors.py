@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import caadam_jax
 from caadam_jax import _formulas
 from caadam_jax import _paths
-from caadam_jax import _published
+from caadam_jax.published import _keras_records
 
 # Each strategy with its default scaling factor (as described; 0.1.1 has the same ones).
 STRATEGIES = tuple(
@@ -41,7 +41,7 @@ def mlp_shapes(widths: list[int]) -> dict:
 def factor_table(params) -> str:
   """The markdown table: one row per leaf in Keras order."""
   structure = caadam_jax.infer_structure(params)
-  records, stats, ordered = _published._Resolver(None, None, None).records(params)
+  records, stats, ordered = _keras_records.Resolver(None, None, None).records(params)
   published = {
       name: caadam_jax.keras_caadam_factors(params, strategy=name, scaling_factor=g)
       for name, g in STRATEGIES

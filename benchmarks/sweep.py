@@ -22,7 +22,7 @@ compares the best against the best (results: docs/benchmarks_evidence.md):
   and one uniform factor with the same mean step (the parameter-weighted mean
   of the factors), each swept like the others;
 * all learning rates of one optimizer train in one vmapped batch with its
-  seeds (ADAS, whose ``lr`` only sets its initial step sizes, runs one cell
+  seeds (ADAS, whose ``learning_rate`` only sets its initial step sizes, runs one cell
   per learning rate); the JSON is written after every cell group and a rerun
   skips what is there, so the sweep can be run in pieces (``--configs``,
   ``--optimizers``) and resumed.
@@ -85,7 +85,7 @@ REFERENCE = "adam"
 def adas_spec(lr: float) -> OptSpec:
   return OptSpec(
       "adas",
-      lambda: caadam_jax.adas(lr=lr),
+      lambda: caadam_jax.adas(learning_rate=lr),
       has_lr=False,
       description="ADAS defaults except lr (its initial per-input step size), swept",
   )
@@ -426,7 +426,7 @@ def deviations(results: dict, task, args) -> list[str]:
         + "."
     )
   out.append(
-      "ADAS: its `lr` (initial per-input step size) is swept; it has no global learning rate, "
+      "ADAS: its `learning_rate` (initial per-input step size) is swept; it has no global learning rate, "
       "so reduce-on-plateau does nothing for it."
   )
   if proto.get("quick"):

@@ -11,8 +11,6 @@ from caadam_jax._formulas import Formula
 from caadam_jax._formulas import LayerRecord
 from caadam_jax._formulas import Statistics
 from caadam_jax._formulas import StrategyName
-from caadam_jax._published import keras_caadam
-from caadam_jax._published import keras_caadam_factors
 from caadam_jax._structure import LeafInfo
 from caadam_jax._structure import Structure
 from caadam_jax._structure import infer_structure
@@ -22,6 +20,8 @@ from caadam_jax._transforms import scale_by_connection_minmaxmedian
 from caadam_jax._transforms import scale_by_depth
 from caadam_jax._transforms import scale_by_strategy
 from caadam_jax._transforms import scale_by_structure
+from caadam_jax.published import keras_caadam
+from caadam_jax.published import keras_caadam_factors
 
 __version__ = "0.1.0"
 

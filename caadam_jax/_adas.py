@@ -3,8 +3,8 @@
 ADAS learns its own step sizes. Every parameter tensor ``W`` has one step size
 per input (``eta``, the shape of ``W`` without its output axis) and a master
 step size ``mu`` that drives the updates of ``eta``; ``mu`` itself is driven by
-the constant ``lr3``. Each level is a hypergradient step: the derivative of the
-loss with respect to a step size is approximated by the product of the current
+the constant ``meta_learning_rate`` (``lr3`` in the reference). Each level is a
+hypergradient step: the derivative of the loss with respect to a step size is approximated by the product of the current
 raw derivative and a running average of the previous normalized updates.
 
 Reference: Y. Eliyahu, "AdasOptimizer: ADAS is short for Adaptive Step Size",
@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from caadam_jax import _deprecation
 from caadam_jax import _dtypes
 from caadam_jax import _validation
 
@@ -60,7 +61,7 @@ class ScaleByAdasState(NamedTuple):
   v_mu: optax.Updates
 
 
-def _validate(lr, lr2, lr3, beta_1, beta_2, beta_3, eps) -> None:
+def _validate(learning_rate, hyper_learning_rate, meta_learning_rate, b1, b2, b3, eps) -> None:
   def positive(x):
     return x > 0
 
@@ -71,12 +72,12 @@ def _validate(lr, lr2, lr3, beta_1, beta_2, beta_3, eps) -> None:
     return 0 <= x < 1
 
   for name, value, allowed, ok in (
-      ("lr", lr, "lr > 0", positive),
-      ("lr2", lr2, "lr2 >= 0", non_negative),
-      ("lr3", lr3, "lr3 >= 0", non_negative),
-      ("beta_1", beta_1, "0 <= beta_1 < 1", decay),
-      ("beta_2", beta_2, "0 <= beta_2 < 1", decay),
-      ("beta_3", beta_3, "0 <= beta_3 < 1", decay),
+      ("learning_rate", learning_rate, "learning_rate > 0", positive),
+      ("hyper_learning_rate", hyper_learning_rate, "hyper_learning_rate >= 0", non_negative),
+      ("meta_learning_rate", meta_learning_rate, "meta_learning_rate >= 0", non_negative),
+      ("b1", b1, "0 <= b1 < 1", decay),
+      ("b2", b2, "0 <= b2 < 1", decay),
+      ("b3", b3, "0 <= b3 < 1", decay),
       ("eps", eps, "eps > 0", positive),
   ):
     _validation.check_real_scalar(name, value, allowed, ok, owner="caadam_jax.adas")
@@ -112,19 +113,97 @@ def _state_dtype(dtype: Any) -> jnp.dtype:
   return _dtypes.at_least_float32(dtype)
 
 
-def _normalize(x, v, beta_1, eps, correction):
+def _normalize(x, v, b1, eps, correction):
   """The normalizer's second-moment update and normalized value (``N`` in scale_by_adas)."""
-  v = beta_1 * v + (1 - beta_1) * jnp.square(x)
+  v = b1 * v + (1 - b1) * jnp.square(x)
   return v, x * correction / (jnp.sqrt(v) + eps)
 
 
+# The reference implementations' names of the hyperparameters (adasopt.py's ``lr``,
+# ``lr2``, ``lr3``, ``beta_1``, ``beta_2``, ``beta_3``, ``epsilon``), accepted for one
+# release. ``eps`` keeps its name.
+_REFERENCE_NAMES = dict(
+    lr="learning_rate",
+    lr2="hyper_learning_rate",
+    lr3="meta_learning_rate",
+    beta_1="b1",
+    beta_2="b2",
+    beta_3="b3",
+)
+
+
+def _init_leaf(p: Any, learning_rate, hyper_learning_rate, axis_arg: int) -> tuple[jax.Array, ...]:
+  """One leaf's initial state, in ``ScaleByAdasState`` field order after ``count``."""
+  # Shapes and dtypes only: jax.ShapeDtypeStruct leaves work too.
+  p = p if hasattr(p, "shape") and hasattr(p, "dtype") else jnp.asarray(p)
+  if jnp.issubdtype(p.dtype, jnp.complexfloating):
+    raise ValueError(
+        f"scale_by_adas got a complex parameter of shape {p.shape}: ADAS is defined "
+        "for real parameters only. Optimize the real and imaginary parts as two "
+        "real leaves."
+    )
+  dtype = _state_dtype(p.dtype)
+  axis = _leaf_axis(p.ndim, axis_arg)
+  eta_shape = () if axis is None else p.shape[:axis] + p.shape[axis + 1 :]
+  return (
+      jnp.full(eta_shape, learning_rate, dtype=dtype),  # eta
+      jnp.asarray(hyper_learning_rate, dtype=dtype),  # mu
+      # zeros_like keeps the leaf's sharding for the full-size moments.
+      jnp.zeros_like(p, dtype=dtype),  # v_w
+      jnp.zeros_like(p, dtype=dtype),  # u_w
+      jnp.zeros(eta_shape, dtype),  # v_eta
+      jnp.zeros(eta_shape, dtype),  # u_eta
+      jnp.zeros((), dtype),  # v_mu
+  )
+
+
+def _update_leaf(g, eta, mu, v_w, u_w, v_eta, u_eta, v_mu, *, count, hyper, axis_arg):
+  """One leaf's ADAS step: ``(update, *new state)``, the eight steps of scale_by_adas."""
+  meta_learning_rate, b1, b2, b3, eps = hyper
+  g = jnp.asarray(g)  # Python-float leaves, as optax.adam accepts them
+  dtype = v_w.dtype
+  axis = _leaf_axis(g.ndim, axis_arg)
+  gs = g.astype(dtype)
+  correction = jnp.sqrt(1 - b1 ** count.astype(dtype))
+  # 1. Normalize the raw gradient; u_w is still the previous average.
+  new_v_w, gn = _normalize(gs, v_w, b1, eps, correction)
+  # 2. The weight update, with the step sizes from before this step.
+  eta_b = eta if axis is None else jnp.expand_dims(eta, axis)
+  update = (-(eta_b * gn)).astype(g.dtype)
+  # 3. Hypergradient of eta: previous average times the raw gradient.
+  h = u_w * gs if axis is None else jnp.sum(u_w * gs, axis=axis)
+  new_u_w = b3 * u_w + (1 - b3) * gn
+  # 4.-5. Normalize h and update eta with the previous mu.
+  new_v_eta, hn = _normalize(h, v_eta, b1, eps, correction)
+  new_eta = eta + mu * eta * hn
+  # 6. Hypergradient of mu, from the previous average of eta's updates.
+  k = jnp.sum(u_eta * h)
+  new_u_eta = b2 * u_eta + (1 - b2) * hn
+  # 7.-8. Normalize k (its average has decay 0 and is unused) and update mu.
+  new_v_mu, kn = _normalize(k, v_mu, b1, eps, correction)
+  new_mu = mu + meta_learning_rate * mu * kn
+  new_state = (new_eta, new_mu, new_v_w, new_u_w, new_v_eta, new_u_eta, new_v_mu)
+  # Keep the state's dtypes fixed (e.g. a float64 injected hyperparameter
+  # must not promote a float32 state), so that init and update agree.
+  old_state = (eta, mu, v_w, u_w, v_eta, u_eta, v_mu)
+  return (update, *(n.astype(o.dtype) for n, o in zip(new_state, old_state, strict=True)))
+
+
+def _transpose(tree: Any, fields: int, like: Any) -> tuple[Any, ...]:
+  """A tree (structured like ``like``) of ``fields``-tuples as a tuple of trees."""
+  outer = jax.tree.structure(like)
+  inner = jax.tree.structure((0,) * fields)
+  return jax.tree.transpose(outer, inner, tree)
+
+
+@_deprecation.renamed_keywords(**_REFERENCE_NAMES)
 def scale_by_adas(
-    lr: jax.typing.ArrayLike = 1e-3,
-    lr2: jax.typing.ArrayLike = 5e-3,
-    lr3: jax.typing.ArrayLike = 5e-4,
-    beta_1: jax.typing.ArrayLike = 0.999,
-    beta_2: jax.typing.ArrayLike = 0.999,
-    beta_3: jax.typing.ArrayLike = 0.9999,
+    learning_rate: jax.typing.ArrayLike = 1e-3,
+    hyper_learning_rate: jax.typing.ArrayLike = 5e-3,
+    meta_learning_rate: jax.typing.ArrayLike = 5e-4,
+    b1: jax.typing.ArrayLike = 0.999,
+    b2: jax.typing.ArrayLike = 0.999,
+    b3: jax.typing.ArrayLike = 0.9999,
     eps: jax.typing.ArrayLike = 1e-7,
     *,
     output_axis: int | None = None,
@@ -135,32 +214,41 @@ def scale_by_adas(
   ``optax.apply_updates`` expects): ADAS has no global learning rate, so do not
   chain it with ``optax.scale_by_learning_rate``.
 
+  The hyperparameters have Optax-style names; the TensorFlow reference
+  (``adasopt.py``) calls them ``lr`` (``learning_rate``), ``lr2``
+  (``hyper_learning_rate``), ``lr3`` (``meta_learning_rate``), ``beta_1``
+  (``b1``), ``beta_2`` (``b2``), ``beta_3`` (``b3``) and ``epsilon`` (``eps``).
+  The reference names are accepted as keywords for one release, with a
+  ``DeprecationWarning``.
+
   For a leaf ``W`` with output axis ``a`` and step count ``t`` (from 1), a
   normalizer ``N(x; beta)`` keeps ``v`` and ``u``: it sets
-  ``v = beta_1*v + (1-beta_1)*x**2``, ``xn = x*sqrt(1-beta_1**t)/(sqrt(v)+eps)``,
+  ``v = b1*v + (1-b1)*x**2``, ``xn = x*sqrt(1-b1**t)/(sqrt(v)+eps)``,
   returns the previous ``u`` and ``xn`` and then sets
   ``u = beta*u + (1-beta)*xn``. One step with gradient ``g`` is:
 
-  1. ``(u_w_old, gn) = N_w(g; beta_3)``
+  1. ``(u_w_old, gn) = N_w(g; b3)``
   2. ``update = -eta * gn`` (``eta`` broadcast along ``a``, from before the step)
   3. ``h = sum over a of (u_w_old * g)``
-  4. ``(u_eta_old, hn) = N_eta(h; beta_2)``
+  4. ``(u_eta_old, hn) = N_eta(h; b2)``
   5. ``eta = eta + mu * eta * hn`` (``mu`` from before the step)
   6. ``k = sum of (u_eta_old * h)``
   7. ``(_, kn) = N_mu(k; 0)``
-  8. ``mu = mu + lr3 * mu * kn``
+  8. ``mu = mu + meta_learning_rate * mu * kn``
 
-  ``eta`` starts at ``lr`` and ``mu`` at ``lr2``; neither is clamped. A 1-D
-  leaf (a bias) has one step size; a 0-D leaf has one too (``h = u_w_old*g``).
+  ``eta`` starts at ``learning_rate`` and ``mu`` at ``hyper_learning_rate``;
+  neither is clamped. A 1-D leaf (a bias) has one step size; a 0-D leaf has one
+  too (``h = u_w_old*g``).
 
   Composition: gradient clipping goes before ADAS (it changes the raw
   gradients the hypergradients are computed from). ``optax.add_decayed_weights``
   placed before ADAS is an L2 penalty normalized with the gradient. For
   decoupled weight decay add it after ADAS with a NEGATIVE coefficient that
   includes its own step size, since there is no global learning rate to scale
-  it (``-decay_lr * decay``). ``lr`` and ``lr2`` are only initial values: under
-  ``optax.inject_hyperparams`` changing them after ``init`` has no effect, while
-  ``lr3``, the betas and ``eps`` act at every step.
+  it (``-decay_lr * decay``). ``learning_rate`` and ``hyper_learning_rate`` are
+  only initial values: under ``optax.inject_hyperparams`` changing them after
+  ``init`` has no effect, while ``meta_learning_rate``, the decay rates and
+  ``eps`` act at every step.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, caadam_jax
@@ -176,18 +264,20 @@ def scale_by_adas(
     ((4,), ())
 
   Args:
-    lr: initial per-input step size (``eta``), > 0.
-    lr2: initial master step size (``mu``), the step size of ``eta``; >= 0
-      (0 keeps ``eta`` fixed).
-    lr3: constant step size of ``mu``; >= 0 (0 keeps ``mu`` fixed).
-    beta_1: decay of the normalizers' second moments and their bias
-      correction, in [0, 1).
-    beta_2: decay of the running average of the normalized ``eta`` updates, in
-      [0, 1).
-    beta_3: decay of the running average of the normalized weight updates, in
-      [0, 1).
-    eps: added to the square root of the second moments, > 0 (the TensorFlow
-      reference uses 1e-7, the PyTorch one 1e-8).
+    learning_rate: initial per-input step size (``eta``), > 0 (reference:
+      ``lr``).
+    hyper_learning_rate: initial master step size (``mu``), the step size of
+      ``eta``; >= 0, 0 keeps ``eta`` fixed (reference: ``lr2``).
+    meta_learning_rate: constant step size of ``mu``; >= 0, 0 keeps ``mu``
+      fixed (reference: ``lr3``).
+    b1: decay of the normalizers' second moments and their bias correction, in
+      [0, 1) (reference: ``beta_1``).
+    b2: decay of the running average of the normalized ``eta`` updates, in
+      [0, 1) (reference: ``beta_2``).
+    b3: decay of the running average of the normalized weight updates, in
+      [0, 1) (reference: ``beta_3``).
+    eps: added to the square root of the second moments, > 0 (reference:
+      ``epsilon``; the TensorFlow reference uses 1e-7, the PyTorch one 1e-8).
     output_axis: the output axis of every leaf, keyword-only and static. None
       (the default) means -1, the last axis, as in Flax (Dense ``(in, out)``,
       Conv ``(kh, kw, in, out)``); use 0 for PyTorch/Equinox ``(out, in)``
@@ -206,70 +296,21 @@ def scale_by_adas(
       ``optax.inject_hyperparams``, are not range-checked), or ``output_axis``
       does not fit a leaf's rank (at ``init``).
     TypeError: a hyperparameter is not a real scalar (a string, None, a list, a
-      bool, a callable), or ``output_axis`` is not a static int.
+      bool, a callable), ``output_axis`` is not a static int, or a hyperparameter
+      is given under both its name and its deprecated reference name.
 
   References:
     Y. Eliyahu, AdasOptimizer, https://github.com/YanaiEliyahu/AdasOptimizer.
   """
-  _validate(lr, lr2, lr3, beta_1, beta_2, beta_3, eps)
+  _validate(learning_rate, hyper_learning_rate, meta_learning_rate, b1, b2, b3, eps)
   axis_arg = _resolve_output_axis(output_axis)
+  fields = len(ScaleByAdasState._fields) - 1  # every field but count
 
   def init_fn(params: optax.Params) -> ScaleByAdasState:
-    leaves, treedef = jax.tree.flatten(params)
-    fields = {name: [] for name in ScaleByAdasState._fields if name != "count"}
-    for p in leaves:
-      # Shapes and dtypes only: jax.ShapeDtypeStruct leaves work too.
-      p = p if hasattr(p, "shape") and hasattr(p, "dtype") else jnp.asarray(p)
-      if jnp.issubdtype(p.dtype, jnp.complexfloating):
-        raise ValueError(
-            f"scale_by_adas got a complex parameter of shape {p.shape}: ADAS is defined "
-            "for real parameters only. Optimize the real and imaginary parts as two "
-            "real leaves."
-        )
-      dtype = _state_dtype(p.dtype)
-      axis = _leaf_axis(p.ndim, axis_arg)
-      eta_shape = () if axis is None else p.shape[:axis] + p.shape[axis + 1 :]
-      fields["eta"].append(jnp.full(eta_shape, lr, dtype=dtype))
-      fields["mu"].append(jnp.asarray(lr2, dtype=dtype))
-      # zeros_like keeps the leaf's sharding for the full-size moments.
-      fields["v_w"].append(jnp.zeros_like(p, dtype=dtype))
-      fields["u_w"].append(jnp.zeros_like(p, dtype=dtype))
-      fields["v_eta"].append(jnp.zeros(eta_shape, dtype))
-      fields["u_eta"].append(jnp.zeros(eta_shape, dtype))
-      fields["v_mu"].append(jnp.zeros((), dtype))
-    return ScaleByAdasState(
-        count=jnp.zeros([], jnp.int32),
-        **{name: jax.tree.unflatten(treedef, vals) for name, vals in fields.items()},
+    per_leaf = jax.tree.map(
+        lambda p: _init_leaf(p, learning_rate, hyper_learning_rate, axis_arg), params
     )
-
-  def update_leaf(g, eta, mu, v_w, u_w, v_eta, u_eta, v_mu, count):
-    g = jnp.asarray(g)  # Python-float leaves, as optax.adam accepts them
-    dtype = v_w.dtype
-    axis = _leaf_axis(g.ndim, axis_arg)
-    gs = g.astype(dtype)
-    correction = jnp.sqrt(1 - beta_1 ** count.astype(dtype))
-    # 1. Normalize the raw gradient; u_w is still the previous average.
-    new_v_w, gn = _normalize(gs, v_w, beta_1, eps, correction)
-    # 2. The weight update, with the step sizes from before this step.
-    eta_b = eta if axis is None else jnp.expand_dims(eta, axis)
-    update = (-(eta_b * gn)).astype(g.dtype)
-    # 3. Hypergradient of eta: previous average times the raw gradient.
-    h = u_w * gs if axis is None else jnp.sum(u_w * gs, axis=axis)
-    new_u_w = beta_3 * u_w + (1 - beta_3) * gn
-    # 4.-5. Normalize h and update eta with the previous mu.
-    new_v_eta, hn = _normalize(h, v_eta, beta_1, eps, correction)
-    new_eta = eta + mu * eta * hn
-    # 6. Hypergradient of mu, from the previous average of eta's updates.
-    k = jnp.sum(u_eta * h)
-    new_u_eta = beta_2 * u_eta + (1 - beta_2) * hn
-    # 7.-8. Normalize k (its average has decay 0 and is unused) and update mu.
-    new_v_mu, kn = _normalize(k, v_mu, beta_1, eps, correction)
-    new_mu = mu + lr3 * mu * kn
-    new_state = (new_eta, new_mu, new_v_w, new_u_w, new_v_eta, new_u_eta, new_v_mu)
-    # Keep the state's dtypes fixed (e.g. a float64 injected hyperparameter
-    # must not promote a float32 state), so that init and update agree.
-    old_state = (eta, mu, v_w, u_w, v_eta, u_eta, v_mu)
-    return update, tuple(n.astype(o.dtype) for n, o in zip(new_state, old_state, strict=False))
+    return ScaleByAdasState(jnp.zeros([], jnp.int32), *_transpose(per_leaf, fields, params))
 
   def update_fn(
       updates: optax.Updates,
@@ -279,34 +320,28 @@ def scale_by_adas(
   ) -> tuple[optax.Updates, ScaleByAdasState]:
     del params, extra_args
     count = jnp.asarray(optax.safe_increment(state.count))
-    grads, treedef = jax.tree.flatten(updates)
-    names = ScaleByAdasState._fields[1:]
-    columns = [treedef.flatten_up_to(getattr(state, name)) for name in names]
-    new_updates, new_columns = [], [[] for _ in names]
-    for g, *leaf_state in zip(grads, *columns, strict=False):
-      update, new_leaf_state = update_leaf(g, *leaf_state, count=count)
-      new_updates.append(update)
-      for column, value in zip(new_columns, new_leaf_state, strict=False):
-        column.append(value)
-    new_state = ScaleByAdasState(
-        count=count,
-        **{
-            name: jax.tree.unflatten(treedef, col)
-            for name, col in zip(names, new_columns, strict=False)
-        },
+    hyper = (meta_learning_rate, b1, b2, b3, eps)
+    per_leaf = jax.tree.map(
+        lambda g, *leaf_state: _update_leaf(
+            g, *leaf_state, count=count, hyper=hyper, axis_arg=axis_arg
+        ),
+        updates,
+        *state[1:],
     )
-    return jax.tree.unflatten(treedef, new_updates), new_state
+    new_updates, *new_fields = _transpose(per_leaf, fields + 1, updates)
+    return new_updates, ScaleByAdasState(count, *new_fields)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+@_deprecation.renamed_keywords(**_REFERENCE_NAMES)
 def adas(
-    lr: jax.typing.ArrayLike = 1e-3,
-    lr2: jax.typing.ArrayLike = 5e-3,
-    lr3: jax.typing.ArrayLike = 5e-4,
-    beta_1: jax.typing.ArrayLike = 0.999,
-    beta_2: jax.typing.ArrayLike = 0.999,
-    beta_3: jax.typing.ArrayLike = 0.9999,
+    learning_rate: jax.typing.ArrayLike = 1e-3,
+    hyper_learning_rate: jax.typing.ArrayLike = 5e-3,
+    meta_learning_rate: jax.typing.ArrayLike = 5e-4,
+    b1: jax.typing.ArrayLike = 0.999,
+    b2: jax.typing.ArrayLike = 0.999,
+    b3: jax.typing.ArrayLike = 0.9999,
     eps: jax.typing.ArrayLike = 1e-7,
     *,
     output_axis: int | None = None,
@@ -315,10 +350,13 @@ def adas(
 
   ADAS has no separate global learning rate: this alias is
   :func:`scale_by_adas` itself, whose output is the final (negative) update for
-  ``optax.apply_updates``. ``lr`` is the initial per-input step size, ``lr2``
-  the initial step size of those step sizes and ``lr3`` the constant step size
-  above it; all three are learned or act as described in
-  :func:`scale_by_adas`. Clip gradients before it
+  ``optax.apply_updates``. ``learning_rate`` is the initial per-input step
+  size, ``hyper_learning_rate`` the initial step size of those step sizes and
+  ``meta_learning_rate`` the constant step size above it; all three are learned
+  or act as described in :func:`scale_by_adas`, which also maps each name to the
+  reference's (``lr``, ``lr2``, ``lr3``, ``beta_1``, ``beta_2``, ``beta_3``,
+  ``epsilon``; the reference names still work, with a ``DeprecationWarning``).
+  Clip gradients before it
   (``optax.chain(optax.clip_by_global_norm(1.0), caadam_jax.adas())``); for
   decoupled weight decay chain ``optax.add_decayed_weights(-decay_lr * decay)``
   after it.
@@ -336,13 +374,17 @@ def adas(
     True
 
   Args:
-    lr: initial per-input step size, > 0.
-    lr2: initial master step size, >= 0.
-    lr3: constant step size of the master step size, >= 0.
-    beta_1: decay of the normalizers' second moments, in [0, 1).
-    beta_2: decay of the average of normalized step-size updates, in [0, 1).
-    beta_3: decay of the average of normalized weight updates, in [0, 1).
-    eps: numerical stability term, > 0.
+    learning_rate: initial per-input step size, > 0 (reference: ``lr``).
+    hyper_learning_rate: initial master step size, >= 0 (reference: ``lr2``).
+    meta_learning_rate: constant step size of the master step size, >= 0
+      (reference: ``lr3``).
+    b1: decay of the normalizers' second moments, in [0, 1) (reference:
+      ``beta_1``).
+    b2: decay of the average of normalized step-size updates, in [0, 1)
+      (reference: ``beta_2``).
+    b3: decay of the average of normalized weight updates, in [0, 1)
+      (reference: ``beta_3``).
+    eps: numerical stability term, > 0 (reference: ``epsilon``).
     output_axis: static output axis of every leaf; None (default) is -1 (Flax
       layout), 0 for PyTorch/Equinox ``(out, in)`` layouts.
 
@@ -351,9 +393,19 @@ def adas(
 
   Raises:
     ValueError: as :func:`scale_by_adas` (non-finite or out-of-range values).
-    TypeError: as :func:`scale_by_adas` (values that are not real scalars).
+    TypeError: as :func:`scale_by_adas` (values that are not real scalars, a
+      name given twice).
 
   References:
     Y. Eliyahu, AdasOptimizer, https://github.com/YanaiEliyahu/AdasOptimizer.
   """
-  return scale_by_adas(lr, lr2, lr3, beta_1, beta_2, beta_3, eps, output_axis=output_axis)
+  return scale_by_adas(
+      learning_rate,
+      hyper_learning_rate,
+      meta_learning_rate,
+      b1,
+      b2,
+      b3,
+      eps,
+      output_axis=output_axis,
+  )

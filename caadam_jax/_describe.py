@@ -109,7 +109,8 @@ def describe(
       else _structure.infer_structure(params_or_structure)
   )
   if published:
-    from caadam_jax import _published  # the published mode builds on the core
+    # Imported here: the published mode (periphery) builds on the core, not the reverse.
+    from caadam_jax.published import keras_caadam_factors
 
     if callable(strategy):
       raise TypeError(
@@ -117,7 +118,7 @@ def describe(
           "has no published behaviour. Pass published=False to report a formula's factors."
       )
     given = isinstance(params_or_structure, _structure.Structure)
-    by_name = _published.keras_caadam_factors(
+    by_name = keras_caadam_factors(
         _shape_tree(structure),
         strategy=strategy,
         scaling_factor=scaling_factor,
@@ -129,7 +130,8 @@ def describe(
 
   def sort_key(item):
     path, info = item
-    depth = info.depth if not isinstance(info.depth, tuple) else info.depth[0]
+    records = info.records()  # a stacked leaf sorts by its first slice
+    depth = records[0][2] if records else None
     return (depth is None, depth if depth is not None else 0, _paths.natural_key(path))
 
   rows = [

@@ -17,12 +17,13 @@ function here plus one entry in ``STRATEGIES`` (CONTRIBUTING.md, "Add a strategy
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, NamedTuple, cast, get_args
 
 import jax
 import jax.core
 import jax.numpy as jnp
+import numpy as np
 
 from caadam_jax import _validation
 
@@ -79,6 +80,16 @@ class LayerRecord(NamedTuple):
   connections: float
   depth: int
   shapes: tuple[tuple[int, ...], ...] = ()
+
+
+def statistics_of(connections: Sequence[float], num_layers: int) -> Statistics:
+  """``c_min``, ``c_med`` (numpy's median), ``c_max`` of non-empty ``connections``, and ``D``."""
+  return Statistics(
+      c_min=float(min(connections)),
+      c_med=float(np.median(np.asarray(connections, dtype=np.float64))),
+      c_max=float(max(connections)),
+      num_layers=num_layers,
+  )
 
 
 # A scaling formula: one layer's record, the network's statistics and the scaling

@@ -7,6 +7,7 @@ parameter pytree; a scaling formula turns it into one constant factor per leaf.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple, cast
@@ -16,6 +17,7 @@ import numpy as np
 import optax
 
 from caadam_jax import _formulas
+from caadam_jax import _leaves
 from caadam_jax import _paths
 from caadam_jax import _validation
 
@@ -44,6 +46,46 @@ class LeafInfo(NamedTuple):
   depth: int | tuple[int, ...] | None
   stack_axis: int | None = None
   weight: bool = False
+
+  def layer_ids(self) -> tuple[_paths.Path, ...]:
+    """The layers the leaf belongs to: its layer, or one per slice when stacked.
+
+    Empty for a leaf excluded from scaling. The one place where a stacked leaf
+    becomes its slices (``slice_layer(layer, i)``).
+    """
+    if self.layer is None:
+      return ()
+    if self.stack_axis is None:
+      return (self.layer,)
+    return tuple(slice_layer(self.layer, i) for i in range(self.shape[self.stack_axis]))
+
+  def slice_shape(self) -> tuple[int, ...]:
+    """The shape of one layer's part of the leaf: without the stack axis, if any."""
+    if self.stack_axis is None:
+      return self.shape
+    return self.shape[: self.stack_axis] + self.shape[self.stack_axis + 1 :]
+
+  def records(self) -> tuple[tuple[_paths.Path, int, int], ...]:
+    """``(layer id, connections, depth)`` per layer of a counted leaf; empty otherwise.
+
+    Reads ``connections`` and ``depth`` as numbers, or as per-slice tuples for a
+    stacked leaf, so that no caller branches on the two forms.
+    """
+    if self.connections is None:
+      return ()
+    if self.stack_axis is None:
+      return ((cast(_paths.Path, self.layer), cast(int, self.connections), cast(int, self.depth)),)
+    return tuple(
+        zip(self.layer_ids(), cast(tuple, self.connections), cast(tuple, self.depth), strict=True)
+    )
+
+  def with_records(self, records: list[_formulas.LayerRecord]) -> LeafInfo:
+    """This leaf with ``connections``/``depth`` from one record per ``layer_ids()``."""
+    if self.stack_axis is None:
+      return self._replace(connections=records[0].connections, depth=records[0].depth)
+    return self._replace(
+        connections=tuple(r.connections for r in records), depth=tuple(r.depth for r in records)
+    )
 
 
 # Leaf names that decide a tensor's role whatever its number of dimensions:
@@ -77,15 +119,6 @@ def slice_layer(layer: _paths.Path, index: int) -> _paths.Path:
   return (*layer, f"[{index}]")
 
 
-def _shape_of(leaf: Any) -> tuple[int, ...]:
-  shape = getattr(leaf, "shape", None)
-  return tuple(int(d) for d in (np.shape(leaf) if shape is None else shape))
-
-
-def _median(values: list[int]) -> float:
-  return float(np.median(np.asarray(values, dtype=np.float64)))
-
-
 def _prefix_lookup(table: Mapping[_paths.Path, Any], path: _paths.Path) -> tuple[bool, Any]:
   """The value of the longest key of ``table`` that is a prefix of ``path``."""
   for end in range(len(path), -1, -1):
@@ -98,23 +131,16 @@ def _parse_table(table: Mapping[Any, Any] | None) -> dict[_paths.Path, Any]:
   return {_paths.parse_path(k): v for k, v in (table or {}).items()}
 
 
-def _slice_ids(info: LeafInfo) -> list[_paths.Path]:
-  """The layer ids of a counted leaf (its layer, or one per stack slice)."""
-  layer = cast(_paths.Path, info.layer)  # counted leaves have a layer
-  if info.stack_axis is None:
-    return [layer]
-  return [slice_layer(layer, i) for i in range(info.shape[info.stack_axis])]
-
-
-def check_record(argument: str, record: Any) -> tuple[int, int]:
-  """A ``(connections, depth)`` record as ints; raises for anything else.
+def check_record(argument: str, record: Any) -> _formulas.LayerRecord:
+  """A ``(connections, depth)`` pair (or a ``LayerRecord``) as a checked ``LayerRecord``.
 
   Connections must be a positive integer and depth a non-negative integer; an
-  integral float is accepted, a fractional one is never truncated.
+  integral float is accepted, a fractional one is never truncated. A
+  ``LayerRecord``'s shapes are dropped: they come from the layer's weight leaves.
   """
   if isinstance(record, (str, bytes)) or not isinstance(record, Iterable):
     raise TypeError(f"{argument} must be a (connections, depth) pair or None, got {record!r}.")
-  record = tuple(record)
+  record = tuple(record[:2]) if isinstance(record, _formulas.LayerRecord) else tuple(record)
   if len(record) != 2:
     raise TypeError(f"{argument} must be a (connections, depth) pair or None, got {record!r}.")
   connections = _validation.check_integer(
@@ -123,7 +149,42 @@ def check_record(argument: str, record: Any) -> tuple[int, int]:
   depth = _validation.check_integer(
       f"{argument}: depth", record[1], minimum=0, what="a non-negative integer"
   )
-  return connections, depth
+  return _formulas.LayerRecord(connections, depth)
+
+
+def _leaf_info(path: _paths.Path, entry: LeafInfo | tuple[Any, ...]) -> LeafInfo:
+  """A ``from_layers`` leaf entry as an uncounted LeafInfo.
+
+  The entry is a LeafInfo or a tuple ``(layer, shape[, stack_axis[, weight]])``
+  (weight by default from :func:`is_weight`).
+  """
+  if isinstance(entry, LeafInfo):
+    return entry._replace(shape=tuple(entry.shape), connections=None, depth=None)
+  layer, shape, *rest = entry
+  axis = rest[0] if rest else None
+  weight = rest[1] if len(rest) > 1 else is_weight(path, tuple(shape), axis)
+  return LeafInfo(layer, tuple(shape), None, None, axis, bool(weight))
+
+
+def _layer_records(
+    counted_layers: Mapping[_paths.Path, _formulas.LayerRecord] | Iterable[tuple[Any, ...]],
+) -> dict[_paths.Path, _formulas.LayerRecord]:
+  """``from_layers``'s counted layers as checked records, layer -> LayerRecord."""
+  if isinstance(counted_layers, Mapping):
+    entries = [(layer, *record[:2]) for layer, record in counted_layers.items()]
+  else:
+    entries = list(counted_layers)
+  records: dict[_paths.Path, _formulas.LayerRecord] = {}
+  for position, entry in enumerate(entries):
+    layer = entry[0]
+    record = check_record(
+        f"counted_layers[{position}] (layer {_paths.path_to_str(layer)})",
+        (entry[1], entry[2] if len(entry) > 2 else position),
+    )
+    if layer in records:
+      raise ValueError(f"counted_layers lists layer {_paths.path_to_str(layer)} more than once.")
+    records[layer] = record
+  return records
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -148,22 +209,27 @@ class Structure:
   @classmethod
   def from_layers(
       cls,
-      leaves: Mapping[_paths.Path, tuple[Any, ...]],
-      counted_layers: Iterable[tuple[Any, ...]],
+      leaves: Mapping[_paths.Path, LeafInfo | tuple[Any, ...]],
+      counted_layers: Mapping[_paths.Path, _formulas.LayerRecord] | Iterable[tuple[Any, ...]],
   ) -> Structure:
     """Builds a structure from leaf-to-layer assignments and counted layers.
 
     Args:
-      leaves: normalized leaf path -> ``(layer, shape)``,
-        ``(layer, shape, stack_axis)`` or ``(layer, shape, stack_axis, weight)``;
-        ``layer`` None excludes the leaf from scaling. A stacked leaf's slices are
-        the layers ``slice_layer(layer, i)``. ``weight`` (default: the rule of
+      leaves: normalized leaf path -> :class:`LeafInfo` (its ``connections`` and
+        ``depth`` are filled in from ``counted_layers``), or a tuple
+        ``(layer, shape)``, ``(layer, shape, stack_axis)`` or
+        ``(layer, shape, stack_axis, weight)``; ``layer`` None excludes the leaf
+        from scaling. A stacked leaf's slices are the layers
+        ``slice_layer(layer, i)``. ``weight`` (tuple default: the rule of
         ``is_weight``) says whether the leaf's shape enters its layer's
         record's ``shapes``.
-      counted_layers: ``(layer, connections)`` in forward order (depth = position)
-        or ``(layer, connections, depth)`` with explicit depths (ties allowed,
-        for branches). Layers not listed are not counted (factor 1).
-        Connections are positive integers, depths non-negative integers.
+      counted_layers: layer -> :class:`~caadam_jax.LayerRecord` (its
+        ``connections`` and ``depth``; the ``shapes`` come from the weight
+        leaves), or a sequence of ``(layer, connections)`` in forward order
+        (depth = position) or ``(layer, connections, depth)`` with explicit
+        depths (ties allowed, for branches). Layers not listed are not counted
+        (factor 1). Connections are positive integers, depths non-negative
+        integers.
 
     Returns:
       The structure, with statistics over the counted layers.
@@ -172,39 +238,19 @@ class Structure:
       ValueError: a layer is listed twice, or a record is out of range.
       TypeError: a record is not made of numbers.
     """
-    records: dict[_paths.Path, tuple[int, int]] = {}
-    for position, entry in enumerate(counted_layers):
-      layer = entry[0]
-      connections, depth = check_record(
-          f"counted_layers[{position}] (layer {_paths.path_to_str(layer)})",
-          (entry[1], entry[2] if len(entry) > 2 else position),
-      )
-      if layer in records:
-        raise ValueError(f"counted_layers lists layer {_paths.path_to_str(layer)} more than once.")
-      records[layer] = (connections, depth)
+    records = _layer_records(counted_layers)
     infos = {}
-    for path, (layer, shape, *rest) in leaves.items():
-      axis = rest[0] if rest else None
-      weight = rest[1] if len(rest) > 1 else is_weight(path, tuple(shape), axis)
-      info = LeafInfo(layer, tuple(shape), None, None, axis, bool(weight))
-      if layer is not None:
-        ids = _slice_ids(info)
-        found = [records[i] for i in ids if i in records]
-        if found and len(found) == len(ids):
-          if info.stack_axis is not None:
-            connections, depth = tuple(r[0] for r in found), tuple(r[1] for r in found)
-          else:
-            connections, depth = found[0]
-          info = info._replace(connections=connections, depth=depth)
+    for path, entry in leaves.items():
+      info = _leaf_info(path, entry)
+      found = [records[i] for i in info.layer_ids() if i in records]
+      if found and len(found) == len(info.layer_ids()):
+        info = info.with_records(found)
       infos[path] = info
     statistics = None
     if records:
-      sizes = [c for c, _ in records.values()]
-      statistics = _formulas.Statistics(
-          c_min=float(min(sizes)),
-          c_med=_median(sizes),
-          c_max=float(max(sizes)),
-          num_layers=max(d for _, d in records.values()) + 1,
+      statistics = _formulas.statistics_of(
+          [r.connections for r in records.values()],
+          num_layers=max(r.depth for r in records.values()) + 1,
       )
     return cls(types.MappingProxyType(infos), statistics)
 
@@ -212,7 +258,10 @@ class Structure:
   def from_records(
       cls,
       params: optax.Params,
-      records: Mapping[Any, tuple[int, int] | None] | Callable[[str, Any], tuple[int, int] | None],
+      records: (
+          Mapping[Any, tuple[int, int] | _formulas.LayerRecord | None]
+          | Callable[[str, Any], tuple[int, int] | _formulas.LayerRecord | None]
+      ),
   ) -> Structure:
     """Builds a structure by hand: every leaf's ``(connections, depth)``.
 
@@ -224,7 +273,8 @@ class Structure:
       params: the parameter pytree.
       records: a mapping from a leaf path, or a path prefix such as a layer path
         (``'encoder/Dense_0'`` or a key tuple; the longest matching prefix
-        wins), to ``(connections, depth)``; or a callable
+        wins), to ``(connections, depth)`` (or a
+        :class:`~caadam_jax.LayerRecord`); or a callable
         ``(path string, leaf) -> (connections, depth)``. ``None`` gives the leaf
         factor 1 and keeps it out of the statistics. ``connections`` must be a
         positive integer and ``depth`` a non-negative integer (integral floats
@@ -257,7 +307,9 @@ class Structure:
             }
         )
     )
-    leaf_layers, layer_records, missing = {}, {}, []
+    leaf_infos: dict[_paths.Path, LeafInfo] = {}
+    layer_records: dict[_paths.Path, _formulas.LayerRecord] = {}
+    missing = []
     for path, leaf in leaves:
       if callable(records):
         record = records(_paths.path_to_str(path), leaf)
@@ -269,18 +321,21 @@ class Structure:
           missing.append(_paths.path_to_str(path))
           continue
       layer = path[:-1] if record is not None else None
-      leaf_layers[path] = (layer, _shape_of(leaf))
-      if record is not None and layer_records.setdefault(layer, record) != record:
+      shape = _leaves.shape_of(leaf)
+      leaf_infos[path] = LeafInfo(layer, shape, None, None, weight=is_weight(path, shape))
+      if record is not None and layer_records.setdefault(path[:-1], record) != record:
+        first = layer_records[path[:-1]]
         raise ValueError(
             f"Leaves of layer {_paths.path_to_str(path[:-1])} got different records "
-            f"{layer_records[layer]} and {record}; give one record per layer."
+            f"{(first.connections, first.depth)} and {(record.connections, record.depth)}; "
+            "give one record per layer."
         )
     if missing:
       raise ValueError(
           f"records gives no (connections, depth) for: {', '.join(missing[:10])}. "
           "Add them (or a prefix covering them), or map them to None for factor 1."
       )
-    return cls.from_layers(leaf_layers, [(layer, c, d) for layer, (c, d) in layer_records.items()])
+    return cls.from_layers(leaf_infos, layer_records)
 
   def with_factor_one(self, paths: Iterable[Any]) -> Structure:
     """Returns a copy in which the given leaves (or subtrees) get factor 1.
@@ -318,22 +373,13 @@ class Structure:
     A record's ``shapes`` are the shapes of the layer's weight leaves in the tree's
     leaf order (per slice, without the stack axis, for a stacked layer).
     """
-    layers, shapes = {}, {}
+    layers: dict[_paths.Path, tuple[int, int]] = {}
+    shapes: dict[_paths.Path, list[tuple[int, ...]]] = {}
     for info in self.leaves.values():
-      if info.connections is None:
-        continue
-      # A leaf's connections and depth are numbers, or tuples for a stacked leaf.
-      ids = _slice_ids(info)
-      if info.stack_axis is None:
-        records = [(cast(int, info.connections), cast(int, info.depth))]
-        shape = info.shape
-      else:
-        records = list(zip(cast(tuple, info.connections), cast(tuple, info.depth), strict=True))
-        shape = info.shape[: info.stack_axis] + info.shape[info.stack_axis + 1 :]
-      for layer_id, (c, d) in zip(ids, records, strict=True):
-        layers[layer_id] = (c, d)
+      for layer_id, connections, depth in info.records():
+        layers[layer_id] = (connections, depth)
         if info.weight:
-          shapes.setdefault(layer_id, []).append(shape)
+          shapes.setdefault(layer_id, []).append(info.slice_shape())
     records = {
         layer_id: _formulas.LayerRecord(c, d, tuple(shapes.get(layer_id, ())))
         for layer_id, (c, d) in layers.items()
@@ -381,23 +427,10 @@ class Structure:
     layers = self.layers
     stats = cast(_formulas.Statistics, self.statistics)  # not None where layers are counted
     per_layer = {layer: formula(record, stats, g) for layer, record in layers.items()}
-    factors = {}
-    for path, info in self.leaves.items():
-      if info.connections is None:
-        factors[path] = 1.0
-      elif info.stack_axis is None:
-        factors[path] = per_layer[_slice_ids(info)[0]]
-      else:
-        values = [per_layer[i] for i in _slice_ids(info)]
-        stacked = (
-            np.asarray(values, dtype=np.float64)
-            if all(isinstance(v, float) for v in values)
-            else jnp.stack([jnp.asarray(v, dtype=jnp.float32) for v in values])
-        )
-        broadcast = [1] * len(info.shape)
-        broadcast[info.stack_axis] = len(values)
-        factors[path] = stacked.reshape(broadcast)
-    return factors
+    return {
+        path: _leaf_factor(info, [per_layer[layer_id] for layer_id, _, _ in info.records()])
+        for path, info in self.leaves.items()
+    }
 
   def check_matches(self, tree: Any, *, check_shapes: bool = True) -> None:
     """Raises a ValueError if ``tree`` does not have this structure's leaves.
@@ -422,9 +455,9 @@ class Structure:
       problems.append("paths in the structure but not in the tree: " + _paths.paths_to_str(extra))
     if check_shapes:
       wrong = [
-          f"{_paths.path_to_str(p)} {_shape_of(leaf)} vs {self.leaves[p].shape}"
+          f"{_paths.path_to_str(p)} {_leaves.shape_of(leaf)} vs {self.leaves[p].shape}"
           for p, leaf in leaves
-          if p in self.leaves and _shape_of(leaf) != self.leaves[p].shape
+          if p in self.leaves and _leaves.shape_of(leaf) != self.leaves[p].shape
       ]
       if wrong:
         problems.append("shapes differ (tree vs structure): " + ", ".join(wrong[:10]))
@@ -462,12 +495,28 @@ class Structure:
       infos: dict[_paths.Path, LeafInfo] = {("params", *p): info for p, info in self.leaves.items()}
       for path, leaf in leaves:
         if path[:1] != ("params",) and path not in infos:
-          infos[path] = LeafInfo(None, _shape_of(leaf), None, None)
+          infos[path] = LeafInfo(None, _leaves.shape_of(leaf), None, None)
     elif _any_params(mine) and not _any_params(tree_paths):
       infos = {p[1:]: info for p, info in self.leaves.items() if p[:1] == ("params",)}
     else:
       return self
     return Structure(types.MappingProxyType(infos), self.statistics)
+
+
+def _leaf_factor(info: LeafInfo, values: list[Any]) -> Any:
+  """A leaf's factor from its layers' factors (one per slice): broadcast along a stack."""
+  if not values:
+    return 1.0  # an uncounted leaf
+  if info.stack_axis is None:
+    return values[0]
+  stacked = (
+      np.asarray(values, dtype=np.float64)
+      if all(isinstance(v, float) for v in values)
+      else jnp.stack([jnp.asarray(v, dtype=jnp.float32) for v in values])
+  )
+  broadcast = [1] * len(info.shape)
+  broadcast[info.stack_axis] = len(values)
+  return stacked.reshape(broadcast)
 
 
 def _any_params(paths: Iterable[_paths.Path]) -> bool:
@@ -496,7 +545,8 @@ def assemble(
   leaves = list(leaves)
   stack_table = _parse_table(stacked)
   _paths.check_prefixes("stacked", stack_table, [path for path, _ in leaves])
-  leaf_layers, connections = {}, {}
+  infos: dict[_paths.Path, LeafInfo] = {}
+  connections: dict[_paths.Path, int] = {}
   for path, shape in leaves:
     found, axis = _prefix_lookup(stack_table, path)
     if found:
@@ -511,21 +561,19 @@ def assemble(
     role = (weight_roles or {}).get(path)
     # A zero-size tensor has no connections: it is no weight and no layer.
     weight = (is_weight(path, shape, axis) if role is None else role) and int(np.prod(shape)) > 0
-    leaf_layers[path] = (layer, shape, axis, weight)
-    if not weight:
-      continue
-    if axis is None:
-      connections[layer] = connections.get(layer, 0) + int(np.prod(shape))
-    else:
-      per_slice = int(np.prod(shape)) // shape[axis]
-      for i in range(shape[axis]):
-        connections[slice_layer(layer, i)] = connections.get(slice_layer(layer, i), 0) + per_slice
+    info = LeafInfo(layer, shape, None, None, axis, weight)
+    infos[path] = info
+    if weight:
+      for layer_id in info.layer_ids():
+        connections[layer_id] = connections.get(layer_id, 0) + math.prod(info.slice_shape())
   if layer_depths is None:
-    order = sorted(connections, key=_paths.natural_key)
-    counted = [(layer, connections[layer]) for layer in order]
-  else:
-    counted = [(layer, c, layer_depths[layer]) for layer, c in connections.items()]
-  return Structure.from_layers(leaf_layers, counted)
+    layer_depths = {
+        layer: depth for depth, layer in enumerate(sorted(connections, key=_paths.natural_key))
+    }
+  counted = {
+      layer: _formulas.LayerRecord(c, layer_depths[layer]) for layer, c in connections.items()
+  }
+  return Structure.from_layers(infos, counted)
 
 
 def infer_structure(params: optax.Params, *, stacked: Mapping[Any, int] | None = None) -> Structure:
@@ -574,4 +622,4 @@ def infer_structure(params: optax.Params, *, stacked: Mapping[Any, int] | None =
     (16, 24.0)
   """
   leaves, _ = _paths.leaves_with_paths(params)
-  return assemble([(path, _shape_of(leaf)) for path, leaf in leaves], stacked=stacked)
+  return assemble([(path, _leaves.shape_of(leaf)) for path, leaf in leaves], stacked=stacked)

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 from jax.extend import core as jex_core
 
+from caadam_jax import _leaves
 from caadam_jax import _paths
 from caadam_jax import _structure
 
@@ -200,24 +201,10 @@ def _as_function(
   # flax is optional: whoever passes an NNX module has imported flax.nnx already.
   nnx = sys.modules.get("flax.nnx")
   if nnx is not None and isinstance(model, nnx.Module):
-    graphdef, param_state, rest = nnx.split(model, nnx.Param, ...)
-
-    def nnx_fn(p, state, *a, **k):
-      # A fresh module inside the trace: it may mutate its state (BatchNorm in
-      # train mode, Dropout's RNG count, nnx.scan's carried state); the caller's
-      # module is left untouched.
-      return nnx.merge(graphdef, p, state)(*a, **k)
-
-    return nnx_fn, param_state, rest, (params, *args)
+    return (*_nnx_function(nnx, model), (params, *args))
   eqx = sys.modules.get("equinox")  # an Equinox module implies equinox is imported
   if eqx is not None and isinstance(model, eqx.Module):
-    arrays, static = eqx.partition(model, _is_float_array)
-
-    def eqx_fn(p, state, *a, **k):
-      del state
-      return eqx.combine(p, static)(*a, **k)
-
-    return eqx_fn, arrays, None, (params, *args)
+    return (*_equinox_function(eqx, model), (params, *args))
   if not callable(model):
     raise TypeError(
         "trace_structure expects apply_fn to be a function (params, *args) -> outputs "
@@ -238,6 +225,30 @@ def _as_function(
     return model(p, *a, **k)
 
   return plain_fn, params, None, args
+
+
+def _nnx_function(nnx: Any, model: Any) -> tuple[Callable[..., Any], Any, Any]:
+  """``(fn(params, state, *args, **kwargs), params, state)`` for an NNX module."""
+  graphdef, param_state, rest = nnx.split(model, nnx.Param, ...)
+
+  def nnx_fn(p, state, *a, **k):
+    # A fresh module inside the trace: it may mutate its state (BatchNorm in
+    # train mode, Dropout's RNG count, nnx.scan's carried state); the caller's
+    # module is left untouched.
+    return nnx.merge(graphdef, p, state)(*a, **k)
+
+  return nnx_fn, param_state, rest
+
+
+def _equinox_function(eqx: Any, model: Any) -> tuple[Callable[..., Any], Any, None]:
+  """``(fn(params, state, *args, **kwargs), params, None)`` for an Equinox module."""
+  arrays, static = eqx.partition(model, _is_float_array)
+
+  def eqx_fn(p, state, *a, **k):
+    del state
+    return eqx.combine(p, static)(*a, **k)
+
+  return eqx_fn, arrays, None
 
 
 def _is_float_array(x: Any) -> bool:
@@ -370,6 +381,28 @@ def trace_structure(
   """
   if depth_rule not in ("longest_path", "first_use"):
     raise ValueError(f"depth_rule must be 'longest_path' or 'first_use', got {depth_rule!r}.")
+  shapes, tracer = _trace(apply_fn, params, args, kwargs)
+  stacked_table = {
+      **_detected_stacks(tracer, shapes),
+      **{_paths.parse_path(k): v for k, v in (stacked or {}).items()},
+  }
+  roles = _roles(tracer, shapes)
+  base = _structure.assemble(shapes, stacked=stacked_table, weight_roles=roles)
+  order, preds = _forward_order(tracer, base, shapes)
+  depths = _depths(order, preds, set(base.layers), depth_rule)
+  return _structure.assemble(shapes, stacked=stacked_table, weight_roles=roles, layer_depths=depths)
+
+
+_Shapes = list[tuple[_paths.Path, tuple[int, ...]]]
+
+
+def _trace(
+    apply_fn: Any, params: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[_Shapes, _Tracer]:
+  """Traces the model once: ``(parameter paths and shapes, the walked tracer)``.
+
+  Parameter leaf ``i`` of the shapes is element ``(i, None)`` in the tracer's records.
+  """
   fn, param_tree, state, args = _as_function(apply_fn, params, args)
   arrays, rebuild = _split_static((args, kwargs))
 
@@ -378,31 +411,44 @@ def trace_structure(
     return fn(p, state, *call_args, **call_kwargs)
 
   jaxpr = _make_jaxpr(forward, param_tree, state, arrays)
-  paths = [
-      (_paths.normalize_path(key_path), leaf)
+  shapes = [
+      (_paths.normalize_path(key_path), _leaves.shape_of(leaf))
       for key_path, leaf in jax.tree_util.tree_flatten_with_path(param_tree)[0]
   ]
-  inputs = [_Value(False, frozenset({(i, None)})) for i in range(len(paths))]
+  inputs = [_Value(False, frozenset({(i, None)})) for i in range(len(shapes))]
   inputs += [_INPUT] * (len(jaxpr.jaxpr.invars) - len(inputs))  # state and inputs
   tracer = _Tracer()
   tracer.run(jaxpr, inputs)
+  return shapes, tracer
 
-  shapes = [(path, _structure._shape_of(leaf)) for path, leaf in paths]
-  detected = {
+
+def _detected_stacks(tracer: _Tracer, shapes: _Shapes) -> dict[_paths.Path, int]:
+  """Leaves sliced along axis 0 by scans of one length equal to that axis: stacks."""
+  return {
       shapes[leaf][0]: 0
       for leaf, lengths in tracer.scanned.items()
       if len(lengths) == 1 and shapes[leaf][1] and shapes[leaf][1][0] in lengths
   }
-  stacked_table = {**detected, **{_paths.parse_path(k): v for k, v in (stacked or {}).items()}}
-  # Roles from use: a used leaf holds connections only if it enters a contraction
-  # (matrix product, convolution, embedding lookup), whatever its name; leaves only
-  # added, multiplied elementwise or concatenated (norm scales, class tokens,
-  # positional embeddings) are not weights. Unused leaves keep the path rule.
-  roles: dict[_paths.Path, bool | None] = {
-      path: index in tracer.contracted for index, (path, _) in enumerate(shapes)
+
+
+def _roles(tracer: _Tracer, shapes: _Shapes) -> dict[_paths.Path, bool | None]:
+  """Leaf path -> whether it holds connections, from its use; None keeps the path rule.
+
+  A used leaf holds connections only if it enters a contraction (matrix product,
+  convolution, embedding lookup), whatever its name; leaves only added, multiplied
+  elementwise or concatenated (norm scales, class tokens, positional embeddings) are
+  not weights. Unused leaves keep the path rule.
+  """
+  return {
+      path: (index in tracer.contracted) if index in tracer.used else None
+      for index, (path, _) in enumerate(shapes)
   }
-  roles.update({shapes[i][0]: None for i in range(len(shapes)) if i not in tracer.used})
-  base = _structure.assemble(shapes, stacked=stacked_table, weight_roles=roles)
+
+
+def _forward_order(
+    tracer: _Tracer, base: _structure.Structure, shapes: _Shapes
+) -> tuple[list[Any], dict[Any, set]]:
+  """Counted layers in order of first use, and each one's counted predecessors."""
   counted = set(base.layers)
 
   def layers_of(element: _Element) -> set[Any]:
@@ -431,11 +477,18 @@ def trace_structure(
       # No edges between the slices of a stack used whole: they are side by side.
       siblings = set().union(*(layers for layers in used if target in layers))
       preds.setdefault(target, set()).update(sources - siblings)
-  unused = sorted(counted - seen, key=_paths.natural_key)
+  return order, preds
+
+
+def _depths(
+    order: list[Any], preds: Mapping[Any, set], counted: set[Any], depth_rule: str
+) -> dict[Any, int]:
+  """Layer -> depth under ``depth_rule``; unused counted layers after the last, naturally."""
   if depth_rule == "first_use":
     depths = {layer: i for i, layer in enumerate(order)}
   else:
     depths = _longest_path_depths(order, preds)
+  unused = sorted(counted - set(order), key=_paths.natural_key)
   start = max(depths.values(), default=-1) + 1
   depths.update({layer: start + i for i, layer in enumerate(unused)})
-  return _structure.assemble(shapes, stacked=stacked_table, weight_roles=roles, layer_depths=depths)
+  return depths

@@ -11,22 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import optax
 
+from caadam_jax import _deprecation
 from caadam_jax import _formulas
 from caadam_jax import _guards
+from caadam_jax import _leaves
 from caadam_jax import _paths
 from caadam_jax import _structure
 
 ScaleByStructureState = optax.EmptyState
-
-
-def _scale_leaf(update: jax.Array, factor: _formulas.Factor) -> jax.Array:
-  if isinstance(factor, float) and factor == 1.0:
-    return update
-  # Cast to the update's dtype: a float32 factor must not promote bf16 updates.
-  return update * jnp.asarray(factor, dtype=update.dtype)
 
 
 def scale_by_structure(
@@ -127,7 +121,7 @@ def scale_by_structure(
       current.check_matches(updates, check_shapes=False)
     factors = current.factors(formula, scaling_factor)
     updates = _paths.map_with_normalized_path(
-        lambda path, u: _scale_leaf(u, factors[path]), updates
+        lambda path, u: _leaves.scale_leaf(u, factors[path]), updates
     )
     return updates, state
 
@@ -181,10 +175,11 @@ def scale_by_strategy(
   return scale_by_structure(formula, g, structure=structure, uses_depth=uses_depth)
 
 
+@_deprecation.renamed_keywords(mode="strategy")
 def scale_by_connection_minmaxmedian(
     scaling_factor: jax.typing.ArrayLike | None = None,
     *,
-    mode: str = "additive",
+    strategy: str = "additive",
     structure: _structure.Structure | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   """Scales each layer's update by its connection-count MinMaxMedian factor.
@@ -194,10 +189,10 @@ def scale_by_connection_minmaxmedian(
   let ``n = (c_med - c)/(c_med - c_min)`` if ``c <= c_med``, else
   ``n = (c - c_med)/(c_max - c_med)``. Then
 
-  * ``mode="additive"``: ``S = 1 + g*n`` below the median, ``1 - g*n`` above;
+  * ``strategy="additive"``: ``S = 1 + g*n`` below the median, ``1 - g*n`` above;
     small layers speed up and large ones slow down (default ``g = 0.95``, valid
     range ``0 <= g < 1``);
-  * ``mode="multiplicative"``: ``S = g**n`` on both sides (default ``g = 5.0``,
+  * ``strategy="multiplicative"``: ``S = g**n`` on both sides (default ``g = 5.0``,
     ``g > 0``); with ``g > 1`` the smallest AND the largest layers are boosted,
     as in the paper's formula and the reference code.
 
@@ -218,12 +213,14 @@ def scale_by_connection_minmaxmedian(
     >>> updates, state = tx.update(params, state, params)
 
   Args:
-    scaling_factor: ``g``; None for the mode's default. A JAX array (traced,
+    scaling_factor: ``g``; None for the strategy's default. A JAX array (traced,
       or injected by ``optax.inject_hyperparams``) is not range-checked: outside
       the range it is NaN, so the factors that depend on it, and the step, are
       NaN instead of silently zeroed or flipped (see :func:`~caadam_jax.caadam`
       for skipping such steps).
-    mode: ``"additive"`` or ``"multiplicative"``.
+    strategy: ``"additive"`` or ``"multiplicative"`` (the same name as in
+      :func:`~caadam_jax.caadam`; the former keyword ``mode`` still works for one
+      release, with a ``DeprecationWarning``).
     structure: a :class:`~caadam_jax.Structure` (e.g. from the full params for
       global statistics inside ``optax.masked``); None infers it from the
       updates.
@@ -235,9 +232,9 @@ def scale_by_connection_minmaxmedian(
     Genet & Inzirillo, "CaAdam: Improving Adam optimizer using connection aware
     methods", arXiv:2410.24216, 2024.
   """
-  if mode not in ("additive", "multiplicative"):
-    raise ValueError(f"Unknown mode {mode!r}: expected 'additive' or 'multiplicative'.")
-  return scale_by_strategy(mode, scaling_factor, structure=structure)
+  if strategy not in ("additive", "multiplicative"):
+    raise ValueError(f"Unknown strategy {strategy!r}: expected 'additive' or 'multiplicative'.")
+  return scale_by_strategy(strategy, scaling_factor, structure=structure)
 
 
 def scale_by_depth(

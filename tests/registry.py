@@ -223,16 +223,16 @@ ENTRIES: list[Entry] = [
         )
         for transform, args, strategy, scaling_factor in _CHAINS
     ),
-    # ADAS: ``caadam_jax.adas(lr=...)``. It is not Adam, so it has no Optax reference,
+    # ADAS: ``caadam_jax.adas(learning_rate=...)``. It is not Adam, so it has no Optax reference,
     # and its per-layer rates adapt over time: looser targets and more steps.
     Entry(
         "adas",
-        functools.partial(caadam_jax.adas, lr=LR),
+        functools.partial(caadam_jax.adas, learning_rate=LR),
         steps=5000,
         rtol=5e-2,
         atol=5e-2,
-        inject_values={"lr": 0.05},
-        rosenbrock_lr=None,  # lr is only ADAS's initial step size
+        inject_values={"learning_rate": 0.05},
+        rosenbrock_lr=None,  # learning_rate is only ADAS's initial step size
         per_layer=False,
         # ADAS is defined for real parameters only; init raises for complex ones.
         supports_complex=False,

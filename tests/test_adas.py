@@ -9,6 +9,7 @@ import pathlib
 import subprocess
 import sys
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -23,7 +24,21 @@ from caadam_jax import _adas
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHAPES = {"dense": (5, 3), "bias": (3,), "conv": (3, 3, 2, 4), "scalar": ()}
+# The oracle takes the reference's names (adasopt.py); the library takes Optax-style ones.
 DEFAULTS = dict(lr=1e-3, lr2=5e-3, lr3=5e-4, beta_1=0.999, beta_2=0.999, beta_3=0.9999, eps=1e-7)
+OPTAX_NAMES = dict(
+    lr="learning_rate",
+    lr2="hyper_learning_rate",
+    lr3="meta_learning_rate",
+    beta_1="b1",
+    beta_2="b2",
+    beta_3="b3",
+    eps="eps",
+)
+
+
+def _library_kwargs(reference_kwargs):
+  return {OPTAX_NAMES[k]: v for k, v in reference_kwargs.items()}
 
 
 # --------------------------------------------------------------------------- oracle
@@ -127,7 +142,7 @@ def test_matches_numpy_oracle_output_axis_0():
   def to_oracle(x):
     return np.moveaxis(x, 0, -1) if np.ndim(x) >= 2 else x
 
-  tx = caadam_jax.adas(**hp, output_axis=0)
+  tx = caadam_jax.adas(**_library_kwargs(hp), output_axis=0)
   params, states = _run_library(tx, init, grad_fn, 30, to_oracle, from_oracle)
   state = states[-1]
   assert state.eta["dense"].shape == (5,)
@@ -140,7 +155,7 @@ def test_matches_numpy_oracle_output_axis_0():
 
 def test_first_step_leaves_step_sizes_unchanged():
   init, grad_fn = _problem()
-  tx = caadam_jax.adas(lr=2e-3, lr2=7e-3)
+  tx = caadam_jax.adas(learning_rate=2e-3, hyper_learning_rate=7e-3)
   _, (_, state, state2) = _run_library(tx, init, grad_fn, 2)
   for k in SHAPES:
     np.testing.assert_array_equal(state.eta[k], np.full(state.eta[k].shape, 2e-3, np.float32))
@@ -202,7 +217,7 @@ def test_state_shapes_and_dtypes_stable_and_lax_cond():
 
 
 def test_jit_matches_eager():
-  tx = caadam_jax.adas(lr2=1e-2)
+  tx = caadam_jax.adas(hyper_learning_rate=1e-2)
   params = {"dense": jnp.ones((5, 3)), "bias": jnp.zeros(3)}
   s_eager = s_jit = tx.init(params)
   update = jax.jit(tx.update)
@@ -217,8 +232,9 @@ def test_jit_matches_eager():
 
 def test_inject_hyperparams_matches_plain():
   params = _params()
-  plain = caadam_jax.adas(lr=2e-3, lr2=1e-2, lr3=1e-3)
-  injected = optax.inject_hyperparams(caadam_jax.adas)(lr=2e-3, lr2=1e-2, lr3=1e-3)
+  hp = dict(learning_rate=2e-3, hyper_learning_rate=1e-2, meta_learning_rate=1e-3)
+  plain = caadam_jax.adas(**hp)
+  injected = optax.inject_hyperparams(caadam_jax.adas)(**hp)
   s_plain, s_inj = plain.init(params), injected.init(params)
   up_plain, up_inj = jax.jit(plain.update), jax.jit(injected.update)
   for i in range(5):
@@ -233,8 +249,8 @@ def test_inject_hyperparams_matches_plain():
   jax.tree.map(
       lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), s_plain.mu, s_inj.inner_state.mu
   )
-  # An injected lr3 acts at every step: lr3 = 0 freezes mu.
-  s_inj.hyperparams["lr3"] = jnp.asarray(0.0)
+  # An injected meta_learning_rate acts at every step: 0 freezes mu.
+  s_inj.hyperparams["meta_learning_rate"] = jnp.asarray(0.0)
   _, s_next = up_inj(_grads(params, 9), s_inj, params)
   jax.tree.map(np.testing.assert_array_equal, s_next.inner_state.mu, s_inj.inner_state.mu)
 
@@ -310,7 +326,7 @@ def test_linen_train_state_reduces_loss():
   model = MLP()
   params = model.init(jax.random.key(0), x)["params"]
   state = train_state.TrainState.create(
-      apply_fn=model.apply, params=params, tx=caadam_jax.adas(lr=1e-2)
+      apply_fn=model.apply, params=params, tx=caadam_jax.adas(learning_rate=1e-2)
   )
 
   @jax.jit
@@ -342,7 +358,7 @@ def test_nnx_optimizer_reduces_loss():
       return self.l2(nnx.relu(self.l1(x)))
 
   model = MLP(nnx.Rngs(0))
-  optimizer = nnx.Optimizer(model, caadam_jax.adas(lr=1e-2), wrt=nnx.Param)
+  optimizer = nnx.Optimizer(model, caadam_jax.adas(learning_rate=1e-2), wrt=nnx.Param)
 
   def loss_fn(model):
     return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
@@ -365,16 +381,16 @@ def test_nnx_optimizer_reduces_loss():
 @pytest.mark.parametrize(
     "kwargs, name",
     [
-        (dict(lr=0.0), "lr"),
-        (dict(lr=-1e-3), "lr"),
-        (dict(lr=float("nan")), "lr"),
-        (dict(lr2=-1.0), "lr2"),
-        (dict(lr3=-1.0), "lr3"),
-        (dict(beta_1=1.0), "beta_1"),
-        (dict(beta_2=-0.1), "beta_2"),
-        (dict(beta_3=1.5), "beta_3"),
+        (dict(learning_rate=0.0), "learning_rate"),
+        (dict(learning_rate=-1e-3), "learning_rate"),
+        (dict(learning_rate=float("nan")), "learning_rate"),
+        (dict(hyper_learning_rate=-1.0), "hyper_learning_rate"),
+        (dict(meta_learning_rate=-1.0), "meta_learning_rate"),
+        (dict(b1=1.0), "b1"),
+        (dict(b2=-0.1), "b2"),
+        (dict(b3=1.5), "b3"),
         (dict(eps=0.0), "eps"),
-        (dict(lr=np.array([1e-3, 1e-3])), "lr"),
+        (dict(learning_rate=np.array([1e-3, 1e-3])), "learning_rate"),
     ],
 )
 def test_invalid_hyperparameters_raise(kwargs, name):
@@ -383,12 +399,12 @@ def test_invalid_hyperparameters_raise(kwargs, name):
 
 
 def test_valid_edge_hyperparameters_and_traced_values():
-  caadam_jax.adas(lr2=0.0, lr3=0.0, beta_1=0.0, beta_2=0.0, beta_3=0.0)
-  caadam_jax.adas(lr=jnp.asarray(1e-3), eps=np.float32(1e-8))
+  caadam_jax.adas(hyper_learning_rate=0.0, meta_learning_rate=0.0, b1=0.0, b2=0.0, b3=0.0)
+  caadam_jax.adas(learning_rate=jnp.asarray(1e-3), eps=np.float32(1e-8))
 
   @jax.jit
   def build_and_step(lr):  # traced hyperparameters are not validated (no Python if)
-    tx = caadam_jax.adas(lr=lr, beta_1=lr)
+    tx = caadam_jax.adas(learning_rate=lr, b1=lr)
     params = {"w": jnp.ones(3)}
     return tx.update({"w": jnp.ones(3)}, tx.init(params))[0]
 
@@ -447,3 +463,29 @@ def test_init_accepts_shape_dtype_structs():
   state = caadam_jax.adas().init(params)
   assert state.eta["w"].shape == (4,) and state.eta["b"].shape == ()
   assert state.v_w["b"].dtype == jnp.float32
+
+
+# --------------------------------------------------------------------------- renamed keywords
+
+
+@pytest.mark.parametrize("factory", [caadam_jax.adas, caadam_jax.scale_by_adas])
+def test_reference_keywords_warn_and_give_the_same_steps(factory):
+  reference = dict(lr=2e-3, lr2=1e-2, lr3=1e-3, beta_1=0.99, beta_2=0.98, beta_3=0.97)
+  with pytest.warns(DeprecationWarning) as caught:
+    old = factory(**reference)
+  messages = " ".join(str(w.message) for w in caught)
+  for name in ("learning_rate", "hyper_learning_rate", "meta_learning_rate", "b1", "b2", "b3"):
+    assert f"use {name!r}" in messages
+  new = factory(**_library_kwargs(reference))
+  params = _params()
+  s_old, s_new = old.init(params), new.init(params)
+  for i in range(3):
+    u_old, s_old = old.update(_grads(params, i), s_old, params)
+    u_new, s_new = new.update(_grads(params, i), s_new, params)
+    chex.assert_trees_all_equal(u_old, u_new, strict=True)
+  chex.assert_trees_all_equal(s_old, s_new, strict=True)
+
+
+def test_reference_and_new_keyword_together_raise():
+  with pytest.raises(TypeError, match=r"both 'lr2' \(deprecated\) and 'hyper_learning_rate'"):
+    caadam_jax.adas(lr2=1e-2, hyper_learning_rate=1e-2)

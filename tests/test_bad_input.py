@@ -239,7 +239,9 @@ def test_item04_zero_size_kernel_is_not_a_layer():
 # --------------------------------------------------------------------------- item 5
 
 
-@pytest.mark.parametrize("name", ["lr", "lr2", "lr3", "eps"])
+@pytest.mark.parametrize(
+    "name", ["learning_rate", "hyper_learning_rate", "meta_learning_rate", "eps"]
+)
 @pytest.mark.parametrize("value", [math.inf, -math.inf], ids=["inf", "-inf"])
 def test_item05_adas_rejects_infinite_hyperparameters(name, value):
   """Input: adas(<name>=inf). Expected: ValueError naming the argument and 'finite'."""
@@ -339,10 +341,10 @@ def test_item08_trace_structure_on_an_nnx_module_in_train_mode():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(lr="0.5"), r"lr must be a real scalar.*str"),
-        (dict(lr2="0.5"), r"lr2 must be a real scalar.*str"),
-        (dict(lr=None), r"lr must be a real scalar.*None"),
-        (dict(beta_1=[0.9]), r"beta_1 must be a real scalar.*list"),
+        (dict(learning_rate="0.5"), r"learning_rate must be a real scalar.*str"),
+        (dict(hyper_learning_rate="0.5"), r"hyper_learning_rate must be a real scalar.*str"),
+        (dict(learning_rate=None), r"learning_rate must be a real scalar.*None"),
+        (dict(b1=[0.9]), r"b1 must be a real scalar.*list"),
         (dict(output_axis="0"), r"output_axis must be an int"),
         (dict(output_axis=1.5), r"output_axis must be an int.*1\.5"),
     ],
@@ -492,9 +494,9 @@ BAD_HYPERPARAMETERS = [
     ("keras_caadam", "beta_2", [0.999], TypeError, r"beta_2 must be a real scalar"),
     ("keras_caadam", "epsilon", -1e-7, ValueError, r"epsilon.*epsilon > 0"),
     ("keras_caadam", "epsilon", math.nan, ValueError, r"epsilon.*finite"),
-    ("adas", "lr", True, TypeError, r"lr.*not a bool"),
-    ("adas", "lr3", [5e-4], TypeError, r"lr3 must be a real scalar"),
-    ("adas", "beta_2", "0.9", TypeError, r"beta_2 must be a real scalar"),
+    ("adas", "learning_rate", True, TypeError, r"learning_rate.*not a bool"),
+    ("adas", "meta_learning_rate", [5e-4], TypeError, r"meta_learning_rate must be a real scalar"),
+    ("adas", "b2", "0.9", TypeError, r"b2 must be a real scalar"),
 ]
 
 
@@ -522,8 +524,14 @@ def test_item15_valid_edges_schedules_and_traced_values_pass(alias):
   """
   make = getattr(caadam_jax, alias)
   if alias == "adas":
-    make(lr=np.float32(1e-3), lr2=0, lr3=0, beta_1=0.0, eps=np.float64(1e-8))
-    names = ("lr", "beta_1")
+    make(
+        learning_rate=np.float32(1e-3),
+        hyper_learning_rate=0,
+        meta_learning_rate=0,
+        b1=0.0,
+        eps=np.float64(1e-8),
+    )
+    names = ("learning_rate", "b1")
   else:
     lr_name = "learning_rate"
     b1, eps = ("b1", "eps") if alias == "caadam" else ("beta_1", "epsilon")

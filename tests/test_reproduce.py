@@ -33,14 +33,14 @@ needs_data = pytest.mark.skipif(
 
 def test_keras_adam_is_the_published_keras_form_adam():
   """The Adam baseline (keras_caadam, depth, g=0) is exactly Keras-form Adam."""
-  from caadam_jax import _published
+  from caadam_jax import published
 
   params = {
       "Dense_0": {"kernel": jnp.linspace(-1, 1, 12).reshape(3, 4), "bias": jnp.zeros(4)},
       "Dense_1": {"kernel": jnp.ones((4, 1)), "bias": jnp.zeros(1)},
   }
   ours = optimizers.keras_adam(1e-3)
-  ref = optax.chain(_published.scale_by_keras_adam(), optax.scale_by_learning_rate(1e-3))
+  ref = optax.chain(published.scale_by_keras_adam(), optax.scale_by_learning_rate(1e-3))
   s1, s2 = ours.init(params), ref.init(params)
   p1 = p2 = params
   for i in range(5):

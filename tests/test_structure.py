@@ -222,6 +222,45 @@ def test_from_layers_explicit_order():
     caadam_jax.Structure.from_layers(leaves, [(("enc",), 1), (("enc",), 2)])
 
 
+def test_from_layers_takes_leaf_infos_and_layer_records():
+  """The record forms build the same structure as the tuple forms, stacks included."""
+  LeafInfo, LayerRecord = caadam_jax.LeafInfo, caadam_jax.LayerRecord
+  blocks = ("blocks",)
+  leaves = {
+      ("enc", "kernel"): LeafInfo(("enc",), (4, 8), None, None, weight=True),
+      ("enc", "bias"): LeafInfo(("enc",), (8,), None, None),
+      ("blocks", "kernel"): LeafInfo(blocks, (2, 8, 8), None, None, stack_axis=0, weight=True),
+  }
+  records = {
+      ("enc",): LayerRecord(32, 0),
+      ("blocks", "[0]"): LayerRecord(64, 1),
+      ("blocks", "[1]"): LayerRecord(64, 2),
+  }
+  by_records = caadam_jax.Structure.from_layers(leaves, records)
+  by_tuples = caadam_jax.Structure.from_layers(
+      {
+          ("enc", "kernel"): (("enc",), (4, 8)),
+          ("enc", "bias"): (("enc",), (8,)),
+          ("blocks", "kernel"): (blocks, (2, 8, 8), 0),
+      },
+      [(("enc",), 32, 0), (("blocks", "[0]"), 64, 1), (("blocks", "[1]"), 64, 2)],
+  )
+  assert dict(by_records.leaves) == dict(by_tuples.leaves)
+  assert by_records.statistics == by_tuples.statistics == (32.0, 64.0, 64.0, 3)
+  assert by_records.leaves[("blocks", "kernel")].connections == (64, 64)
+  assert by_records.layers[("blocks", "[1]")] == LayerRecord(64, 2, ((8, 8),))
+  # Depth 2 of D = 3: (1 + g) ** ((3 - 3) / 3) = 1; the enc layer: 2 ** (2 / 3).
+  factors = by_records.factors("depth", 1.0)
+  np.testing.assert_allclose(
+      np.ravel(factors[("blocks", "kernel")]), [2 ** (1 / 3), 1.0], rtol=1e-12
+  )
+  assert factors[("enc", "bias")] == pytest.approx(2 ** (2 / 3))
+  from_records = caadam_jax.Structure.from_records(
+      {"enc": {"kernel": jnp.ones((4, 8)), "bias": jnp.ones(8)}}, {"enc": LayerRecord(32, 0)}
+  )
+  assert from_records.layers == {("enc",): LayerRecord(32, 0, ((4, 8),))}
+
+
 def test_structure_mismatch_errors_name_paths():
   params = mlp_params([3, 4, 2])
   structure = caadam_jax.infer_structure(params)

@@ -2,6 +2,7 @@
 
 import functools
 
+import chex
 import helpers
 import jax
 import jax.numpy as jnp
@@ -176,11 +177,14 @@ def test_bf16_updates_keep_dtype_and_scale():
         (lambda: caadam_jax.caadam(strategy="depth", scaling_factor=-1.0), r"scaling_factor >= 0"),
         (lambda: caadam_jax.caadam(strategy="sideways"), r"Unknown strategy 'sideways'"),
         (
-            lambda: caadam_jax.scale_by_connection_minmaxmedian(mode="depth"),
-            r"Unknown mode 'depth'",
+            lambda: caadam_jax.scale_by_connection_minmaxmedian(strategy="depth"),
+            r"Unknown strategy 'depth'",
         ),
         (lambda: caadam_jax.scale_by_connection_minmaxmedian(1.5), r"0 <= scaling_factor < 1"),
-        (lambda: caadam_jax.scale_by_connection_minmaxmedian(-2.0, mode="multiplicative"), r"> 0"),
+        (
+            lambda: caadam_jax.scale_by_connection_minmaxmedian(-2.0, strategy="multiplicative"),
+            r"> 0",
+        ),
         (lambda: caadam_jax.scale_by_depth(-0.5), r"scaling_factor >= 0"),
         (lambda: caadam_jax.scale_by_depth(jnp.ones(2)), r"real scalar"),
     ],
@@ -210,3 +214,16 @@ def test_apply_if_finite_skips_nan_steps_like_adam():
   updates, state = jax.jit(tx.update)(good, state, params)
   np.testing.assert_allclose(updates["Dense_0"]["kernel"], -1.95e-2, rtol=1e-5)
   assert int(state.notfinite_count) == 0
+
+
+def test_minmaxmedian_mode_keyword_is_a_deprecated_strategy():
+  params = {"Dense_0": {"kernel": jnp.ones((4, 8))}, "Dense_1": {"kernel": jnp.ones((8, 16))}}
+  new = caadam_jax.scale_by_connection_minmaxmedian(2.0, strategy="multiplicative")
+  with pytest.warns(DeprecationWarning, match="'mode' is deprecated; use 'strategy'"):
+    old = caadam_jax.scale_by_connection_minmaxmedian(2.0, mode="multiplicative")
+  got, _ = old.update(params, old.init(params))
+  expected, _ = new.update(params, new.init(params))
+  chex.assert_trees_all_equal(got, expected, strict=True)
+  assert float(got["Dense_0"]["kernel"][0, 0]) == 2.0  # c = c_min: g ** 1
+  with pytest.raises(TypeError, match="both 'mode'"):
+    caadam_jax.scale_by_connection_minmaxmedian(mode="additive", strategy="additive")
