@@ -226,10 +226,7 @@ def first_epoch_staying_at(errors: list[float], allowed: int) -> int | None:
   """The first epoch from which every later epoch has at most ``allowed`` errors."""
   epoch = None
   for i, e in enumerate(errors):
-    if e <= allowed:
-      epoch = i + 1 if epoch is None else epoch
-    else:
-      epoch = None
+    epoch = (i + 1 if epoch is None else epoch) if e <= allowed else None
   return epoch
 
 
@@ -372,7 +369,7 @@ def main(argv=None) -> None:
       continue
     results["runs"][spec.name] = train(spec, init_params, data, args)
     results["machine"] = machine_info()
-    results["updated"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    results["updated"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")
   text = report(results)
