@@ -52,10 +52,13 @@ import numpy as np
 import optax
 
 import caadam_jax
-from benchmarks import stats
-from caadam_jax import datasets
+from examples import data_files
 
-DEFAULT_OUT = pathlib.Path(__file__).resolve().parent / "results" / "adas_tuned.json"
+from . import stats
+from ._shared import RESULTS_DIR
+from ._shared import machine_info
+
+DEFAULT_OUT = RESULTS_DIR / "adas_tuned.json"
 THRESHOLDS = (0.999, 1.0)
 FORMAT = 1
 
@@ -97,7 +100,7 @@ def optimizer_specs(adam_lrs: list[float], cosine_lrs: list[float]) -> list[Opti
 
 def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--data-dir", default=None, help=f"default ${datasets.DATA_ENV_VAR}")
+  parser.add_argument("--data-dir", default=None, help=f"default ${data_files.DATA_ENV_VAR}")
   parser.add_argument("--seeds", type=int, default=5)
   parser.add_argument("--init-seed", type=int, default=0)
   parser.add_argument("--epochs", type=int, default=30)
@@ -138,7 +141,7 @@ def protocol_of(args, n_train: int, n_test: int) -> dict[str, Any]:
 
 
 def load_data(args):
-  x_train, y_train, x_test, y_test = datasets.load_mnist(args.data_dir)
+  x_train, y_train, x_test, y_test = data_files.load_mnist(args.data_dir)
   x_train = x_train.reshape(len(x_train), -1)
   x_test = x_test.reshape(len(x_test), -1)
   if args.quick:
@@ -323,19 +326,6 @@ def _comparison_table(summaries: dict[str, Any]) -> list[str]:
         f"{p_adj:.2g} | {c.p_tost:.2g} | {stats.verdict(c, p_adj, lower_is_better=False)} |"
     )
   return lines
-
-
-def machine_info() -> dict[str, Any]:
-  import platform
-
-  return {
-      "platform": platform.platform(),
-      "processor": platform.processor(),
-      "devices": [str(d) for d in jax.devices()],
-      "jax": jax.__version__,
-      "optax": optax.__version__,
-      "caadam_jax": caadam_jax.__version__,
-  }
 
 
 def main(argv=None) -> None:
