@@ -22,13 +22,23 @@ The model is a 4-layer MLP whose global kernel sizes are 1024, 2048, 512 and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 import time
+from typing import Any
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 import pytest
+from helpers import max_abs_diff  # run as a script, tests/ is first on the child's path
+from jax.sharding import AxisType
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import caadam_jax
 
@@ -40,48 +50,110 @@ TOL = 1e-6
 
 
 # ----------------------------------------------------------------------------- child process
+# The child's program, in one function per layout; they share the model and the
+# single-device references through a ``_Setup``.
 
 
-def _child() -> dict:
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-  import optax
-  from helpers import max_abs_diff  # this file runs as a script: tests/ is first on its path
-  from jax.sharding import AxisType
-  from jax.sharding import NamedSharding
-  from jax.sharding import PartitionSpec as P
+def _log(msg: str) -> None:
+  print(
+      f"[{time.perf_counter() - _T_START:6.1f}s wall, {time.process_time():6.1f}s cpu] {msg}",
+      file=sys.stderr,
+  )
 
-  report: dict = {"device_count": jax.device_count()}
-  t_start = time.perf_counter()
 
-  def log(msg):
-    return print(
-        f"[{time.perf_counter() - t_start:6.1f}s wall, {time.process_time():6.1f}s cpu] {msg}",
-        file=sys.stderr,
-    )
+_T_START = time.perf_counter()
+DIMS = [16, 64, 32, 16, 8]
 
-  log("imported")
-  dims = [16, 64, 32, 16, 8]
-  keys = jax.random.split(jax.random.key(0), 2 * len(dims))
+
+def _flat(tree) -> dict:
+  return {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _loss_fn(p, x, y):
+  h = x
+  for i in range(len(DIMS) - 1):
+    h = h @ p[f"Dense_{i}"]["kernel"] + p[f"Dense_{i}"]["bias"]
+    if i < len(DIMS) - 2:
+      h = jnp.tanh(h)
+  return jnp.mean((h - y) ** 2)
+
+
+def _factors_of(strategy, tree, structure=None) -> dict:
+  """Per-leaf factors, through the public transform applied to a tree of ones."""
+  tx = caadam_jax.scale_by_strategy(strategy, structure=structure)
+  ones = jax.tree.map(lambda a: np.ones(a.shape, np.float32), tree)
+  scaled, _ = tx.update(ones, tx.init(ones))
+  return {k: float(np.asarray(v).reshape(-1)[0]) for k, v in _flat(scaled).items()}
+
+
+def _local_shapes(tree, specs, mesh):
+  def local(a, spec):
+    shape = list(a.shape)
+    for axis, name in enumerate(tuple(spec)):
+      if name is not None:
+        shape[axis] //= mesh.shape[name]
+    return jax.ShapeDtypeStruct(tuple(shape), a.dtype)
+
+  return jax.tree.map(local, tree, specs)
+
+
+def _ratio_to_adam(updates, adam_updates) -> dict:
+  """Per leaf: max and min over elements of caadam update / adam update."""
+  out = {}
+  for (k, u), a in zip(_flat(updates).items(), _flat(adam_updates).values(), strict=False):
+    u, a = np.asarray(u, np.float64), np.asarray(a, np.float64)
+    mask = np.abs(a) > 1e-12
+    r = u[mask] / a[mask]
+    out[k] = (float(r.min()), float(r.max()))
+  return out
+
+
+def _factor_error(ratios, factors) -> float:
+  return max(
+      max(abs(lo - factors[k]), abs(hi - factors[k])) / abs(factors[k])
+      for k, (lo, hi) in ratios.items()
+  )
+
+
+def _sharding_report(state, param_shardings) -> tuple[bool, dict]:
+  """Whether mu and nu leaves are sharded like the corresponding params."""
+  adam_state = state[0]
+  ok, details = True, {}
+  for field in ("mu", "nu"):
+    for (k, leaf), sh in zip(
+        _flat(getattr(adam_state, field)).items(), _flat(param_shardings).values(), strict=False
+    ):
+      ok &= leaf.sharding.is_equivalent_to(sh, leaf.ndim)
+      details[f"{field}{k}"] = str(getattr(leaf.sharding, "spec", leaf.sharding))
+  return ok, details
+
+
+@dataclasses.dataclass
+class _Setup:
+  """The model, the data, one optimizer per strategy and the single-device results."""
+
+  params: dict
+  x: jax.Array
+  y: jax.Array
+  txs: dict
+  train_all: Any
+  reference: dict
+
+  def init_all(self, p) -> dict:
+    return {name: tx.init(p) for name, tx in self.txs.items()}
+
+
+def _setup() -> _Setup:
+  keys = jax.random.split(jax.random.key(0), 2 * len(DIMS))
   params = {
       f"Dense_{i}": {
-          "kernel": jax.random.normal(keys[2 * i], (dims[i], dims[i + 1])) / np.sqrt(dims[i]),
-          "bias": 0.1 * jax.random.normal(keys[2 * i + 1], (dims[i + 1],)),
+          "kernel": jax.random.normal(keys[2 * i], (DIMS[i], DIMS[i + 1])) / np.sqrt(DIMS[i]),
+          "bias": 0.1 * jax.random.normal(keys[2 * i + 1], (DIMS[i + 1],)),
       }
-      for i in range(len(dims) - 1)
+      for i in range(len(DIMS) - 1)
   }
-  x = jax.random.normal(jax.random.key(1), (64, dims[0]))
-  y = jax.random.normal(jax.random.key(2), (64, dims[-1]))
-
-  def loss_fn(p, x, y):
-    h = x
-    for i in range(len(dims) - 1):
-      h = h @ p[f"Dense_{i}"]["kernel"] + p[f"Dense_{i}"]["bias"]
-      if i < len(dims) - 2:
-        h = jnp.tanh(h)
-    return jnp.mean((h - y) ** 2)
-
+  x = jax.random.normal(jax.random.key(1), (64, DIMS[0]))
+  y = jax.random.normal(jax.random.key(2), (64, DIMS[-1]))
   txs = {name: caadam_jax.caadam(1e-3, strategy=name) for name in STRATEGIES}
 
   @jax.jit
@@ -92,83 +164,33 @@ def _child() -> dict:
 
       def body(_, carry, tx=tx):
         q, st = carry
-        updates, st = tx.update(jax.grad(loss_fn)(q, x, y), st, q)
+        updates, st = tx.update(jax.grad(_loss_fn)(q, x, y), st, q)
         return optax.apply_updates(q, updates), st
 
       out_p[name], out_s[name] = jax.lax.fori_loop(0, STEPS, body, (p, states[name]))
     return out_p, out_s
 
-  def init_all(p):
-    return {name: tx.init(p) for name, tx in txs.items()}
+  setup = _Setup(params, x, y, txs, train_all, reference={})
+  p0, x0, y0 = jax.device_put((params, x, y), jax.devices()[0])
+  setup.reference, _ = train_all(p0, setup.init_all(p0), x0, y0)
+  _log("single-device references")
+  return setup
 
-  def flat(tree):
-    return {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(tree)}
 
-  def factors_of(strategy, tree, structure=None):
-    """Per-leaf factors, through the public transform applied to a tree of ones."""
-    tx = caadam_jax.scale_by_strategy(strategy, structure=structure)
-    ones = jax.tree.map(lambda a: np.ones(a.shape, np.float32), tree)
-    scaled, _ = tx.update(ones, tx.init(ones))
-    return {k: float(np.asarray(v).reshape(-1)[0]) for k, v in flat(scaled).items()}
-
-  def local_shapes(tree, specs, mesh):
-    def local(a, spec):
-      shape = list(a.shape)
-      for axis, name in enumerate(tuple(spec)):
-        if name is not None:
-          shape[axis] //= mesh.shape[name]
-      return jax.ShapeDtypeStruct(tuple(shape), a.dtype)
-
-    return jax.tree.map(local, tree, specs)
-
-  def ratio_to_adam(updates, adam_updates):
-    """Per leaf: max and min over elements of caadam update / adam update."""
-    out = {}
-    for (k, u), a in zip(flat(updates).items(), flat(adam_updates).values(), strict=False):
-      u, a = np.asarray(u, np.float64), np.asarray(a, np.float64)
-      mask = np.abs(a) > 1e-12
-      r = u[mask] / a[mask]
-      out[k] = (float(r.min()), float(r.max()))
-    return out
-
-  def factor_error(ratios, factors):
-    return max(
-        max(abs(lo - factors[k]), abs(hi - factors[k])) / abs(factors[k])
-        for k, (lo, hi) in ratios.items()
-    )
-
-  def sharding_report(state, param_shardings):
-    """Whether mu and nu leaves are sharded like the corresponding params."""
-    adam_state = state[0]
-    ok, details = True, {}
-    for field in ("mu", "nu"):
-      for (k, leaf), sh in zip(
-          flat(getattr(adam_state, field)).items(), flat(param_shardings).values(), strict=False
-      ):
-        same = leaf.sharding.is_equivalent_to(sh, leaf.ndim)
-        ok &= same
-        details[f"{field}{k}"] = str(getattr(leaf.sharding, "spec", leaf.sharding))
-    return ok, details
-
-  # Single-device references.
-  dev0 = jax.devices()[0]
-  p0, x0, y0 = jax.device_put((params, x, y), dev0)
-  reference, _ = train_all(p0, init_all(p0), x0, y0)
-  log("single-device references")
-
-  # (a) Data parallel: replicated params and state, batch sharded over 8 devices.
+def _data_parallel(setup: _Setup) -> dict:
+  """(a) Replicated params and state, the batch sharded over 8 devices."""
   dmesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
   replicated = NamedSharding(dmesh, P())
-  p_dp = jax.device_put(params, replicated)
-  x_dp = jax.device_put(x, NamedSharding(dmesh, P("data")))
-  y_dp = jax.device_put(y, NamedSharding(dmesh, P("data")))
-  dp_shardings = jax.tree.map(lambda _: replicated, params)
-  report["data_parallel"] = {}
-  dp_params, dp_states = train_all(p_dp, init_all(p_dp), x_dp, y_dp)
+  p_dp = jax.device_put(setup.params, replicated)
+  x_dp = jax.device_put(setup.x, NamedSharding(dmesh, P("data")))
+  y_dp = jax.device_put(setup.y, NamedSharding(dmesh, P("data")))
+  dp_shardings = jax.tree.map(lambda _: replicated, setup.params)
+  dp_params, dp_states = setup.train_all(p_dp, setup.init_all(p_dp), x_dp, y_dp)
+  report = {}
   for s in STRATEGIES:
-    ok, details = sharding_report(dp_states[s], dp_shardings)
-    report["data_parallel"][s] = {
-        "max_abs_diff": max_abs_diff(dp_params[s], reference[s]),
+    ok, details = _sharding_report(dp_states[s], dp_shardings)
+    report[s] = {
+        "max_abs_diff": max_abs_diff(dp_params[s], setup.reference[s]),
         "state_sharded_like_params": bool(ok),
         "state_specs": details,
         "x_sharding": str(x_dp.sharding.spec),
@@ -176,9 +198,24 @@ def _child() -> dict:
             a.sharding.is_equivalent_to(replicated, a.ndim) for a in jax.tree.leaves(dp_params[s])
         ),
     }
-  log("data parallel")
+  _log("data parallel")
+  return report
 
-  # (b) Fully sharded params and state on a (4, 2) mesh.
+
+@dataclasses.dataclass
+class _Sharded:
+  """The (4, 2) mesh layout, shared by the fully sharded and shard_map checks."""
+
+  mesh: Any
+  specs: dict
+  p_fs: dict
+  grads: dict
+  adam_updates: dict
+  global_structure: caadam_jax.Structure
+  local: dict
+
+
+def _sharded(setup: _Setup) -> tuple[_Sharded, NamedSharding, dict]:
   mesh = jax.make_mesh((4, 2), ("x", "y"), axis_types=(AxisType.Auto,) * 2)
   specs = {
       "Dense_0": {"kernel": P(None, "x"), "bias": P("x")},
@@ -187,16 +224,28 @@ def _child() -> dict:
       "Dense_3": {"kernel": P("y", None), "bias": P()},
   }
   p_shardings = jax.tree.map(lambda sp: NamedSharding(mesh, sp), specs)
-  p_fs = jax.device_put(params, p_shardings)
+  p_fs = jax.device_put(setup.params, p_shardings)
   rep = NamedSharding(mesh, P())
-  x_fs, y_fs = jax.device_put((x, y), rep)
-  global_structure = caadam_jax.infer_structure(params)
-  local = local_shapes(params, specs, mesh)
-  report["fully_sharded"] = {}
+  x_fs, y_fs = jax.device_put((setup.x, setup.y), rep)
   # One update on the sharded grads, caadam vs adam: their ratio is the factor.
-  grads = jax.jit(jax.grad(loss_fn))(p_fs, x_fs, y_fs)
+  grads = jax.jit(jax.grad(_loss_fn))(p_fs, x_fs, y_fs)
   adam_tx = optax.adam(1e-3)
   u_ad = jax.jit(lambda g: adam_tx.update(g, adam_tx.init(g), g)[0])(grads)
+  layout = _Sharded(
+      mesh,
+      specs,
+      p_fs,
+      grads,
+      u_ad,
+      caadam_jax.infer_structure(setup.params),
+      _local_shapes(setup.params, specs, mesh),
+  )
+  return layout, rep, p_shardings
+
+
+def _fully_sharded(setup: _Setup, layout: _Sharded, rep, p_shardings) -> dict:
+  """(b) Every kernel sharded along one axis of a (4, 2) mesh."""
+  x_fs, y_fs = jax.device_put((setup.x, setup.y), rep)
   # The state's shardings from the params' (optax.tree_map_params), so that a
   # jitted init produces a sharded state (a plain jax.jit(tx.init) with auto
   # sharding would replicate it).
@@ -204,57 +253,65 @@ def _child() -> dict:
       name: optax.tree_map_params(
           tx,
           lambda _, sh: sh,
-          jax.eval_shape(tx.init, params),
+          jax.eval_shape(tx.init, setup.params),
           p_shardings,
           transform_non_params=lambda _: rep,
       )
-      for name, tx in txs.items()
+      for name, tx in setup.txs.items()
   }
-  jit_states = jax.jit(init_all, out_shardings=state_shardings)(p_fs)
-  eager_states = init_all(p_fs)
+  jit_states = jax.jit(setup.init_all, out_shardings=state_shardings)(layout.p_fs)
+  eager_states = setup.init_all(layout.p_fs)
   # The training step is not pinned (no out_shardings): XLA's sharding
   # propagation picks the output layouts; the state must follow the params.
-  fs_params, fs_states = train_all(p_fs, jit_states, x_fs, y_fs)
-  u_ca_all = jax.jit(lambda g: {n: tx.update(g, tx.init(g), g)[0] for n, tx in txs.items()})(grads)
+  fs_params, fs_states = setup.train_all(layout.p_fs, jit_states, x_fs, y_fs)
+  u_ca_all = jax.jit(lambda g: {n: tx.update(g, tx.init(g), g)[0] for n, tx in setup.txs.items()})(
+      layout.grads
+  )
+  report = {}
   for s in STRATEGIES:
-    init_ok, _ = sharding_report(jit_states[s], p_shardings)
-    eager_init_ok, _ = sharding_report(eager_states[s], p_shardings)
+    init_ok, _ = _sharding_report(jit_states[s], p_shardings)
+    eager_init_ok, _ = _sharding_report(eager_states[s], p_shardings)
     p_out = fs_params[s]
-    ok, details = sharding_report(fs_states[s], jax.tree.map(lambda a: a.sharding, p_out))
+    ok, details = _sharding_report(fs_states[s], jax.tree.map(lambda a: a.sharding, p_out))
     kernels_kept = all(
         p_out[layer]["kernel"].sharding.is_equivalent_to(p_shardings[layer]["kernel"], 2)
-        for layer in params
+        for layer in setup.params
     )
-    ratios = ratio_to_adam(u_ca_all[s], u_ad)
-    f_global = factors_of(s, params, structure=global_structure)
-    f_local = factors_of(s, local)
-    report["fully_sharded"][s] = {
-        "max_abs_diff": max_abs_diff(p_out, reference[s]),
+    ratios = _ratio_to_adam(u_ca_all[s], layout.adam_updates)
+    f_global = _factors_of(s, setup.params, structure=layout.global_structure)
+    f_local = _factors_of(s, layout.local)
+    report[s] = {
+        "max_abs_diff": max_abs_diff(p_out, setup.reference[s]),
         "state_sharded_like_params": bool(ok),
         "state_sharded_after_jit_init": bool(init_ok),
         "state_sharded_after_eager_init": bool(eager_init_ok),
         "state_specs": details,
         "params_sharded_like_input": bool(kernels_kept),
-        "update_vs_global_factor_rel_err": factor_error(ratios, f_global),
-        "update_vs_local_factor_rel_err": factor_error(ratios, f_local),
+        "update_vs_global_factor_rel_err": _factor_error(ratios, f_global),
+        "update_vs_local_factor_rel_err": _factor_error(ratios, f_local),
         "global_factors": f_global,
         "local_factors": f_local,
         "max_global_local_factor_gap": max(abs(f_global[k] - f_local[k]) for k in f_global),
     }
-  log("fully sharded")
+  _log("fully sharded")
+  return report
 
-  # (c) The trap: inside shard_map the transform sees local shapes.
-  report["shard_map"] = {}
+
+def _shard_map(setup: _Setup, layout: _Sharded) -> dict:
+  """(c) The trap: inside shard_map the transform sees local shapes."""
   # Adam is elementwise, so its update inside shard_map equals the global one.
   variants = {
       (name, label): caadam_jax.caadam(1e-3, strategy=name, structure=structure)
       for name in STRATEGIES
-      for label, structure in (("structure_none", None), ("structure_global", global_structure))
+      for label, structure in (
+          ("structure_none", None),
+          ("structure_global", layout.global_structure),
+      )
   }
-  sm_states = {k: tx.init(p_fs) for k, tx in variants.items()}  # outside shard_map: global shapes
+  sm_states = {k: tx.init(layout.p_fs) for k, tx in variants.items()}  # global shapes
   sm_specs = {
       k: optax.tree_map_params(
-          tx, lambda _, sp: sp, sm_states[k], specs, transform_non_params=lambda _: P()
+          tx, lambda _, sp: sp, sm_states[k], layout.specs, transform_non_params=lambda _: P()
       )
       for k, tx in variants.items()
   }
@@ -264,22 +321,37 @@ def _child() -> dict:
     return {
         k: jax.shard_map(
             lambda g, st, tx=tx: tx.update(g, st, g)[0],
-            mesh=mesh,
-            in_specs=(specs, sm_specs[k]),
-            out_specs=specs,
+            mesh=layout.mesh,
+            in_specs=(layout.specs, sm_specs[k]),
+            out_specs=layout.specs,
         )(g, states[k])
         for k, tx in variants.items()
     }
 
-  sm_updates = shard_mapped_updates(grads, sm_states)
-  for (name, label), u_ca in sm_updates.items():
-    ratios = ratio_to_adam(u_ca, u_ad)
-    report["shard_map"].setdefault(name, {})[label] = {
-        "vs_global_rel_err": factor_error(ratios, factors_of(name, params, global_structure)),
-        "vs_local_rel_err": factor_error(ratios, factors_of(name, local)),
+  report: dict = {}
+  for (name, label), u_ca in shard_mapped_updates(layout.grads, sm_states).items():
+    ratios = _ratio_to_adam(u_ca, layout.adam_updates)
+    report.setdefault(name, {})[label] = {
+        "vs_global_rel_err": _factor_error(
+            ratios, _factors_of(name, setup.params, layout.global_structure)
+        ),
+        "vs_local_rel_err": _factor_error(ratios, _factors_of(name, layout.local)),
     }
-  log("shard_map")
+  _log("shard_map")
   return report
+
+
+def _child() -> dict:
+  """The subprocess's program (8 CPU devices): one report per layout."""
+  _log("imported")
+  setup = _setup()
+  layout, rep, p_shardings = _sharded(setup)
+  return {
+      "device_count": jax.device_count(),
+      "data_parallel": _data_parallel(setup),
+      "fully_sharded": _fully_sharded(setup, layout, rep, p_shardings),
+      "shard_map": _shard_map(setup, layout),
+  }
 
 
 # ----------------------------------------------------------------------------- tests
