@@ -192,6 +192,10 @@ def _update_leaf(g, eta, mu, v_w, u_w, v_eta, u_eta, v_mu, *, count, hyper, axis
 def _transpose(tree: Any, fields: int, like: Any) -> tuple[Any, ...]:
   """A tree (structured like ``like``) of ``fields``-tuples as a tuple of trees."""
   outer = jax.tree.structure(like)
+  if outer.num_leaves == 0:
+    # A tree without leaves: older JAX (0.7) cannot transpose it (it unflattens the
+    # inner tuple from zero leaves), so build the empty trees directly.
+    return (jax.tree.unflatten(outer, []),) * fields
   inner = jax.tree.structure((0,) * fields)
   return jax.tree.transpose(outer, inner, tree)
 
