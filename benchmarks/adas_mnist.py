@@ -167,23 +167,28 @@ def train(name, tx, init_params, data, epochs, args):
   return history, total
 
 
+def first_epoch_within(errors: list[int], allowed: int) -> int | None:
+  """The first 1-based epoch with at most ``allowed`` training errors (None: never)."""
+  return next((i + 1 for i, e in enumerate(errors) if e <= allowed), None)
+
+
+def first_epoch_staying_within(errors: list[int], allowed: int) -> int | None:
+  """The first epoch from which every later epoch has at most ``allowed`` errors."""
+  epoch = None
+  for i, e in enumerate(errors):
+    epoch = (i + 1 if epoch is None else epoch) if e <= allowed else None
+  return epoch
+
+
 def first_epoch_at(history, threshold, n_train):
-  for record in history:
-    if record["train_errors"] <= round((1 - threshold) * n_train):
-      return record["epoch"]
-  return None
+  errors = [record["train_errors"] for record in history]
+  return first_epoch_within(errors, round((1 - threshold) * n_train))
 
 
 def first_epoch_staying_at(history, threshold, n_train):
   """The first epoch from which every later epoch stays at or above ``threshold``."""
-  allowed = round((1 - threshold) * n_train)
-  epoch = None
-  for record in history:
-    if record["train_errors"] <= allowed:
-      epoch = record["epoch"] if epoch is None else epoch
-    else:
-      epoch = None
-  return epoch
+  errors = [record["train_errors"] for record in history]
+  return first_epoch_staying_within(errors, round((1 - threshold) * n_train))
 
 
 def summarize(history, epochs, seconds, n_train) -> dict:

@@ -45,7 +45,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,22 +53,17 @@ import optax
 import caadam_jax
 from examples import data_files
 
+from . import adas_mnist
 from . import stats
 from ._shared import RESULTS_DIR
 from ._shared import machine_info
+from .adas_mnist import MLP
+from .adas_mnist import first_epoch_staying_within
+from .adas_mnist import first_epoch_within
 
 DEFAULT_OUT = RESULTS_DIR / "adas_tuned.json"
 THRESHOLDS = (0.999, 1.0)
 FORMAT = 1
-
-
-class MLP(nn.Module):
-  """784 -> 256 ReLU -> 10 (logits), the ADAS README's network."""
-
-  @nn.compact
-  def __call__(self, x):
-    x = nn.relu(nn.Dense(256)(x))
-    return nn.Dense(10)(x)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,35 +144,21 @@ def load_data(args):
 
 
 def make_epoch_functions(tx: optax.GradientTransformation, batch_size: int, num_batches: int):
-  """Jitted, seed-vmapped ``run_epoch`` and ``evaluate``."""
-  model = MLP()
+  """``adas_mnist``'s jitted epoch and evaluation, vmapped over the seeds.
 
-  def loss_fn(params, xb, yb):
-    logits = model.apply({"params": params}, xb)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+  Returns ``run_epoch(params, opt_state, keys, x, y)`` and ``evaluate(params, x, y)
+  -> (errors, loss)``, every output with a leading seed axis.
+  """
+  run_epoch_one, evaluate_one = adas_mnist.make_functions(MLP(), tx, batch_size, num_batches)
 
-  def train_step(carry, batch):
-    params, opt_state = carry
-    xb, yb = batch
-    grads = jax.grad(loss_fn)(params, xb, yb)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), opt_state), None
+  def run_epoch(params, opt_state, keys, x, y):
+    return jax.vmap(lambda p, s, k: run_epoch_one(p, s, x, y, k)[:2])(params, opt_state, keys)
 
-  def run_epoch_one(params, opt_state, key, x, y):
-    order = jax.random.permutation(key, x.shape[0])[: num_batches * batch_size]
-    xb = x[order].reshape(num_batches, batch_size, -1)
-    yb = y[order].reshape(num_batches, batch_size)
-    (params, opt_state), _ = jax.lax.scan(train_step, (params, opt_state), (xb, yb))
-    return params, opt_state
+  def evaluate(params, x, y):
+    accuracy, loss = jax.vmap(lambda p: evaluate_one(p, x, y))(params)
+    return jnp.round((1 - accuracy) * x.shape[0]).astype(jnp.int32), loss
 
-  def evaluate_one(params, x, y):
-    logits = model.apply({"params": params}, x)
-    errors = jnp.sum(jnp.argmax(logits, -1) != y)
-    return errors, optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-  run_epoch = jax.jit(jax.vmap(run_epoch_one, in_axes=(0, 0, 0, None, None)))
-  evaluate = jax.jit(jax.vmap(evaluate_one, in_axes=(0, None, None)))
-  return run_epoch, evaluate
+  return jax.jit(run_epoch), jax.jit(evaluate)
 
 
 def train(spec: OptimizerSpec, init_params, data, args) -> dict[str, Any]:
@@ -220,19 +200,6 @@ def train(spec: OptimizerSpec, init_params, data, args) -> dict[str, Any]:
   return {"description": spec.description, "history": per_seed, "epoch_seconds": epoch_seconds}
 
 
-def first_epoch_at(errors: list[float], allowed: int) -> int | None:
-  """The first 1-based epoch with at most ``allowed`` training errors."""
-  return next((i + 1 for i, e in enumerate(errors) if e <= allowed), None)
-
-
-def first_epoch_staying_at(errors: list[float], allowed: int) -> int | None:
-  """The first epoch from which every later epoch has at most ``allowed`` errors."""
-  epoch = None
-  for i, e in enumerate(errors):
-    epoch = (i + 1 if epoch is None else epoch) if e <= allowed else None
-  return epoch
-
-
 def summarize(run: dict[str, Any], n_train: int, n_test: int) -> dict[str, Any]:
   """Per-seed criteria of one optimizer's run."""
   hist = run["history"]
@@ -240,9 +207,11 @@ def summarize(run: dict[str, Any], n_train: int, n_test: int) -> dict[str, Any]:
   for threshold in THRESHOLDS:
     allowed = round((1 - threshold) * n_train)
     tag = f"{100 * threshold:g}"
-    out[f"first_epoch_train_acc_{tag}"] = [first_epoch_at(e, allowed) for e in hist["train_errors"]]
+    out[f"first_epoch_train_acc_{tag}"] = [
+        first_epoch_within(e, allowed) for e in hist["train_errors"]
+    ]
     out[f"stays_from_epoch_train_acc_{tag}"] = [
-        first_epoch_staying_at(e, allowed) for e in hist["train_errors"]
+        first_epoch_staying_within(e, allowed) for e in hist["train_errors"]
     ]
   out["final_test_accuracy"] = [1 - e[-1] / n_test for e in hist["test_errors"]]
   out["best_test_accuracy"] = [1 - min(e) / n_test for e in hist["test_errors"]]

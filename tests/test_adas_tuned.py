@@ -12,12 +12,12 @@ from benchmarks import adas_tuned
 
 def test_first_epoch_at_and_staying():
   errors = [50, 5, 0, 2, 0, 0]  # 1-based epochs
-  assert adas_tuned.first_epoch_at(errors, 0) == 3
-  assert adas_tuned.first_epoch_staying_at(errors, 0) == 5  # epoch 4 fell back
-  assert adas_tuned.first_epoch_at(errors, 5) == 2
-  assert adas_tuned.first_epoch_staying_at(errors, 5) == 2
-  assert adas_tuned.first_epoch_at([3, 2, 1], 0) is None
-  assert adas_tuned.first_epoch_staying_at([0, 1], 0) is None
+  assert adas_tuned.first_epoch_within(errors, 0) == 3
+  assert adas_tuned.first_epoch_staying_within(errors, 0) == 5  # epoch 4 fell back
+  assert adas_tuned.first_epoch_within(errors, 5) == 2
+  assert adas_tuned.first_epoch_staying_within(errors, 5) == 2
+  assert adas_tuned.first_epoch_within([3, 2, 1], 0) is None
+  assert adas_tuned.first_epoch_staying_within([0, 1], 0) is None
 
 
 def test_summarize_counts_thresholds_and_accuracies():
