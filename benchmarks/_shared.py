@@ -7,6 +7,7 @@ test that puts ``benchmarks/`` on ``sys.path`` would shadow it.)
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import pathlib
@@ -32,10 +33,17 @@ def require_data_dir(path: str | None) -> None:
     raise SystemExit(f"No data directory: pass --data-dir or set ${data_files.DATA_ENV_VAR}.")
 
 
+def _open(path: pathlib.Path, mode: str, gzipped: bool | None = None):
+  """``open``, or ``gzip.open`` for a ``.gz`` file (large results files are stored gzipped)."""
+  if gzipped if gzipped is not None else path.suffix == ".gz":
+    return gzip.open(path, mode, encoding="utf-8")
+  return open(path, mode)  # noqa: SIM115 (returned to a with statement)
+
+
 def load_results(path: pathlib.Path, protocol: dict) -> dict:
   """The results stored at ``path`` (an empty set if none); exits if another protocol made them."""
   if path.exists():
-    with open(path) as f:
+    with _open(path, "rt") as f:
       results = json.load(f)
     if results.get("protocol") != protocol:
       raise SystemExit(
@@ -48,8 +56,8 @@ def load_results(path: pathlib.Path, protocol: dict) -> dict:
 
 def save_results(path: pathlib.Path, results: dict) -> None:
   """Writes ``results`` atomically (a stopped run never leaves half a file)."""
-  tmp = path.with_suffix(".json.tmp")
-  with open(tmp, "w") as f:
+  tmp = path.with_name(path.name + ".tmp")
+  with _open(tmp, "wt", gzipped=path.suffix == ".gz") as f:
     json.dump(results, f, indent=1)
   os.replace(tmp, path)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -146,7 +147,8 @@ def test_quick_sweep_end_to_end(tmp_path):
   """`--quick` runs a tiny sweep; the JSON, the statistics and the report are consistent."""
   argv = ["--quick", "--out-dir", str(tmp_path)]
   out = sweep.main(argv)
-  results = json.loads((tmp_path / "sweep_california.json").read_text())
+  with gzip.open(tmp_path / "sweep_california.json.gz", "rt") as f:
+    results = json.load(f)
   names = ["adam", "caadam_additive", "placebo_additive_uniform", "adas"]
   expected = {
       sweep.cell_key("[64,32]", n, sweep.grid_lr(k, 1e-3, 1e-2, 2)) for n in names for k in (0, 1)
