@@ -55,11 +55,41 @@ def load_results(path: pathlib.Path, protocol: dict) -> dict:
 
 
 def save_results(path: pathlib.Path, results: dict) -> None:
-  """Writes ``results`` atomically (a stopped run never leaves half a file)."""
-  tmp = path.with_name(path.name + ".tmp")
-  with _open(tmp, "wt", gzipped=path.suffix == ".gz") as f:
-    json.dump(results, f, indent=1)
-  os.replace(tmp, path)
+  """Writes ``results`` atomically, keeping the cells other processes saved meanwhile.
+
+  Studies are run in pieces, possibly at the same time (``--configs``/``--optimizers``
+  subsets with one ``--out-dir``): under an exclusive lock, cells in the file that
+  ``results`` lacks are added to it before it is written (a cell in both: ``results``
+  wins), so no process drops another's cells. A stopped run never leaves half a file.
+  """
+  with _locked(path):
+    if path.exists():
+      with _open(path, "rt") as f:
+        stored = json.load(f)
+      if stored.get("protocol") != results.get("protocol"):
+        raise SystemExit(f"{path} was rewritten for another protocol while this run was on.")
+      for key, cell in stored.get("cells", {}).items():
+        results["cells"].setdefault(key, cell)
+    tmp = path.with_name(path.name + ".tmp")
+    with _open(tmp, "wt", gzipped=path.suffix == ".gz") as f:
+      json.dump(results, f, indent=1)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _locked(path: pathlib.Path):
+  """An exclusive lock on ``<path>.lock`` (POSIX ``flock``; no lock where there is none)."""
+  try:
+    import fcntl
+  except ImportError:  # not POSIX: one process at a time is the user's job
+    yield
+    return
+  with open(path.with_name(path.name + ".lock"), "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _cpu_model() -> str | None:

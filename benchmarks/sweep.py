@@ -526,7 +526,7 @@ def report(results: dict, task, args) -> str:
       "",
       f"Plots: `sweep_{task.name}_<config>.png`: test {metric} against the base learning rate, "
       "mean over seeds with a band from the minimum to the maximum seed; left the optimizers, "
-      "right the placebos next to their real strategy.",
+      "right (for the configs where placebos ran) the placebos next to their real strategy.",
       "",
   ]
   return "\n".join(lines)
@@ -546,12 +546,14 @@ def write_plots(results: dict, task, out_dir: pathlib.Path) -> list[str]:
     groups.setdefault(c["config"], {}).setdefault(c["optimizer"], []).append(c)
   written = []
   for config, by_opt in groups.items():
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), squeeze=False)
-    panels = (
-        [n for n in by_opt if not n.startswith("placebo_")],
-        [n for n in by_opt if n.startswith(("placebo_", "caadam_"))],
-    )
-    for ax, names in zip(axes[0], panels, strict=True):
+    panels = [[n for n in by_opt if not n.startswith("placebo_")]]
+    titles = [f"{config}: optimizers"]
+    if any(n.startswith("placebo_") for n in by_opt):  # the control panel only where it ran
+      panels.append([n for n in by_opt if n.startswith(("placebo_", "caadam_"))])
+      titles.append(f"{config}: placebo control")
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
+    for ax, names, title in zip(axes[0], panels, titles, strict=True):
+      ax.set_title(title)
       for name in names:
         cells = sorted(by_opt[name], key=lambda c: c["lr"])
         lrs = np.array([c["lr"] for c in cells])
@@ -573,8 +575,6 @@ def write_plots(results: dict, task, out_dir: pathlib.Path) -> list[str]:
       ax.set_xlabel("base learning rate")
       ax.set_ylabel(f"test {metric}")
       ax.legend(fontsize=6)
-    axes[0][0].set_title(f"{config}: optimizers")
-    axes[0][1].set_title(f"{config}: placebo control")
     fig.tight_layout()
     safe = config.strip("[]").replace(",", "-")
     path = out_dir / f"sweep_{task.name}_{safe}.png"

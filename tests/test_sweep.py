@@ -24,6 +24,8 @@ from benchmarks import placebo
 from benchmarks import stats
 from benchmarks import sweep
 from benchmarks import training
+from benchmarks._shared import load_results
+from benchmarks._shared import save_results
 
 DATA = os.environ.get("CAADAM_JAX_DATA")
 
@@ -31,6 +33,33 @@ DATA = os.environ.get("CAADAM_JAX_DATA")
 def _mlp_params(hidden=(64, 32)):
   model = models.ModelSpec("m", models.MLP(hidden, 1), (8,))
   return model.init(jax.random.key(0))[0]
+
+
+def test_pieces_saved_to_one_file_keep_each_others_cells(tmp_path):
+  """Two runs of a study in pieces, loaded before either saved, lose no cell."""
+  path = tmp_path / "sweep_t.json.gz"
+  protocol = {"task": "t", "seeds": 2}
+  first, second = load_results(path, protocol), load_results(path, protocol)
+  first["cells"]["a|adam|0.001"] = {"v": 1}
+  save_results(path, first)
+  second["cells"]["a|adas|0.001"] = {"v": 2}
+  second["cells"]["a|adam|0.001"] = {"v": 3}  # a cell in both: the saver's copy wins
+  save_results(path, second)
+  first["cells"]["b|adam|0.001"] = {"v": 4}
+  save_results(path, first)
+  with gzip.open(path, "rt") as f:
+    stored = json.load(f)
+  assert stored["cells"] == {
+      "a|adam|0.001": {"v": 1},
+      "a|adas|0.001": {"v": 2},
+      "b|adam|0.001": {"v": 4},
+  }
+  assert load_results(path, protocol)["cells"] == stored["cells"]
+  with pytest.raises(SystemExit, match="different protocol"):
+    load_results(path, {"task": "t", "seeds": 3})
+  other = {"format": 1, "protocol": {"task": "t", "seeds": 3}, "cells": {}}
+  with pytest.raises(SystemExit, match="another protocol"):
+    save_results(path, other)
 
 
 def test_grid_is_log_spaced():
