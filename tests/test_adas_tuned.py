@@ -76,3 +76,26 @@ def test_report_tables_from_a_small_result():
   # ADAS has 5 fewer test errors per seed at the end: +0.5 points, 3 of 3 wins.
   assert "| adam_0.001 | 0.9810 / 0.9760 |" in text
   assert "3/3" in text
+
+
+def test_best_adam_per_criterion_by_hand():
+  # 1000 training images (100% = 0 errors), 100 test images, 2 seeds, 3 epochs.
+  def run(train_errors, test_errors):
+    return {"history": {"train_errors": train_errors, "test_errors": test_errors}}
+
+  runs = {
+      "adas": run([[0, 0, 0], [1, 0, 0]], [[5, 5, 5], [5, 5, 5]]),
+      # Fits in 2 epochs on both seeds, final test accuracy 0.90.
+      "adam_a": run([[5, 0, 0], [5, 0, 0]], [[10, 10, 10], [10, 10, 10]]),
+      # Never fits one seed, but the best final test accuracy (0.97) and best epoch (0.99).
+      "adam_b": run([[5, 5, 5], [5, 0, 0]], [[1, 2, 3], [3, 3, 3]]),
+  }
+  summaries = {name: adas_tuned.summarize(r, n_train=1000, n_test=100) for name, r in runs.items()}
+  assert adas_tuned.best_adam(summaries, "epochs_100") == ("adam_a", 2.0)
+  assert adas_tuned.best_adam(summaries, "final_test") == ("adam_b", pytest.approx(0.97))
+  assert adas_tuned.best_adam(summaries, "best_test") == ("adam_b", pytest.approx(0.98))
+  del summaries["adam_a"]
+  assert adas_tuned.best_adam(summaries, "epochs_100") is None  # adam_b misses on seed 0
+  text = "\n".join(adas_tuned._best_adam_lines(summaries))
+  assert "| fewest epochs to 100% training accuracy | none reached it on every seed | — |" in text
+  assert "| highest final test accuracy | adam_b | 0.9700 | 0.9500 |" in text
