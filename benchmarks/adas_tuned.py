@@ -100,7 +100,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--epochs", type=int, default=30)
   parser.add_argument("--batch-size", type=int, default=32)
   parser.add_argument("--adam-lrs", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2])
-  parser.add_argument("--cosine-lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3])
+  parser.add_argument("--cosine-lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3, 1e-2])
   parser.add_argument("--optimizers", nargs="*", default=None, help="subset, in this order")
   parser.add_argument("--out", default=None)
   parser.add_argument("--quick", action="store_true", help="2k images, 2 seeds, 3 epochs")
