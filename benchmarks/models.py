@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import caadam_jax
+
 GLOROT = nn.initializers.glorot_uniform()
 
 
@@ -175,6 +177,16 @@ class ModelSpec:
     params = variables["params"]
     extra = {k: v for k, v in variables.items() if k != "params"}
     return params, extra
+
+  def structure(self) -> caadam_jax.Structure:
+    """Its layers in forward order, for the as-described CaAdam cells.
+
+    The benchmark models name their layers in forward order (``Dense_0``, ``L0_conv``,
+    ``L00_conv``, ...), the order Keras creates them in, so the sorted paths are that
+    order; ``infer_structure`` says so, where ``caadam``'s default refuses to read a
+    depth order from names like ``L0_conv``.
+    """
+    return caadam_jax.infer_structure(self.init(jax.random.key(0))[0])
 
   def apply(self, params, extra, x, train: bool):
     variables = {"params": params, **extra}

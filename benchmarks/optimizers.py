@@ -10,6 +10,7 @@ described (``caadam``), AdamW and ADAS. Every learning rate is injected
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -36,8 +37,8 @@ def _published(strategy):
 
 
 def _described(strategy):
-  def make(learning_rate):
-    return caadam_jax.caadam(learning_rate, strategy=strategy)
+  def make(learning_rate, structure=None):
+    return caadam_jax.caadam(learning_rate, strategy=strategy, structure=structure)
 
   return make
 
@@ -59,6 +60,8 @@ class OptSpec:
       scales it; ADAS has none).
     matched: the learning-rate-matched Adam control of a CaAdam cell.
     description: one line for the reports.
+    takes_structure: ``factory`` takes the model's ``structure`` (the as-described
+      cells: ``caadam`` refuses to guess a depth order from layer names alone).
   """
 
   name: str
@@ -67,11 +70,19 @@ class OptSpec:
   has_lr: bool = True
   matched: str | None = None
   description: str = ""
+  takes_structure: bool = False
 
-  def make(self, base_lr):
+  def make(self, base_lr, structure: caadam_jax.Structure | None = None):
+    """The optimizer at ``base_lr`` (times ``lr_mult``), its learning rate injected.
+
+    ``structure`` (``ModelSpec.structure()``) is passed on where ``takes_structure``.
+    """
     if not self.has_lr:
       return self.factory()
-    return optax.inject_hyperparams(self.factory)(learning_rate=base_lr * self.lr_mult)
+    factory = self.factory
+    if self.takes_structure:
+      factory = functools.partial(self.factory, structure=structure)
+    return optax.inject_hyperparams(factory)(learning_rate=base_lr * self.lr_mult)
 
 
 OPTIMIZERS = {
@@ -116,18 +127,21 @@ OPTIMIZERS = {
         OptSpec(
             "caadam_additive",
             _described("additive"),
+            takes_structure=True,
             matched="adam_x2",
             description="as described (per layer), additive g=0.95, optax Adam eps 1e-8",
         ),
         OptSpec(
             "caadam_multiplicative",
             _described("multiplicative"),
+            takes_structure=True,
             matched="adam_x5",
             description="as described (per layer), multiplicative g=5, optax Adam eps 1e-8",
         ),
         OptSpec(
             "caadam_depth",
             _described("depth"),
+            takes_structure=True,
             matched="adam_x2",
             description="as described (per layer), depth g=1, optax Adam eps 1e-8",
         ),
@@ -165,7 +179,7 @@ def measured_factors(model: ModelSpec, opt_name: str) -> dict[str, float]:
     ref = optax.adam(1.0)
   else:
     return {}
-  tx = spec.factory(1.0)
+  tx = spec.factory(1.0, structure=model.structure()) if spec.takes_structure else spec.factory(1.0)
   u, _ = tx.update(grads, tx.init(params), params)
   r, _ = ref.update(grads, ref.init(params), params)
   out = {}

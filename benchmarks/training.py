@@ -381,7 +381,7 @@ def run_cell(
   run_lrs = np.repeat(np.asarray(lrs if lrs is not None else [args.lr], np.float64), args.seeds)
   run_seed = np.tile(np.arange(args.seeds), len(run_lrs) // args.seeds)
   t_start = time.perf_counter()
-  trainer = CellTrainer(model, opt.make(args.lr), task.kind, args.eval_chunk)
+  trainer = CellTrainer(model, opt.make(args.lr, model.structure()), task.kind, args.eval_chunk)
   runs = _start_runs(task, model, opt, args, trainer, run_lrs, run_seed)
   # Same shuffles for every optimizer (paired design); seeds differ in their shuffles.
   rngs = [np.random.default_rng([args.shuffle_seed, int(s)]) for s in run_seed]

@@ -68,6 +68,33 @@ def test_optimizers_inject_learning_rate():
     assert all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(updates)), name
 
 
+@pytest.mark.parametrize(
+    "model",
+    [
+        models.ModelSpec("[64,32]", models.MLP((64, 32), 1), (8,)),
+        models.ModelSpec("small_cnn", models.SmallCNN(), (28, 28)),
+    ],
+    ids=lambda m: m.name,
+)
+def test_every_cell_steps_on_the_benchmark_models(model):
+  """Every cell builds with the model's structure and steps, named layers included.
+
+  The small CNN's layers are named ``L0_conv``, ``L1_conv``, ``L2_dense``: ``caadam``'s
+  default refuses to read a depth order from such names, so the cells pass
+  ``model.structure()``. The depth factors are then (1 + g)^((L - d) / L) with g = 1, L = 3
+  layers at depths d = 1, 2, 3 (by hand: 2^(2/3), 2^(1/3), 1).
+  """
+  params, _ = model.init(jax.random.key(0))
+  for name, spec in optimizers.OPTIMIZERS.items():
+    tx = spec.make(1e-3, model.structure())
+    updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+    assert all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(updates)), name
+  depth = optimizers.measured_factors(model, "caadam_depth")
+  layers = sorted(params)
+  for layer, expected in zip(layers, [2 ** (2 / 3), 2 ** (1 / 3), 1.0], strict=True):
+    np.testing.assert_allclose(depth[f"{layer}/kernel"], expected, rtol=1e-5)
+
+
 def test_measured_factors_published_mode():
   """Published mode: every kernel gets the last kernel's factor (here c = c_min)."""
   model = models.ModelSpec("[64,32]", models.MLP((64, 32), 1), (8,))
@@ -184,34 +211,42 @@ def replay(
 
 
 def test_stored_results_replay():
-  """Every run stored in benchmarks/results/<task>.json replays through the callbacks."""
+  """Every run in benchmarks/results/[<variant>/]<task>.json replays through the callbacks."""
   checked = 0
+  results_dir = ROOT / "benchmarks" / "results"
   for task_name in ("california", "fashion", "mnist"):
-    path = ROOT / "benchmarks" / "results" / f"{task_name}.json"
-    if not path.exists():
-      continue
-    results = json.loads(path.read_text())
-    proto = results["protocol"]
-    task = types.SimpleNamespace(
-        es_patience=proto["early_stopping"]["patience"],
-        es_start=proto["early_stopping"]["start_from_epoch"],
-        plateau_patience=proto["reduce_lr_on_plateau"]["patience"],
-    )
-    for key, cell in results["cells"].items():
-      spec = optimizers.OPTIMIZERS[cell["optimizer"]]
-      for run in cell["runs"]:
-        problems = replay(
-            run,
-            task,
-            proto["lr"],
-            proto["reduce_lr_on_plateau"]["min_lr"],
-            spec.lr_mult if spec.has_lr else 0.0,
-            proto["reduce_lr_on_plateau"]["min_delta"],
-        )
-        assert problems == [], (key, run["seed"], problems)
-        checked += 1
+    paths = [results_dir / f"{task_name}.json", *sorted(results_dir.glob(f"*/{task_name}.json"))]
+    for path in paths:
+      if path.exists():
+        checked += _replay_file(path)
   if not checked:
     pytest.skip("no results JSON in benchmarks/results to replay")
+
+
+def _replay_file(path) -> int:
+  """Replays every run of one results file; returns how many."""
+  checked = 0
+  results = json.loads(path.read_text())
+  proto = results["protocol"]
+  task = types.SimpleNamespace(
+      es_patience=proto["early_stopping"]["patience"],
+      es_start=proto["early_stopping"]["start_from_epoch"],
+      plateau_patience=proto["reduce_lr_on_plateau"]["patience"],
+  )
+  for key, cell in results["cells"].items():
+    spec = optimizers.OPTIMIZERS[cell["optimizer"]]
+    for run in cell["runs"]:
+      problems = replay(
+          run,
+          task,
+          proto["lr"],
+          proto["reduce_lr_on_plateau"]["min_lr"],
+          spec.lr_mult if spec.has_lr else 0.0,
+          proto["reduce_lr_on_plateau"]["min_delta"],
+      )
+      assert problems == [], (str(path), key, run["seed"], problems)
+      checked += 1
+  return checked
 
 
 def test_resnet20_builds_and_steps_once():
