@@ -273,18 +273,25 @@ def report(results: dict[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
-# Criterion -> (summary key, label, higher is better). Epoch criteria count only when every
-# seed reached the threshold; they compare medians.
+# Criterion -> (summary key, label). Epoch criteria ("epochs_*", fewer is better) compare
+# medians and count only where every seed reached the threshold; accuracies (higher is
+# better) compare means.
 CRITERIA = {
-    "epochs_99.9": (
-        "first_epoch_train_acc_99.9",
-        "fewest epochs to 99.9% training accuracy",
-        False,
-    ),
-    "epochs_100": ("first_epoch_train_acc_100", "fewest epochs to 100% training accuracy", False),
-    "final_test": ("final_test_accuracy", "highest final test accuracy", True),
-    "best_test": ("best_test_accuracy", "highest best-epoch test accuracy", True),
+    "epochs_99.9": ("first_epoch_train_acc_99.9", "fewest epochs to 99.9% training accuracy"),
+    "epochs_100": ("first_epoch_train_acc_100", "fewest epochs to 100% training accuracy"),
+    "final_test": ("final_test_accuracy", "highest final test accuracy"),
+    "best_test": ("best_test_accuracy", "highest best-epoch test accuracy"),
 }
+
+
+def _criterion_value(criterion: str, values: list) -> float | None:
+  """One optimizer's value on ``criterion``: median epoch or mean accuracy.
+
+  ``None`` for an epoch criterion some seed never reached.
+  """
+  if not criterion.startswith("epochs"):
+    return float(np.mean(values))
+  return None if any(v is None for v in values) else float(np.median(values))
 
 
 def best_adam(summaries: dict[str, Any], criterion: str) -> tuple[str, float] | None:
@@ -293,21 +300,16 @@ def best_adam(summaries: dict[str, Any], criterion: str) -> tuple[str, float] | 
   Picked on the reported metric itself (no held-out selection), which favours Adam.
   ``None`` when no Adam qualifies (an epoch threshold some seed of every Adam never reached).
   """
-  key, _, higher = CRITERIA[criterion]
-  scored = []
-  for name, s in summaries.items():
-    if name == "adas":
-      continue
-    values = s[key]
-    if criterion.startswith("epochs"):
-      if any(v is None for v in values):
-        continue
-      scored.append((float(np.median(values)), name))
-    else:
-      scored.append((float(np.mean(values)), name))
+  key = CRITERIA[criterion][0]
+  scored = [
+      (value, name)
+      for name, s in summaries.items()
+      if name != "adas" and (value := _criterion_value(criterion, s[key])) is not None
+  ]
   if not scored:
     return None
-  value, name = (max if higher else min)(scored, key=lambda t: t[0])
+  fewest_epochs = criterion.startswith("epochs")
+  value, name = (min if fewest_epochs else max)(scored, key=lambda t: t[0])
   return name, value
 
 
@@ -326,13 +328,11 @@ def _best_adam_lines(summaries: dict[str, Any]) -> list[str]:
       "| criterion | best Adam | its value | ADAS |",
       "|---|---|---|---|",
   ]
-  for criterion, (key, label, _) in CRITERIA.items():
-    adas_values = summaries["adas"][key]
-    if any(v is None for v in adas_values):
-      adas_text = "not reached by every seed"
-    else:
-      summary = np.median if criterion.startswith("epochs") else np.mean
-      adas_text = _value_text(criterion, float(summary(adas_values)))
+  for criterion, (key, label) in CRITERIA.items():
+    adas_value = _criterion_value(criterion, summaries["adas"][key])
+    adas_text = (
+        "not reached by every seed" if adas_value is None else _value_text(criterion, adas_value)
+    )
     best = best_adam(summaries, criterion)
     best_name, best_text = (
         ("none reached it on every seed", "—")

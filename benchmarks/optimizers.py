@@ -72,6 +72,12 @@ class OptSpec:
   description: str = ""
   takes_structure: bool = False
 
+  def factory_for(self, structure: caadam_jax.Structure | None) -> Callable:
+    """``factory`` with the model's ``structure`` bound where it ``takes_structure``."""
+    if self.takes_structure:
+      return functools.partial(self.factory, structure=structure)
+    return self.factory
+
   def make(self, base_lr, structure: caadam_jax.Structure | None = None):
     """The optimizer at ``base_lr`` (times ``lr_mult``), its learning rate injected.
 
@@ -79,10 +85,9 @@ class OptSpec:
     """
     if not self.has_lr:
       return self.factory()
-    factory = self.factory
-    if self.takes_structure:
-      factory = functools.partial(self.factory, structure=structure)
-    return optax.inject_hyperparams(factory)(learning_rate=base_lr * self.lr_mult)
+    return optax.inject_hyperparams(self.factory_for(structure))(
+        learning_rate=base_lr * self.lr_mult
+    )
 
 
 OPTIMIZERS = {
@@ -179,7 +184,7 @@ def measured_factors(model: ModelSpec, opt_name: str) -> dict[str, float]:
     ref = optax.adam(1.0)
   else:
     return {}
-  tx = spec.factory(1.0, structure=model.structure()) if spec.takes_structure else spec.factory(1.0)
+  tx = spec.factory_for(model.structure())(1.0)
   u, _ = tx.update(grads, tx.init(params), params)
   r, _ = ref.update(grads, ref.init(params), params)
   out = {}
