@@ -284,12 +284,17 @@ CRITERIA = {
 }
 
 
+def _counts_epochs(criterion: str) -> bool:
+  """Whether ``criterion`` counts epochs (fewer is better) rather than accuracy."""
+  return criterion.startswith("epochs")
+
+
 def _criterion_value(criterion: str, values: list) -> float | None:
   """One optimizer's value on ``criterion``: median epoch or mean accuracy.
 
   ``None`` for an epoch criterion some seed never reached.
   """
-  if not criterion.startswith("epochs"):
+  if not _counts_epochs(criterion):
     return float(np.mean(values))
   return None if any(v is None for v in values) else float(np.median(values))
 
@@ -308,13 +313,12 @@ def best_adam(summaries: dict[str, Any], criterion: str) -> tuple[str, float] | 
   ]
   if not scored:
     return None
-  fewest_epochs = criterion.startswith("epochs")
-  value, name = (min if fewest_epochs else max)(scored, key=lambda t: t[0])
+  value, name = (min if _counts_epochs(criterion) else max)(scored, key=lambda t: t[0])
   return name, value
 
 
 def _value_text(criterion: str, value: float) -> str:
-  return f"median {value:g}" if criterion.startswith("epochs") else f"{value:.4f}"
+  return f"median {value:g}" if _counts_epochs(criterion) else f"{value:.4f}"
 
 
 def _best_adam_lines(summaries: dict[str, Any]) -> list[str]:

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from test_reproduce import _synthetic  # tests/ is on sys.path under pytest
+from test_reproduce import ROOT  # tests/ is on sys.path under pytest
+from test_reproduce import _synthetic
 from test_reproduce import _tiny_task
 
 import caadam_jax
@@ -284,10 +285,8 @@ def test_committed_sweep_report_rebuilds_from_its_json(tmp_path):
   So every table of the evidence page recomputes from the JSON; only the header line, which names
   the machine that wrote the report, may differ.
   """
-  results_dir = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+  results_dir = ROOT / "benchmarks" / "results"
   stored = results_dir / "sweep_california.json.gz"
-  if not stored.exists():
-    pytest.skip("no committed California sweep")
   (tmp_path / stored.name).write_bytes(stored.read_bytes())
   sweep.main(["--task", "california", "--report-only", "--out-dir", str(tmp_path)])
   committed = (results_dir / "sweep_california.md").read_text().splitlines()
