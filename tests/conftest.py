@@ -1,4 +1,4 @@
-"""Test-wide JAX settings: strict dtype promotion, as in Equinox's test suite.
+"""Test-wide settings: strict dtype promotion (as in Equinox's test suite) and the tiers.
 
 Under ``"strict"`` promotion, mixing dtypes in ``jax.numpy`` (a bf16 update times a
 float32 factor, an int32 count times a float32 array) raises instead of silently
@@ -7,12 +7,14 @@ import, before any test module is collected (module-level constants follow the s
 rule), and again around every test. Subprocesses (examples run as scripts, notebooks,
 multi-process tests) run with JAX's default.
 
-Two places in Optax itself (0.2.5 to 0.2.8 at least) are not strict-clean:
+Three things in Optax itself (0.2.5 to 0.2.8 at least) are not strict-clean:
 
 * ``optax.tree.bias_correction`` (in ``optax.scale_by_adam``, so in ``optax.adam`` and
   every CaAdam alias) computes ``decay ** count`` with a float ``decay`` and an int32
-  ``count``. A shim runs that one function under standard promotion (the same numbers,
-  bit for bit); the rest of Adam stays strict.
+  ``count``. While a test runs strictly (and while a fixture that asks for
+  ``strict_optax`` builds its values), that one function runs under standard promotion
+  (the same numbers, bit for bit); the rest of Adam stays strict. Optax is unpatched
+  outside those spans: at collection and in tests under standard promotion.
 * ``optax.MultiSteps`` divides by its int32 mini-step counter. Tests that wrap an
   optimizer in it are marked ``@pytest.mark.standard_promotion`` and run under JAX's
   default promotion.
@@ -20,16 +22,22 @@ Two places in Optax itself (0.2.5 to 0.2.8 at least) are not strict-clean:
   moment. Test cases parametrized with a complex dtype get the same marker (added at
   collection, below).
 
-The module that runs the examples in-process (``SCRIPT_MODULES``) also runs under
-standard promotion: the examples use Flax and Optax pieces that are not strict-clean
-(``nn.avg_pool`` divides a float32 sum by an int32 count; Optax schedules mix Python
-floats with int32 steps). Every other module, benchmark scripts and notebooks included,
-runs strictly.
+tests/test_examples.py, which runs the examples in-process, is marked
+``standard_promotion`` as a module: the examples use Flax and Optax pieces that are not
+strict-clean (``nn.avg_pool`` divides a float32 sum by an int32 count; Optax schedules mix
+Python floats with int32 steps). Every other module, benchmark scripts and notebooks
+included, runs strictly.
+
+Tiers (markers in pyproject.toml): ``python -m pytest -q`` deselects ``slow`` tests (the
+``addopts`` there); ``-m ""`` runs everything and ``-m slow`` the slow tier alone. A test
+marked ``data`` needs ``$CAADAM_JAX_DATA`` and is skipped, with that reason, when it is unset.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -40,14 +48,6 @@ import pytest
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 
-def pytest_configure(config):
-  config.addinivalue_line(
-      "markers",
-      "standard_promotion: run under JAX's standard dtype promotion, for Optax code that "
-      "is not strict-clean (optax.MultiSteps).",
-  )
-
-
 def _is_complex_dtype(value) -> bool:
   try:
     return jnp.issubdtype(jnp.dtype(value), jnp.complexfloating)
@@ -55,28 +55,24 @@ def _is_complex_dtype(value) -> bool:
     return False
 
 
-SCRIPT_MODULES = frozenset({"test_examples.py"})
+_NO_DATA = pytest.mark.skip(
+    reason="CAADAM_JAX_DATA is not set: this test reads the datasets (set it to the "
+    "project's shared/data, see docs/benchmarks.md)"
+)
 
 
 def pytest_collection_modifyitems(config, items):
   del config
+  has_data = bool(os.environ.get("CAADAM_JAX_DATA"))
   for item in items:
-    if item.path.name in SCRIPT_MODULES:
-      item.add_marker(pytest.mark.standard_promotion)
-      continue
+    if not has_data and item.get_closest_marker("data") is not None:
+      item.add_marker(_NO_DATA)
     params = getattr(getattr(item, "callspec", None), "params", {})
     if any(_is_complex_dtype(v) for v in params.values() if isinstance(v, (str, type))):
       item.add_marker(pytest.mark.standard_promotion)
 
 
-@pytest.fixture(autouse=True)
-def _dtype_promotion(request):
-  strict = request.node.get_closest_marker("standard_promotion") is None
-  with jax.numpy_dtype_promotion("strict" if strict else "standard"):
-    yield
-
-
-def _strict_bias_correction(original):
+def _standard_promotion_bias_correction(original):
   @functools.wraps(original)
   def bias_correction(moment, decay, count):
     # Optax's own computation, traced under standard promotion: the same numbers bit
@@ -89,11 +85,44 @@ def _strict_bias_correction(original):
 
 
 _ORIGINAL = optax.tree_utils.tree_bias_correction
-_PATCHED = _strict_bias_correction(_ORIGINAL)
-_ALIASES = (
-    (optax.tree_utils, "tree_bias_correction"),
-    (getattr(optax, "tree", None), "bias_correction"),
+_PATCHED = _standard_promotion_bias_correction(_ORIGINAL)
+# Optax exposes the one function under two names; optax.scale_by_adam calls optax.tree's.
+_ALIASES = tuple(
+    (module, name)
+    for module, name in (
+        (optax.tree_utils, "tree_bias_correction"),
+        (optax.tree, "bias_correction"),
+    )
+    if getattr(module, name, None) is _ORIGINAL
 )
-for _module, _name in _ALIASES:
-  if getattr(_module, _name, None) is _ORIGINAL:
-    setattr(_module, _name, _PATCHED)
+
+
+@contextlib.contextmanager
+def _strict_promotion():
+  """Strict promotion, with Optax's bias correction run under standard promotion."""
+  previous = [getattr(module, name) for module, name in _ALIASES]
+  for module, name in _ALIASES:
+    setattr(module, name, _PATCHED)
+  try:
+    with jax.numpy_dtype_promotion("strict"):
+      yield
+  finally:
+    for (module, name), value in zip(_ALIASES, previous, strict=True):
+      setattr(module, name, value)
+
+
+@pytest.fixture(autouse=True)
+def _dtype_promotion(request):
+  if request.node.get_closest_marker("standard_promotion") is None:
+    with _strict_promotion():
+      yield
+  else:
+    with jax.numpy_dtype_promotion("standard"):
+      yield
+
+
+@pytest.fixture(scope="module")
+def strict_optax():
+  """For module-scoped fixtures that step Optax's Adam: they run before any test's span."""
+  with _strict_promotion():
+    yield

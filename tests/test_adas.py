@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import doctest
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -426,13 +425,9 @@ def test_doctests():
 # --------------------------------------------------------------------------- benchmark
 
 
+@pytest.mark.slow  # a benchmark script in a subprocess
+@pytest.mark.data
 def test_benchmark_quick(tmp_path):
-  data = os.environ.get("CAADAM_JAX_DATA")
-  if not data:
-    pytest.skip(
-        "CAADAM_JAX_DATA is not set: the MNIST benchmark needs the data directory "
-        "(e.g. CAADAM_JAX_DATA=/path/to/shared/data)."
-    )
   out = tmp_path / "quick.json"
   proc = subprocess.run(
       [sys.executable, "-m", "benchmarks.adas_mnist", "--quick", "--out", str(out)],
@@ -440,7 +435,6 @@ def test_benchmark_quick(tmp_path):
       capture_output=True,
       text=True,
       timeout=600,
-      env=dict(os.environ, CAADAM_JAX_DATA=data),
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "adas epoch" in proc.stdout and "adam epoch" in proc.stdout

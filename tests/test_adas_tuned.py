@@ -9,6 +9,9 @@ import pytest
 
 from benchmarks import adas_tuned
 
+# Slow tier: tests of benchmarks/ (the fast tier tests the library).
+pytestmark = pytest.mark.slow
+
 
 def test_first_epoch_at_and_staying():
   errors = [50, 5, 0, 2, 0, 0]  # 1-based epochs

@@ -11,6 +11,9 @@ import pytest
 
 from benchmarks import callbacks
 
+# Slow tier: tests of benchmarks/ (the fast tier tests the library).
+pytestmark = pytest.mark.slow
+
 
 def run_es(values, **kw):
   """Feeds values; returns (snapshot epochs, stop epoch or None, callback)."""

@@ -3,6 +3,10 @@
 import numpy as np
 import pytest
 
+# Slow tier: whole example scripts. Standard promotion: the examples use Flax and Optax pieces
+# that are not strict-clean (tests/conftest.py).
+pytestmark = [pytest.mark.slow, pytest.mark.standard_promotion]
+
 # examples/ is on sys.path (pythonpath in pyproject.toml): the examples import as modules.
 
 

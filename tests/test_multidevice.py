@@ -42,6 +42,9 @@ from jax.sharding import PartitionSpec as P
 
 import caadam_jax
 
+# Slow tier: one subprocess with 8 simulated CPU devices.
+pytestmark = pytest.mark.slow
+
 STRATEGIES = caadam_jax.STRATEGY_NAMES
 # The strategies whose factors depend on shapes: depth uses the forward order only.
 SHAPE_DEPENDENT = tuple(s for s in STRATEGIES if s != "depth")

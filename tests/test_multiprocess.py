@@ -44,6 +44,9 @@ from helpers import train
 
 from examples import multihost
 
+# Slow tier: several JAX processes.
+pytestmark = pytest.mark.slow
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The workers run this file as a script: Python puts tests/ (helpers) on their path, and
 # PYTHONPATH adds the repository root for `from examples import multihost`, as pytest's
@@ -253,8 +256,9 @@ def tmp(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reference():
+def reference(strict_optax):
   """One process, one device, the same global batches: the full final state per optimizer."""
+  del strict_optax  # it steps Adam in this process (strictly) before any test's span
   x, y = data(2 * K, BATCH)
   states = train(_states(), range(2 * K), x, y, _make_step_all())
   return {name: _flat(state) for name, state in states.items()}

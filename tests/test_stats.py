@@ -10,6 +10,9 @@ from scipy import stats as st
 
 from benchmarks import stats
 
+# Slow tier: tests of benchmarks/ (the fast tier tests the library).
+pytestmark = pytest.mark.slow
+
 # Two arms over 8 paired seeds (RMSE-like values).
 A = np.array([0.451, 0.462, 0.447, 0.470, 0.455, 0.449, 0.466, 0.458])
 B = np.array([0.456, 0.460, 0.452, 0.478, 0.459, 0.455, 0.465, 0.463])

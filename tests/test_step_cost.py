@@ -14,6 +14,9 @@ import caadam_jax
 from benchmarks import compile_constants
 from benchmarks import step_cost
 
+# Slow tier: tests of benchmarks/ (the fast tier tests the library).
+pytestmark = pytest.mark.slow
+
 HAND_HLO = """HloModule m
 
 %fused_computation (param_0: f32[4]) -> f32[4] {

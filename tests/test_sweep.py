@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import os
 import pathlib
 import types
 
@@ -14,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from test_reproduce import ROOT  # tests/ is on sys.path under pytest
-from test_reproduce import _synthetic
+from test_reproduce import _synthetic  # tests/ is on sys.path under pytest
 from test_reproduce import _tiny_task
+from test_reproduce import results_dir
 
 import caadam_jax
 from benchmarks import models
@@ -28,7 +27,8 @@ from benchmarks import training
 from benchmarks._shared import load_results
 from benchmarks._shared import save_results
 
-DATA = os.environ.get("CAADAM_JAX_DATA")
+# Slow tier: tests of benchmarks/ (the fast tier tests the library).
+pytestmark = pytest.mark.slow
 
 
 def _mlp_params(hidden=(64, 32)):
@@ -172,7 +172,7 @@ def test_learning_rates_in_one_batch_equal_separate_cells():
   assert batch["runs"][0]["val_loss"][0] != batch["runs"][1]["val_loss"][0]
 
 
-@pytest.mark.skipif(not DATA, reason="CAADAM_JAX_DATA is not set: the quick sweep needs the data")
+@pytest.mark.data
 def test_quick_sweep_end_to_end(tmp_path):
   """`--quick` runs a tiny sweep; the JSON, the statistics and the report are consistent."""
   argv = ["--quick", "--out-dir", str(tmp_path)]
@@ -276,20 +276,18 @@ def test_analysis_and_report_on_known_results():
   assert "equivalent (±1%)" in md and "min_delta: 1e-05" in md
 
 
-@pytest.mark.skipif(
-    not DATA, reason="CAADAM_JAX_DATA is not set: the report rebuild needs the data"
-)
+@pytest.mark.data
 def test_committed_sweep_report_rebuilds_from_its_json(tmp_path):
   """benchmarks/results/sweep_california.md is what `--report-only` writes from the committed runs.
 
   So every table of the evidence page recomputes from the JSON; only the header line, which names
   the machine that wrote the report, may differ.
   """
-  results_dir = ROOT / "benchmarks" / "results"
-  stored = results_dir / "sweep_california.json.gz"
+  stored_dir = results_dir()
+  stored = stored_dir / "sweep_california.json.gz"
   (tmp_path / stored.name).write_bytes(stored.read_bytes())
   sweep.main(["--task", "california", "--report-only", "--out-dir", str(tmp_path)])
-  committed = (results_dir / "sweep_california.md").read_text().splitlines()
+  committed = (stored_dir / "sweep_california.md").read_text().splitlines()
   rebuilt = (tmp_path / "sweep_california.md").read_text().splitlines()
   assert len(rebuilt) == len(committed)
   differing = [i for i, (a, b) in enumerate(zip(committed, rebuilt, strict=True)) if a != b]
