@@ -1,13 +1,12 @@
-"""Bad and unusual input, item by item: the input and what must happen.
+"""Bad and unusual input: the input and what must happen.
 
-Each test is named for the item of the catalogue in docs/validation.md ("What each
-bad-input item became") it covers and states the input and the expected error or
-behaviour. Expected numbers come from the formulas of docs/method.md ("The factors")
-written out here, or from ``optax.adam``; errors are checked for the argument's name
-and the valid range or what to do. Items 8 and 13 (NNX train-mode
-tracing, NumPy static arguments of ``trace_structure``) are here in their plain form;
-tests/test_models.py covers them on real models (``nnx.scan`` stacks with BatchNorm).
-Items 16-18 (packaging) are checked by .ci/run's sdist and minimum legs and
+Each test is named for the input it feeds and the error or behaviour it expects; the table
+"What each bad-input item became" in docs/validation.md lists the same inputs. Expected
+numbers come from the formulas of docs/method.md ("The factors") written out here, or from
+``optax.adam``; errors are checked for the argument's name and the valid range or what to
+do. NNX train-mode tracing and NumPy static arguments of ``trace_structure`` are here in
+their plain form; tests/test_models.py covers them on real models (``nnx.scan`` stacks with
+BatchNorm). Packaging is checked by .ci/run's sdist and minimum legs and
 tests/test_packaging.py.
 """
 
@@ -86,7 +85,7 @@ def _injected(strategy, values, alias):
 
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
 @pytest.mark.parametrize("strategy", sorted(SCHEDULES))
-def test_item01_traced_scaling_factor_out_of_range_gives_non_finite_steps(strategy, jit):
+def test_traced_scaling_factor_out_of_range_gives_non_finite_steps(strategy, jit):
   """Input: inject_hyperparams(caadam)(scaling_factor=schedule leaving the range).
 
   Expected: in-range steps are Adam times the hand factors; out-of-range steps are
@@ -121,7 +120,7 @@ def test_item01_traced_scaling_factor_out_of_range_gives_non_finite_steps(strate
 
 
 @pytest.mark.parametrize("strategy", sorted(SCHEDULES))
-def test_item01_keras_caadam_injected_scaling_factor_out_of_range_is_nan_under_jit(strategy):
+def test_keras_caadam_injected_scaling_factor_out_of_range_is_nan_under_jit(strategy):
   """Input: inject_hyperparams(keras_caadam)(scaling_factor=schedule leaving the range).
 
   Expected: the same rule as caadam: out-of-range steps are NaN, never a flip.
@@ -137,7 +136,7 @@ def test_item01_keras_caadam_injected_scaling_factor_out_of_range_is_nan_under_j
 
 
 @pytest.mark.parametrize("strategy", sorted(SCHEDULES))
-def test_item01_traced_scaling_factor_is_kept_exactly_in_range_and_nan_outside(strategy):
+def test_traced_scaling_factor_is_kept_exactly_in_range_and_nan_outside(strategy):
   """Input: a traced g inside the range (and at its edges), and outside it.
 
   Expected: inside, g itself bit for bit (the factors equal the concrete-g ones) and in
@@ -161,7 +160,7 @@ def test_item01_traced_scaling_factor_is_kept_exactly_in_range_and_nan_outside(s
 # --------------------------------------------------------------------------- item 2
 
 
-def test_item02_with_factor_one_accepts_a_single_path_string():
+def test_with_factor_one_accepts_a_single_path_string():
   """Input: with_factor_one('Dense_1/kernel'). Expected: that leaf gets 1, the others keep theirs."""
   structure = caadam_jax.infer_structure(PARAMS).with_factor_one("Dense_1/kernel")
   resolved, g = _formulas.resolve_strategy("additive", 0.5)
@@ -178,7 +177,7 @@ def test_item02_with_factor_one_accepts_a_single_path_string():
         ("Dense_9/kernel", "Dense_"),  # a bare string that matches nothing
     ],
 )
-def test_item02_with_factor_one_rejects_unknown_paths_listing_close_matches(paths, close):
+def test_with_factor_one_rejects_unknown_paths_listing_close_matches(paths, close):
   """Input: a path that is no leaf or prefix of one. Expected: ValueError naming it and close matches."""
   with pytest.raises(
       ValueError, match=rf"with_factor_one: no parameter path .*did you mean '{close}"
@@ -189,7 +188,7 @@ def test_item02_with_factor_one_rejects_unknown_paths_listing_close_matches(path
 # --------------------------------------------------------------------------- item 3
 
 
-def test_item03_infer_structure_stacked_prefix_matching_nothing_raises():
+def test_infer_structure_stacked_prefix_matching_nothing_raises():
   """Input: stacked={'blocks_typo': 0}. Expected: ValueError naming the prefix and 'blocks'."""
   params = {"blocks": {"kernel": jnp.ones((3, 4, 4))}, "head": {"kernel": jnp.ones((4, 2))}}
   with pytest.raises(
@@ -198,7 +197,7 @@ def test_item03_infer_structure_stacked_prefix_matching_nothing_raises():
     caadam_jax.infer_structure(params, stacked={"blocks_typo": 0})
 
 
-def test_item03_trace_structure_stacked_prefix_matching_nothing_raises():
+def test_trace_structure_stacked_prefix_matching_nothing_raises():
   """Input: trace_structure(..., stacked={'blocks_typo': 0}). Expected: the same ValueError."""
   params = {"blocks": {"kernel": jnp.ones((3, 4, 4))}, "head": {"kernel": jnp.ones((4, 2))}}
 
@@ -216,7 +215,7 @@ def test_item03_trace_structure_stacked_prefix_matching_nothing_raises():
 # --------------------------------------------------------------------------- item 4
 
 
-def test_item04_zero_size_kernel_is_not_a_layer():
+def test_zero_size_kernel_is_not_a_layer():
   """Input: a (0, 4) kernel among Dense layers. Expected: not counted; the others as without it."""
   params = {
       "Dense_0": {"kernel": jnp.ones((0, 4)), "bias": jnp.zeros(4)},
@@ -243,7 +242,7 @@ def test_item04_zero_size_kernel_is_not_a_layer():
     "name", ["learning_rate", "hyper_learning_rate", "meta_learning_rate", "eps"]
 )
 @pytest.mark.parametrize("value", [math.inf, -math.inf], ids=["inf", "-inf"])
-def test_item05_adas_rejects_infinite_hyperparameters(name, value):
+def test_adas_rejects_infinite_hyperparameters(name, value):
   """Input: adas(<name>=inf). Expected: ValueError naming the argument and 'finite'."""
   with pytest.raises(ValueError, match=rf"{name}.*finite"):
     caadam_jax.adas(**{name: value})
@@ -268,14 +267,14 @@ def test_item05_adas_rejects_infinite_hyperparameters(name, value):
     ],
     ids=lambda v: repr(v) if isinstance(v, tuple) else "",
 )
-def test_item06_from_records_validates_each_record(record, error, match):
+def test_from_records_validates_each_record(record, error, match):
   """Input: a bad (connections, depth) record. Expected: an error naming records, the layer, the field."""
   params = {"Dense_0": {"kernel": jnp.ones((4, 8))}, "Dense_1": {"kernel": jnp.ones((8, 2))}}
   with pytest.raises(error, match=rf"records.*Dense_0.*{match}"):
     caadam_jax.Structure.from_records(params, {"Dense_0": record, "Dense_1": (16, 1)})
 
 
-def test_item06_from_records_accepts_integral_numpy_and_float_values():
+def test_from_records_accepts_integral_numpy_and_float_values():
   """Input: numpy ints and integral floats. Expected: accepted as ints."""
   params = {"Dense_0": {"kernel": jnp.ones((4, 8))}, "Dense_1": {"kernel": jnp.ones((8, 2))}}
   s = caadam_jax.Structure.from_records(
@@ -292,7 +291,7 @@ def test_item06_from_records_accepts_integral_numpy_and_float_values():
 
 
 @pytest.mark.parametrize("value", ["no", 1, None, np.float32(1.0)])
-def test_item07_keras_caadam_amsgrad_must_be_a_bool(value):
+def test_keras_caadam_amsgrad_must_be_a_bool(value):
   """Input: keras_caadam(amsgrad='no'). Expected: TypeError naming amsgrad; True/False/np.bool_ work."""
   with pytest.raises(TypeError, match=r"amsgrad must be a bool"):
     caadam_jax.keras_caadam(amsgrad=value)
@@ -302,7 +301,7 @@ def test_item07_keras_caadam_amsgrad_must_be_a_bool(value):
 # --------------------------------------------------------------------------- item 8
 
 
-def test_item08_trace_structure_on_an_nnx_module_in_train_mode():
+def test_trace_structure_on_an_nnx_module_in_train_mode():
   """Input: an NNX module with BatchNorm and Dropout in train mode. Expected: it traces.
 
   Before, ``TraceContextError: Cannot mutate BatchStat/RngCount from a different trace
@@ -350,7 +349,7 @@ def test_item08_trace_structure_on_an_nnx_module_in_train_mode():
     ],
     ids=lambda v: ",".join(f"{k}={x!r}" for k, x in v.items()) if isinstance(v, dict) else "",
 )
-def test_item09_adas_wrong_types_raise_type_error_naming_the_argument(kwargs, match):
+def test_adas_wrong_types_raise_type_error_naming_the_argument(kwargs, match):
   """Input: strings, None, lists, a float axis. Expected: TypeError at construction, naming it."""
   with pytest.raises(TypeError, match=match):
     caadam_jax.adas(**kwargs)
@@ -359,7 +358,7 @@ def test_item09_adas_wrong_types_raise_type_error_naming_the_argument(kwargs, ma
 # --------------------------------------------------------------------------- item 10
 
 
-def test_item10_adas_on_python_float_leaves_works_like_on_arrays():
+def test_adas_on_python_float_leaves_works_like_on_arrays():
   """Input: params and grads that are Python floats (optax.adam accepts them).
 
   Expected: the same updates and state as with 0-d float32 array leaves.
@@ -390,7 +389,7 @@ def test_item10_adas_on_python_float_leaves_works_like_on_arrays():
     ids=["caadam", "scale_by_depth", "scale_by_connection_minmaxmedian"],
 )
 @pytest.mark.parametrize("structure", ["foo", PARAMS])
-def test_item11_structure_of_the_wrong_type_raises_at_construction(make, structure):
+def test_structure_of_the_wrong_type_raises_at_construction(make, structure):
   """Input: structure='foo' (or a params dict). Expected: TypeError naming structure and Structure."""
   with pytest.raises(TypeError, match=r"structure must be a caadam_jax\.Structure or None"):
     make(structure)
@@ -399,7 +398,7 @@ def test_item11_structure_of_the_wrong_type_raises_at_construction(make, structu
 # --------------------------------------------------------------------------- item 12
 
 
-def test_item12_zero_size_stacked_leaf_is_not_counted():
+def test_zero_size_stacked_leaf_is_not_counted():
   """Input: infer_structure({'b': {'kernel': (0, 4, 4)}}, stacked={'b': 0}).
 
   Expected: no ZeroDivisionError; nothing is counted, the factor is 1 and caadam steps like Adam.
@@ -420,7 +419,7 @@ def test_item12_zero_size_stacked_leaf_is_not_counted():
 
 
 @pytest.mark.parametrize("flag", [np.True_, np.bool_(True), np.int32(1)], ids=str)
-def test_item13_numpy_scalar_static_arguments_are_static(flag):
+def test_numpy_scalar_static_arguments_are_static(flag):
   """Input: trace_structure(fn, P, x, np.True_). Expected: static like True, not traced.
 
   Before, ``TracerBoolConversionError`` from ``if flag``.
@@ -448,7 +447,7 @@ def test_item13_numpy_scalar_static_arguments_are_static(flag):
     ],
     ids=lambda v: "" if isinstance(v, str) else repr(v),
 )
-def test_item14_keras_caadam_order_entries_must_be_paths(order, match):
+def test_keras_caadam_order_entries_must_be_paths(order, match):
   """Input: keras_caadam(order=[0, 1, 2]). Expected: TypeError naming order and the bad entry."""
   with pytest.raises(TypeError, match=match):
     caadam_jax.keras_caadam(order=order)
@@ -505,9 +504,7 @@ BAD_HYPERPARAMETERS = [
     BAD_HYPERPARAMETERS,
     ids=[f"{a}-{n}-{v!r}"[:60] for a, n, v, _, _ in BAD_HYPERPARAMETERS],
 )
-def test_item15_concrete_hyperparameters_are_checked_at_construction(
-    alias, name, value, error, match
-):
+def test_concrete_hyperparameters_are_checked_at_construction(alias, name, value, error, match):
   """Input: a string, list, vector, bool, non-finite or out-of-range hyperparameter.
 
   Expected: the alias raises at construction, naming the argument and its range or type.
@@ -517,7 +514,7 @@ def test_item15_concrete_hyperparameters_are_checked_at_construction(
 
 
 @pytest.mark.parametrize("alias", ["caadam", "keras_caadam", "adas"])
-def test_item15_valid_edges_schedules_and_traced_values_pass(alias):
+def test_valid_edges_schedules_and_traced_values_pass(alias):
   """Input: boundary values, numpy scalars, schedules (learning rate) and traced values.
 
   Expected: construction works and, under jit with traced hyperparameters, so does a step.

@@ -136,8 +136,10 @@ def test_cnn_with_batchnorm():
       x = x.reshape((x.shape[0], -1))
       return nn.Dense(10)(x)
 
-  variables = CNN().init(jax.random.key(0), jnp.ones((1, 8, 8, 1)))
+  # Shapes are all this test reads: ShapeDtypeStruct leaves, nothing compiled or allocated.
+  variables = jax.eval_shape(CNN().init, jax.random.key(0), jnp.ones((1, 8, 8, 1)))
   params = variables["params"]
+  assert all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(params))
   # Conv_0: 3*3*1*8 = 72; Conv_1: 3*3*8*16 = 1152; Dense_0: 8*8*16*10 = 10240.
   connections = [72, 1152, 10240]
   structure = caadam_jax.infer_structure(params)
@@ -186,7 +188,11 @@ def test_shape_dtype_struct_leaves():
     g_depth=st.floats(0.0, 5.0),
 )
 def test_factor_properties(connections, g_add, g_mul, g_depth):
-  params = {f"layer_{i}": {"kernel": jnp.zeros((c, 1))} for i, c in enumerate(connections)}
+  # Structure reads shapes only: ShapeDtypeStruct leaves, no arrays allocated per example.
+  params = {
+      f"layer_{i}": {"kernel": jax.ShapeDtypeStruct((c, 1), jnp.float32)}
+      for i, c in enumerate(connections)
+  }
   structure = caadam_jax.infer_structure(params)
   order = [f"layer_{i}/kernel" for i in range(len(connections))]
   additive = factors_by_str(params, "additive", g_add, structure)
