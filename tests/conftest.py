@@ -29,7 +29,9 @@ Python floats with int32 steps). Every other module, benchmark scripts and noteb
 included, runs strictly.
 
 Tiers (markers in pyproject.toml): ``python -m pytest -q`` deselects ``slow`` tests (the
-``addopts`` there); ``-m ""`` runs everything and ``-m slow`` the slow tier alone. A test
+``addopts`` there); ``-m ""`` runs everything and ``-m slow`` the slow tier alone.
+``external`` (always with ``slow``) marks tests of code outside the library or that launch
+processes; ``-m "not external"`` is every in-process test (.ci/run's version legs). A test
 marked ``data`` needs ``$CAADAM_JAX_DATA`` and is skipped, with that reason, when it is unset.
 """
 

@@ -426,6 +426,7 @@ def test_doctests():
 
 
 @pytest.mark.slow  # a benchmark script in a subprocess
+@pytest.mark.external
 @pytest.mark.data
 def test_benchmark_quick(tmp_path):
   out = tmp_path / "quick.json"

@@ -10,7 +10,7 @@ import pytest
 from benchmarks import adas_tuned
 
 # Slow tier: tests of benchmarks/ (the fast tier tests the library).
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.external]
 
 
 def test_first_epoch_at_and_staying():

@@ -12,7 +12,7 @@ import pytest
 from benchmarks import callbacks
 
 # Slow tier: tests of benchmarks/ (the fast tier tests the library).
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.external]
 
 
 def run_es(values, **kw):

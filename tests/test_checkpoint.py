@@ -22,6 +22,9 @@ from helpers import data
 from helpers import make_train_step
 from helpers import train
 
+# Slow tier (in-process, run by every CI leg): Orbax writes and restores checkpoints.
+pytestmark = pytest.mark.slow
+
 ocp = pytest.importorskip(
     "orbax.checkpoint", reason="orbax-checkpoint is not installed (pip install -e '.[test]')"
 )

@@ -38,6 +38,7 @@ def test_pages_have_code_blocks():
   assert len(BLOCKS["docs/your_model.md"]) >= 6
 
 
+@pytest.mark.slow  # the docs pages' examples, run whole
 @pytest.mark.parametrize("page", CASES)
 def test_code_blocks_run(page):
   namespace = {}

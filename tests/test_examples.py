@@ -5,7 +5,7 @@ import pytest
 
 # Slow tier: whole example scripts. Standard promotion: the examples use Flax and Optax pieces
 # that are not strict-clean (tests/conftest.py).
-pytestmark = [pytest.mark.slow, pytest.mark.standard_promotion]
+pytestmark = [pytest.mark.slow, pytest.mark.external, pytest.mark.standard_promotion]
 
 # examples/ is on sys.path (pythonpath in pyproject.toml): the examples import as modules.
 

@@ -59,6 +59,7 @@ def linen_step(state, x, y):
   return state.apply_gradients(grads=grads), loss
 
 
+@pytest.mark.slow  # trains a Flax model
 @pytest.mark.parametrize("strategy", ["additive", "multiplicative", "depth"])
 def test_linen_trainstate_trains(strategy):
   state = linen_state(strategy)
@@ -71,6 +72,7 @@ def test_linen_trainstate_trains(strategy):
   assert losses[-1] < 0.3 * losses[0]
 
 
+@pytest.mark.slow  # trains a Flax model
 @pytest.mark.parametrize("with_structure", [False, True])
 def test_nnx_optimizer_trains(with_structure):
   model = NnxMLP(nnx.Rngs(0))
@@ -88,6 +90,7 @@ def test_nnx_optimizer_trains(with_structure):
   assert losses[-1] < 0.3 * losses[0]
 
 
+@pytest.mark.slow  # trains two Flax models
 def test_linen_and_nnx_give_identical_factors_and_steps():
   linen_params = LinenMLP().init(jax.random.key(0), jnp.ones((1, WIDTHS[0])))["params"]
   model = NnxMLP(nnx.Rngs(0))

@@ -511,6 +511,7 @@ def leaves(tree):
   return _paths.leaves_with_paths(tree)[0]
 
 
+@pytest.mark.slow  # whole-model training steps
 def test_training_steps_lm():
   model = zoo.TransformerLM()
   params = jax.jit(model.init)(jax.random.key(0), zoo.LM_INPUT)["params"]
@@ -524,6 +525,7 @@ def test_training_steps_lm():
   check_training(loss_fn, params, structure)
 
 
+@pytest.mark.slow  # whole-model training steps
 def test_training_steps_nnx_scan_in_train_mode():
   x = jnp.linspace(-1, 1, 8).reshape(2, 4)
   structure = caadam_jax.trace_structure(make_scan_mlp(), x)
@@ -549,6 +551,7 @@ def test_training_steps_nnx_scan_in_train_mode():
     assert np.all(np.isfinite(losses)), (strategy, losses)
 
 
+@pytest.mark.slow  # whole-model training steps
 def test_training_steps_equinox_vit():
   vit = eqx.filter_jit(lambda: EqxViT(key=jax.random.key(0)))()
   image = jnp.linspace(0, 1, 64).reshape(1, 8, 8)
@@ -590,6 +593,7 @@ def test_describe_rejects_what_is_not_params_or_structure(bad):
 DOC = pathlib.Path(__file__).resolve().parent.parent / "docs" / "your_model.md"
 
 
+@pytest.mark.slow  # reruns a docs page's scripts
 def test_docs_page_tables_are_the_scripts_output():
   """The LM and ViT tables on the page are what the benchmark scripts print now."""
   from benchmarks import describe_models

@@ -43,7 +43,7 @@ from jax.sharding import PartitionSpec as P
 import caadam_jax
 
 # Slow tier: one subprocess with 8 simulated CPU devices.
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.external]
 
 STRATEGIES = caadam_jax.STRATEGY_NAMES
 # The strategies whose factors depend on shapes: depth uses the forward order only.

@@ -45,7 +45,7 @@ from helpers import train
 from examples import multihost
 
 # Slow tier: several JAX processes.
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.external]
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The workers run this file as a script: Python puts tests/ (helpers) on their path, and

@@ -5,7 +5,7 @@ import pathlib
 import pytest
 
 # Slow tier: each notebook runs in a Jupyter kernel.
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.external]
 
 NOTEBOOKS = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
 NAMES = ["01_quickstart.ipynb", "02_strategies_and_structure.ipynb", "03_results.ipynb"]

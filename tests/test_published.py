@@ -19,6 +19,9 @@ from helpers import mlp_params
 import caadam_jax
 from caadam_jax import _formulas
 
+# Slow tier (in-process, run by every CI leg): step-by-step parity with the Keras package.
+pytestmark = pytest.mark.slow
+
 keras = pytest.importorskip(
     "keras", reason="the parity tests need keras>=3 (pip install -e '.[test]')"
 )

@@ -21,7 +21,7 @@ from benchmarks import tasks
 from benchmarks import training
 
 # Slow tier: tests of benchmarks/ (the fast tier tests the library).
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.external]
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

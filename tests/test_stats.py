@@ -11,7 +11,7 @@ from scipy import stats as st
 from benchmarks import stats
 
 # Slow tier: tests of benchmarks/ (the fast tier tests the library).
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.external]
 
 # Two arms over 8 paired seeds (RMSE-like values).
 A = np.array([0.451, 0.462, 0.447, 0.470, 0.455, 0.449, 0.466, 0.458])

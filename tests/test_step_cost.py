@@ -15,7 +15,7 @@ from benchmarks import compile_constants
 from benchmarks import step_cost
 
 # Slow tier: tests of benchmarks/ (the fast tier tests the library).
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.external]
 
 HAND_HLO = """HloModule m
 

@@ -28,7 +28,7 @@ from benchmarks._shared import load_results
 from benchmarks._shared import save_results
 
 # Slow tier: tests of benchmarks/ (the fast tier tests the library).
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.external]
 
 
 def _mlp_params(hidden=(64, 32)):

@@ -79,6 +79,7 @@ def test_residual_block_longest_path():
   assert traced.leaves[("norm", "scale")].connections is None
 
 
+@pytest.mark.slow  # traces whole Flax models (compile-heavy)
 def test_two_branch_longest_path_and_first_use():
   model = TwoBranch()
   variables = model.init(jax.random.key(0), X)
@@ -192,6 +193,7 @@ class NnxStack(nnx.Module):
     return self.head(body(self.blocks, x))
 
 
+@pytest.mark.slow  # traces whole Flax models (compile-heavy)
 def test_nnx_vmapped_stack_matches_unrolled():
   model = NnxStack(nnx.Rngs(0))
   traced = caadam_jax.trace_structure(model, X)
@@ -218,6 +220,7 @@ class AttentionModel(nn.Module):
     return nn.Dense(50, name="out")(x)
 
 
+@pytest.mark.slow  # traces whole Flax models (compile-heavy)
 def test_attention_and_embedding_roles():
   tokens = jnp.zeros((2, 5), jnp.int32)
   model = AttentionModel()
@@ -546,6 +549,7 @@ class PerExample(nn.Module):
     return nn.Dense(2, name="beta")(per_example(8, name="alpha")(x))
 
 
+@pytest.mark.slow  # traces whole Flax models (compile-heavy)
 def test_linen_vmap_ensemble_and_per_example():
   variables = Ensemble().init(jax.random.key(0), X)
   assert variables["params"]["alpha"]["kernel"].shape == (3, 8, 8)
