@@ -59,7 +59,7 @@ def _is_complex_dtype(value) -> bool:
 
 _NO_DATA = pytest.mark.skip(
     reason="CAADAM_JAX_DATA is not set: this test reads the datasets (set it to the "
-    "project's shared/data, see docs/benchmarks.md)"
+    "project's shared/data; README.md, set-up)"
 )
 
 
