@@ -152,8 +152,8 @@ def main(argv=None):
   for name, structure in (("per-group statistics", None), ("global statistics", full_structure)):
     tx = optax.partition(
         {
-            "body": caadam_jax.caadam(args.learning_rate, structure=structure),
-            "head": caadam_jax.caadam(args.learning_rate, structure=structure),
+            "body": caadam_jax.caadam(args.learning_rate, structure=structure, strategy="additive"),
+            "head": caadam_jax.caadam(args.learning_rate, structure=structure, strategy="additive"),
         },
         labels,
     )
