@@ -42,11 +42,11 @@ def caadam(
         optax.scale_by_learning_rate(learning_rate),
     )
 
-  ``strategy`` has no default: name it. Measured in this project (docs/benchmarks.md),
-  no strategy beat Adam with a tuned learning rate: best against best on tabular
-  MLPs, ``"multiplicative"`` and ``"depth"`` were equivalent to tuned Adam within
-  about 1% and ``"additive"`` was 1.6 to 1.8% worse, so there is no choice to make
-  silently for a user. ``"multiplicative"`` or ``"depth"`` are the better-supported
+  ``strategy`` has no default: name it. Measured in this project (:doc:`/benchmarks`),
+  no strategy beat Adam with a tuned learning rate: best against best on MLPs for
+  California Housing, ``"multiplicative"`` and ``"depth"`` came within about 1% of
+  tuned Adam and ``"additive"`` was 1.6 to 1.8% worse, so there is no choice to
+  make silently for a user. ``"multiplicative"`` or ``"depth"`` are the better-supported
   starting points; compare with Adam at more than one learning rate on your task.
   (:func:`~caadam_jax.keras_caadam` keeps the published package's default.)
 
@@ -97,7 +97,7 @@ def caadam(
     structure: a :class:`~caadam_jax.Structure`; None infers it from the
       updates' paths and shapes (``init`` then refuses trees whose paths cannot
       give the right structure: undeclared stacks, and for ``"depth"`` layer
-      paths that need not be in forward order; see docs/your_model.md).
+      paths that need not be in forward order; see :doc:`/your_model`).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
