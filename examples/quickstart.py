@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import textwrap
 import time
 from collections.abc import Callable
 
@@ -145,8 +146,15 @@ def best_index(val_loss: np.ndarray) -> int:
   return int(np.argmin(np.where(np.isfinite(final), final, np.inf)))
 
 
-def compare(results: dict[str, dict[str, np.ndarray]], grid: list[float], base_rate: float):
+def compare(
+    results: dict[str, dict[str, np.ndarray]],
+    grid: list[float],
+    base_rate: float,
+    wrap: int | None = None,
+):
   """Prints the table (each optimizer at the base rate and at its tuned rate) and what it means.
+
+  The sentence is one line, or wrapped at ``wrap`` characters (for a notebook page).
 
   Returns ``(rows, meaning)``: one dict per printed row (``optimizer``, ``kind`` "same" or
   "tuned", ``learning_rate`` and the per-seed final ``val_loss``, ``test_accuracy``,
@@ -201,7 +209,7 @@ def compare(results: dict[str, dict[str, np.ndarray]], grid: list[float], base_r
       f"against tuned Adam, whose seed-to-seed spread is ±{spread:.0%} ({seeds} seeds, a toy). "
       f"Measured best against best, no strategy beat tuned Adam: see {EVIDENCE}"
   )
-  print(meaning)
+  print(meaning if wrap is None else textwrap.fill(meaning, wrap))
   return rows, meaning
 
 
