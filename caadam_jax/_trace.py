@@ -8,6 +8,7 @@ only, no compute) and follows every value from the inputs through the network.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any, cast
@@ -375,13 +376,22 @@ def trace_structure(
     The structure of the parameter leaves.
 
   Raises:
-    ValueError: for an unknown ``depth_rule``, or when the model needs a
-      collective axis that is unbound (pass ``train=False``).
-    TypeError: when the model is called without an argument it needs.
+    ValueError: for an unknown ``depth_rule``; when the model needs a
+      collective axis that is unbound (pass ``train=False``); when a linen model
+      lacks a variable collection (pass the whole variables dict, not
+      ``variables["params"]``).
+    TypeError: when the model is called without an argument it needs, or
+      ``apply_fn`` is a linen module itself (pass ``model.apply`` and the
+      variables).
   """
   if depth_rule not in ("longest_path", "first_use"):
     raise ValueError(f"depth_rule must be 'longest_path' or 'first_use', got {depth_rule!r}.")
-  shapes, tracer = _trace(apply_fn, params, args, kwargs)
+  _reject_linen_module(apply_fn)
+  try:
+    shapes, tracer = _trace(apply_fn, params, args, kwargs)
+  except Exception as error:
+    _explain_missing_collection(error)
+    raise
   stacked_table = {
       **_detected_stacks(tracer, shapes),
       **{_paths.parse_path(k): v for k, v in (stacked or {}).items()},
@@ -394,6 +404,42 @@ def trace_structure(
 
 
 _Shapes = list[tuple[_paths.Path, tuple[int, ...]]]
+
+_LINEN_USAGE = "trace_structure(model.apply, variables, x) with variables = model.init(key, x)"
+
+
+def _reject_linen_module(apply_fn: Any) -> None:
+  """A linen module itself (the NNX habit) cannot run unbound: say what to pass instead."""
+  linen = sys.modules.get("flax.linen")  # whoever passes a linen module has imported it
+  if linen is not None and isinstance(apply_fn, linen.Module):
+    raise TypeError(
+        f"trace_structure got the linen module {type(apply_fn).__name__} itself; a linen "
+        "module holds no parameters (only NNX and Equinox modules are passed whole). Pass "
+        f"its apply function and the whole variables dict: {_LINEN_USAGE}."
+    )
+
+
+def _explain_missing_collection(error: Exception) -> None:
+  """Re-raises flax's ScopeCollectionNotFound with the fix: pass the whole variables dict."""
+  if type(error).__name__ != "ScopeCollectionNotFound":
+    return
+  found = re.search(r'collection "([^"]+)"', str(error))
+  collection = found.group(1) if found else "a collection"
+  if collection == "params":
+    hint = (
+        "model.apply takes the variables dict ({'params': ..., 'batch_stats': ...}), not its "
+        "'params' entry: pass the whole variables dict (a model with no other collection may "
+        "also be passed as lambda p, x: model.apply({'params': p}, x) with the params)"
+    )
+  else:
+    hint = (
+        f"the model reads the {collection!r} collection, which the variables passed lack: "
+        "pass the whole variables dict (params and every other collection, e.g. batch_stats), "
+        "not variables['params']"
+    )
+  raise ValueError(
+      f"trace_structure could not run the linen model: {error} Fix: {hint}; {_LINEN_USAGE}."
+  ) from error
 
 
 def _trace(

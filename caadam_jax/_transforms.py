@@ -205,7 +205,7 @@ def scale_by_connection_minmaxmedian(
   Example:
     >>> import jax.numpy as jnp, optax, caadam_jax
     >>> tx = optax.chain(optax.scale_by_adam(),
-    ...                  caadam_jax.scale_by_connection_minmaxmedian(),
+    ...                  caadam_jax.scale_by_connection_minmaxmedian(strategy="additive"),
     ...                  optax.scale_by_learning_rate(1e-3))
     >>> params = {'Dense_0': {'kernel': jnp.ones((4, 8))},
     ...           'Dense_1': {'kernel': jnp.ones((8, 16))}}

@@ -7,6 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m sphinx -W --keep-going -b html docs docs/_build/html
 python docs/check_links.py docs/_build/html
+index="$PWD/docs/_build/html/index.html"
+echo "site built: $index"
 if [ "${1:-}" = "--open" ]; then
-  python -m webbrowser "file://$PWD/docs/_build/html/index.html"
+  # webbrowser.open returns False (silently) where no browser can start, e.g. over ssh.
+  if ! python -c 'import sys, webbrowser; sys.exit(0 if webbrowser.open(sys.argv[1]) else 1)' "file://$index"; then
+    echo "no browser could be opened here: open $index yourself, or serve the site with"
+    echo "  python -m http.server --directory docs/_build/html 8000   # then http://localhost:8000"
+  fi
 fi

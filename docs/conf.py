@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import pathlib
+import re
 import shutil
 import sys
 
@@ -48,6 +50,8 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
     "sphinx-mathjax-offline",  # MathJax 3 shipped with the site: formulas render offline
+    "sphinx.ext.viewcode",  # [source] links beside every entry
+    "sphinx_copybutton",  # a copy button on every code block
     "myst_nb",
     "coverage_check",
 ]
@@ -69,12 +73,8 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(jax|jaxlib|optax|chex|flax|numpy|np|typing|collections|pathlib|os)(\..*)?"),
     (r"py:class", r"(Any|Callable|Sequence|Mapping|Iterable|NamedTuple|PathLike|ArrayLike)"),
     (r"py:class", r"(int|float|str|bool|tuple|list|dict|None|object)"),
-    # Private names of the package in signatures (``_paths.Path``, ``Order``, ``Strategy``).
-    (
-        r"py:class",
-        r"(_paths\.Path|_paths\.PathKey|Order|Factor|_formulas\.Factor|_formulas\.StrategyName|_formulas\.Formula)",
-    ),
-    (r"py:class", r"caadam_jax\._\w+\..*"),
+    # The package's private names never reach a signature (_public_signature below), so
+    # none is exempt: a leak fails the build.
 ]
 
 # API reference: generated from the Google-style docstrings.
@@ -115,5 +115,101 @@ def _skip_namedtuple_fields(app, what, name, obj, skip, options):
   return None
 
 
+# Signatures show public names only. The package annotates with its private modules
+# (``_formulas.StrategyName``, ``_structure.Structure``) and private aliases
+# (``_paths.Path``); these become the public name or what the alias stands for.
+_PRIVATE_ALIASES = {
+    "Path": "tuple[str | int, ...]",
+    "PathKey": "str | int",
+    "Order": "Sequence[str | Sequence[str | int]] | caadam_jax.Structure",
+    "Factor": "ArrayLike",
+}
+import caadam_jax.published  # noqa: E402
+
+# Public names, fully qualified so the cross-references resolve from any page (the
+# text shows the short name: python_use_unqualified_type_names).
+_PUBLIC = {
+    **{name: f"caadam_jax.published.{name}" for name in caadam_jax.published.__all__},
+    **{name: f"caadam_jax.{name}" for name in caadam_jax.__all__},
+}
+_PRIVATE_QUALIFIED = re.compile(r"\b(?:caadam_jax\.)?(?:published\.)?_\w+\.(\w+)")
+
+
+def public_annotation(text: str) -> str:
+  """``text`` with private aliases spelled out and private module qualifiers dropped."""
+
+  def unqualify(match: re.Match[str]) -> str:
+    name = match.group(1)
+    if name in _PUBLIC:
+      return _PUBLIC[name]
+    return name if name in _PRIVATE_ALIASES else match.group(0)
+
+  text = _PRIVATE_QUALIFIED.sub(unqualify, text)
+  # Bare public type names (imported into a private module) get their full name too.
+  text = re.sub(
+      r"(?<![\w.])([A-Z]\w*)\b",
+      lambda m: _PUBLIC.get(m.group(1), m.group(1)),
+      text,
+  )
+  for private, public in _PRIVATE_ALIASES.items():
+    text = re.sub(rf"(?<![\w.]){private}\b", public, text)
+  return text
+
+
+class _Written(str):
+  """An annotation shown as written (``inspect`` prints ``repr`` for non-types)."""
+
+  def __repr__(self) -> str:
+    return str(self)
+
+
+def _as_written(obj, what):
+  """``(signature, return annotation)`` with the annotations as the source spells them.
+
+  Autodoc evaluates annotations where it can, which expands aliases
+  (``jax.typing.ArrayLike`` becomes a ten-type union, ``StrategyName`` its ``Literal``); the
+  package's modules use ``from __future__ import annotations``, so ``inspect`` without
+  evaluation returns the annotations as written. None where there is no signature.
+  """
+  try:
+    sig = inspect.signature(obj)
+  except (TypeError, ValueError):
+    return None
+  params = list(sig.parameters.values())
+  if what in ("method", "class") and params and params[0].name in ("self", "cls"):
+    params = params[1:]
+
+  def shown(annotation):
+    if annotation is inspect.Parameter.empty:
+      return annotation
+    text = annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
+    return _Written(public_annotation(text))
+
+  params = [p.replace(annotation=shown(p.annotation)) for p in params]
+  returns = sig.return_annotation
+  text = str(sig.replace(parameters=params, return_annotation=inspect.Signature.empty))
+  return text, None if returns is inspect.Signature.empty else str(shown(returns))
+
+
+def _public_signature(app, what, name, obj, options, signature, return_annotation):
+  if signature is None and return_annotation is None:
+    return None
+  if what in ("function", "method") and name.startswith("caadam_jax"):
+    written = _as_written(obj, what)
+    if written is not None:
+      return written
+  return (
+      None if signature is None else public_annotation(signature),
+      None if return_annotation is None else public_annotation(return_annotation),
+  )
+
+
+# Copy buttons copy code without the prompts and outputs of doctest examples.
+copybutton_prompt_text = r">>> |\.\.\. |\$ "
+copybutton_prompt_is_regexp = True
+copybutton_only_copy_prompt_lines = False
+
+
 def setup(app):
   app.connect("autodoc-skip-member", _skip_namedtuple_fields)
+  app.connect("autodoc-process-signature", _public_signature)

@@ -126,8 +126,8 @@ def main(argv=None):
   full_structure = caadam_jax.infer_structure(params)
   per_group = optax.partition(
       {
-          "body": caadam_jax.scale_by_connection_minmaxmedian(),
-          "head": caadam_jax.scale_by_connection_minmaxmedian(),
+          "body": caadam_jax.scale_by_connection_minmaxmedian(strategy="additive"),
+          "head": caadam_jax.scale_by_connection_minmaxmedian(strategy="additive"),
       },
       labels,
   )
@@ -152,8 +152,8 @@ def main(argv=None):
   for name, structure in (("per-group statistics", None), ("global statistics", full_structure)):
     tx = optax.partition(
         {
-            "body": caadam_jax.caadam(args.learning_rate, structure=structure),
-            "head": caadam_jax.caadam(args.learning_rate, structure=structure),
+            "body": caadam_jax.caadam(args.learning_rate, structure=structure, strategy="additive"),
+            "head": caadam_jax.caadam(args.learning_rate, structure=structure, strategy="additive"),
         },
         labels,
     )

@@ -205,7 +205,9 @@ ENTRIES: list[Entry] = [
     ),
     _caadam_family(
         "caadam-additive-weight_decay",
-        functools.partial(caadam_jax.caadam, learning_rate=LR, weight_decay=1e-4),
+        functools.partial(
+            caadam_jax.caadam, learning_rate=LR, weight_decay=1e-4, strategy="additive"
+        ),
         "additive",
         reference=functools.partial(optax.adamw, learning_rate=LR, weight_decay=1e-4),
         weight_decay=1e-3,

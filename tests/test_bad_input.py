@@ -12,6 +12,7 @@ tests/test_packaging.py.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -382,7 +383,7 @@ def test_adas_on_python_float_leaves_works_like_on_arrays():
 @pytest.mark.parametrize(
     "make",
     [
-        lambda s: caadam_jax.caadam(structure=s),
+        lambda s: caadam_jax.caadam(structure=s, strategy="additive"),
         lambda s: caadam_jax.scale_by_depth(structure=s),
         lambda s: caadam_jax.scale_by_connection_minmaxmedian(structure=s),
     ],
@@ -407,7 +408,7 @@ def test_zero_size_stacked_leaf_is_not_counted():
   structure = caadam_jax.infer_structure(params, stacked={"b": 0})
   assert structure.leaves[("b", "kernel")].connections is None
   assert list(structure.layers) == [("head",)]
-  tx = caadam_jax.caadam(1.0, structure=structure)
+  tx = caadam_jax.caadam(1.0, structure=structure, strategy="additive")
   grads = jax.tree.map(jnp.ones_like, params)
   updates, _ = tx.update(grads, tx.init(params), params)
   expected, _ = optax.adam(1.0).update(grads, optax.adam(1.0).init(params), params)
@@ -509,8 +510,9 @@ def test_concrete_hyperparameters_are_checked_at_construction(alias, name, value
 
   Expected: the alias raises at construction, naming the argument and its range or type.
   """
+  required = {"strategy": "additive"} if alias == "caadam" else {}
   with pytest.raises(error, match=match):
-    getattr(caadam_jax, alias)(**{name: value})
+    getattr(caadam_jax, alias)(**required, **{name: value})
 
 
 @pytest.mark.parametrize("alias", ["caadam", "keras_caadam", "adas"])
@@ -520,6 +522,8 @@ def test_valid_edges_schedules_and_traced_values_pass(alias):
   Expected: construction works and, under jit with traced hyperparameters, so does a step.
   """
   make = getattr(caadam_jax, alias)
+  if alias == "caadam":
+    make = functools.partial(make, strategy="additive")
   if alias == "adas":
     make(
         learning_rate=np.float32(1e-3),

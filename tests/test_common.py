@@ -100,7 +100,7 @@ def test_preserve_dtype(entry, dtype, layered):
 @pytest.mark.parametrize("params_dtype", ["bfloat16", "float32", "complex64"])
 def test_caadam_explicit_mu_dtype(params_dtype, state_dtype):
   """alias_test.test_explicit_dtype for caadam's ``mu_dtype``."""
-  opt = caadam_jax.caadam(0.1, mu_dtype=state_dtype)
+  opt = caadam_jax.caadam(0.1, mu_dtype=state_dtype, strategy="additive")
   params = common_checks.layered_params(params_dtype)
   state = opt.init(params)
   expected = jnp.dtype(params_dtype if state_dtype is None else state_dtype)

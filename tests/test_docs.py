@@ -15,6 +15,7 @@ import types
 import pytest
 
 import caadam_jax
+import caadam_jax.published
 from docs import check_links
 from docs.ext import coverage_check
 
@@ -57,8 +58,10 @@ def test_api_page_lists_every_public_name():
   # each (or a ``py:data`` entry for a type alias).
   source = (ROOT / "docs" / "api.md").read_text()
   listed = set(re.findall(r"^   (\w+)$", source, re.M))
-  listed |= set(re.findall(r"^\.\. py:data:: (\w+)$", source, re.M))
+  listed |= set(re.findall(r"^\.\. py:(?:data|class):: (\w+)$", source, re.M))
   assert set(caadam_jax.__all__) <= listed, set(caadam_jax.__all__) - listed
+  public = set(caadam_jax.published.__all__)
+  assert public <= listed, public - listed
 
 
 def test_coverage_check_reports_missing_entries_and_docstrings(monkeypatch):
@@ -84,6 +87,21 @@ def test_coverage_check_reports_missing_entries_and_docstrings(monkeypatch):
   ]
   everything = {f"caadam_jax.{n}" for n in caadam_jax.__all__}
   assert coverage_check.coverage_problems("caadam_jax", everything) == []
+  # caadam_jax.published is walked too; its re-exports count when documented in caadam_jax.
+  assert set(coverage_check.MODULES) == {"caadam_jax", "caadam_jax.published"}
+  own = {"scale_by_keras_adam", "scale_by_published_strategy", "ScaleByKerasAdamState"}
+  entries = {f"caadam_jax.published.{n}" for n in own}
+  assert (
+      coverage_check.coverage_problems(
+          "caadam_jax.published", entries | everything, ("caadam_jax",)
+      )
+      == []
+  )
+  assert coverage_check.coverage_problems("caadam_jax.published", entries | everything) == [
+      f"caadam_jax.published.{n} has no API entry: add it to docs/api.md"
+      for n in caadam_jax.published.__all__
+      if n not in own
+  ]
 
 
 def test_link_check_finds_broken_files_and_anchors(tmp_path):

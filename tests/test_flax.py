@@ -77,7 +77,9 @@ def test_linen_trainstate_trains(strategy):
 def test_nnx_optimizer_trains(with_structure):
   model = NnxMLP(nnx.Rngs(0))
   structure = caadam_jax.infer_structure(nnx.state(model, nnx.Param)) if with_structure else None
-  optimizer = nnx.Optimizer(model, caadam_jax.caadam(1e-2, structure=structure), wrt=nnx.Param)
+  optimizer = nnx.Optimizer(
+      model, caadam_jax.caadam(1e-2, structure=structure, strategy="additive"), wrt=nnx.Param
+  )
   x, y = regression_data()
 
   @nnx.jit

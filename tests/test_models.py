@@ -117,7 +117,7 @@ def test_structure_serves_the_whole_variables_dict_and_params_alike():
   np.testing.assert_allclose(updates["batch_stats"]["bn_init"]["mean"], 1.0)  # other collections
   # And the other way round: a structure inferred from the variables dict on params.
   inferred = caadam_jax.infer_structure(variables)
-  caadam_jax.caadam(structure=inferred).init(ones["params"])
+  caadam_jax.caadam(structure=inferred, strategy="additive").init(ones["params"])
 
 
 def test_default_path_refuses_a_wrong_order_and_names_the_fix():
@@ -236,16 +236,16 @@ def test_default_path_refuses_undeclared_stacks():
   # A linen nn.scan: named "ScanBlock_0" by linen and with a 'layers' partition axis.
   auto = jax.tree.map(lambda s: jnp.zeros(s.shape), shapes(LinenScan(), x)["params"])
   with pytest.raises(ValueError, match=r"stack.*stacked=\{'ScanBlock_0/Dense_0': 0\}"):
-    caadam_jax.caadam().init(auto)
+    caadam_jax.caadam(strategy="additive").init(auto)
   # Named by the user: the box's partition names give it away ("layers" at axis 0).
   boxed = jax.jit(LinenScan(name_stack=True).init)(jax.random.key(0), x)["params"]
   assert isinstance(boxed["blocks"]["Dense_0"]["kernel"], nn.Partitioned)
   with pytest.raises(ValueError, match="partitioning metadata names axis 0 'layers'"):
-    caadam_jax.caadam().init(boxed)
+    caadam_jax.caadam(strategy="additive").init(boxed)
   # The NNX scan-over-layers example: bias (3, 4) is not the kernel's trailing (4, 4).
   model = nnx.eval_shape(lambda: zoo.ScanMLP(4, n_layers=3, rngs=nnx.Rngs(0)))
   with pytest.raises(ValueError, match="trace_structure"):
-    caadam_jax.caadam().init(nnx.state(model, nnx.Param))
+    caadam_jax.caadam(strategy="additive").init(nnx.state(model, nnx.Param))
 
 
 # ------------------------------------------------------------ Transformer LM
@@ -421,7 +421,9 @@ def test_equinox_modules_passed_whole():
   # The conv bias (3, 1, 1) is not a weight: it shares its layer's count and factor.
   assert structure.leaves[("layers", 0, "bias")].layer == ("layers", 0)
   # The structure matches what an Equinox training loop hands optax.
-  caadam_jax.caadam(structure=structure).init(eqx.filter(cnn, eqx.is_inexact_array))
+  caadam_jax.caadam(structure=structure, strategy="additive").init(
+      eqx.filter(cnn, eqx.is_inexact_array)
+  )
 
 
 def test_equinox_vit_tokens_and_norm_weights_are_not_layers():

@@ -270,7 +270,7 @@ def test_from_layers_takes_leaf_infos_and_layer_records():
 def test_structure_mismatch_errors_name_paths():
   params = mlp_params([3, 4, 2])
   structure = caadam_jax.infer_structure(params)
-  tx = caadam_jax.caadam(structure=structure)
+  tx = caadam_jax.caadam(structure=structure, strategy="additive")
   with pytest.raises(ValueError, match="not in the structure: Dense_9/kernel"):
     tx.init({**params, "Dense_9": {"kernel": jnp.ones((2, 2))}})
   with pytest.raises(ValueError, match="not in the tree: Dense_1/bias"):

@@ -205,7 +205,9 @@ def test_nnx_vmapped_stack_matches_unrolled():
     assert got["blocks/kernel"] == pytest.approx(tuple(want[f"block_{i}/kernel"] for i in range(3)))
     assert got["embed/kernel"] == pytest.approx(want["embed/kernel"])
   # The traced structure matches what nnx.Optimizer hands the transform.
-  optimizer = nnx.Optimizer(model, caadam_jax.caadam(1e-3, structure=traced), wrt=nnx.Param)
+  optimizer = nnx.Optimizer(
+      model, caadam_jax.caadam(1e-3, structure=traced, strategy="additive"), wrt=nnx.Param
+  )
   grads = nnx.grad(lambda m: jnp.sum(m(X) ** 2))(model)
   optimizer.update(model, grads)
 
@@ -266,7 +268,32 @@ def test_linen_collections_pass_through():
       ("second", "kernel"),
       ("second", "bias"),
   }
-  caadam_jax.caadam(structure=traced).init(variables["params"])  # matches the optimizer's tree
+  caadam_jax.caadam(structure=traced, strategy="additive").init(
+      variables["params"]
+  )  # matches the optimizer's tree
+
+
+def test_linen_module_itself_is_refused_with_the_fix():
+  # The NNX habit, trace_structure(model, x), on a linen module: say to pass model.apply.
+  model = BatchNormNet()
+  variables = model.init(jax.random.key(0), X)
+  with pytest.raises(TypeError, match=r"linen module BatchNormNet") as info:
+    caadam_jax.trace_structure(model, variables, X)
+  assert "model.apply" in str(info.value) and "variables" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "collections, missing",
+    [(lambda v: v["params"], "'params'"), (lambda v: {"params": v["params"]}, "'batch_stats'")],
+)
+def test_missing_linen_collection_says_pass_the_whole_variables(collections, missing):
+  model = BatchNormNet()
+  variables = model.init(jax.random.key(0), X)
+  with pytest.raises(ValueError, match=r"pass the whole variables dict") as info:
+    caadam_jax.trace_structure(model.apply, collections(variables), X)
+  assert missing in str(info.value)
+  # The fix works.
+  assert depths(caadam_jax.trace_structure(model.apply, variables, X)) == {"first": 0, "second": 1}
 
 
 def test_traced_structure_under_jit_gives_describe_factors():

@@ -33,7 +33,7 @@ def test_transform_multiplies_each_leaf_by_its_factor():
 
 def test_caadam_equals_adam_times_factor_over_steps():
   params = mlp_params(WIDTHS)
-  adam, ca = optax.adam(1e-2), caadam_jax.caadam(1e-2)
+  adam, ca = optax.adam(1e-2), caadam_jax.caadam(1e-2, strategy="additive")
   adam_state, ca_state = adam.init(params), ca.init(params)
   for step in range(3):
     grads = jax.tree.map(lambda p, step=step: jnp.sin(p + step), params)
@@ -72,7 +72,7 @@ def test_weight_decay_is_not_scaled_and_respects_mask():
   params = mlp_params(WIDTHS)
   zeros = jax.tree.map(jnp.zeros_like, params)
   mask = jax.tree.map(lambda p: p.ndim > 1, params)
-  tx = caadam_jax.caadam(0.1, weight_decay=0.5, mask=mask)
+  tx = caadam_jax.caadam(0.1, weight_decay=0.5, mask=mask, strategy="additive")
   updates, _ = tx.update(zeros, tx.init(params), params)
   # Zero gradients: Adam's step is 0, so the update is -lr * wd * param, unscaled by S.
   np.testing.assert_allclose(
@@ -83,14 +83,18 @@ def test_weight_decay_is_not_scaled_and_respects_mask():
 
 def test_state_bytes_equal_adam_even_with_structure():
   params = mlp_params(WIDTHS)
-  ca_state = caadam_jax.caadam(structure=caadam_jax.infer_structure(params)).init(params)
+  ca_state = caadam_jax.caadam(
+      structure=caadam_jax.infer_structure(params), strategy="additive"
+  ).init(params)
   helpers.assert_same_state(ca_state, optax.adam(1e-3).init(params))
 
 
 def test_traced_scaling_factor_under_jit_and_schedule():
   params = mlp_params(WIDTHS)
   grads = jax.tree.map(jnp.ones_like, params)
-  tx = optax.inject_hyperparams(caadam_jax.caadam)(learning_rate=1.0, scaling_factor=0.5)
+  tx = optax.inject_hyperparams(caadam_jax.caadam)(
+      learning_rate=1.0, scaling_factor=0.5, strategy="additive"
+  )
   state = tx.init(params)
   updates, state = jax.jit(tx.update)(grads, state, params)
   # First Adam step of a constant gradient is ~1 per element, times lr and S.
@@ -98,7 +102,9 @@ def test_traced_scaling_factor_under_jit_and_schedule():
   np.testing.assert_allclose(updates["Dense_2"]["kernel"], -0.5, rtol=1e-5)
   # A schedule for the factor: 0 at step 0 makes every factor 1, 0.9 afterwards.
   tx = optax.inject_hyperparams(caadam_jax.caadam)(
-      learning_rate=1.0, scaling_factor=lambda count: jnp.where(count < 1, 0.0, 0.9)
+      learning_rate=1.0,
+      scaling_factor=lambda count: jnp.where(count < 1, 0.0, 0.9),
+      strategy="additive",
   )
   state = tx.init(params)
   step = jax.jit(tx.update)
@@ -167,9 +173,18 @@ def test_bf16_updates_keep_dtype_and_scale():
 @pytest.mark.parametrize(
     "make,match",
     [
-        (lambda: caadam_jax.caadam(scaling_factor=1.0), r"0 <= scaling_factor < 1"),
-        (lambda: caadam_jax.caadam(scaling_factor=-0.1), r"0 <= scaling_factor < 1"),
-        (lambda: caadam_jax.caadam(scaling_factor=float("nan")), r"out of range"),
+        (
+            lambda: caadam_jax.caadam(scaling_factor=1.0, strategy="additive"),
+            r"0 <= scaling_factor < 1",
+        ),
+        (
+            lambda: caadam_jax.caadam(scaling_factor=-0.1, strategy="additive"),
+            r"0 <= scaling_factor < 1",
+        ),
+        (
+            lambda: caadam_jax.caadam(scaling_factor=float("nan"), strategy="additive"),
+            r"out of range",
+        ),
         (
             lambda: caadam_jax.caadam(strategy="multiplicative", scaling_factor=0.0),
             r"scaling_factor > 0",
@@ -194,9 +209,37 @@ def test_bad_hyperparameters_fail_at_construction(make, match):
     make()
 
 
+def test_caadam_without_strategy_names_the_choices():
+  # No default strategy (issue #27): omitting it is an error that lists the names and
+  # points to the evidence, directly and through optax.inject_hyperparams (whose
+  # factory runs at init).
+  params = mlp_params(WIDTHS)
+  injected = optax.inject_hyperparams(caadam_jax.caadam)(1e-3)
+  for make in (caadam_jax.caadam, lambda: injected.init(params)):
+    with pytest.raises(TypeError, match=r"strategy=") as info:
+      make()
+    message = str(info.value)
+    assert all(repr(name) in message for name in caadam_jax.STRATEGY_NAMES)
+    assert "docs/benchmarks.md" in message
+
+
+def test_inject_hyperparams_with_named_strategy():
+  # inject_hyperparams treats the strategy name as static and the numbers as hyperparams.
+  params = mlp_params(WIDTHS)
+  tx = optax.inject_hyperparams(caadam_jax.caadam)(learning_rate=0.5, strategy="depth")
+  state = tx.init(params)
+  assert set(state.hyperparams) >= {"learning_rate", "b1", "b2", "eps"}
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
+  depth = len(WIDTHS) - 1
+  # First Adam step of a constant gradient is ~1; depth factor of layer 0 is 2**((D-1)/D).
+  np.testing.assert_allclose(
+      updates["Dense_0"]["kernel"], -0.5 * 2 ** ((depth - 1) / depth), rtol=1e-5
+  )
+
+
 def test_boundary_values_are_accepted():
-  caadam_jax.caadam(scaling_factor=0.0)
-  caadam_jax.caadam(scaling_factor=0.999)
+  caadam_jax.caadam(scaling_factor=0.0, strategy="additive")
+  caadam_jax.caadam(scaling_factor=0.999, strategy="additive")
   caadam_jax.caadam(strategy="multiplicative", scaling_factor=0.5)
   caadam_jax.caadam(strategy="depth", scaling_factor=0.0)
   caadam_jax.scale_by_depth(jnp.float32(2.0))
@@ -204,7 +247,7 @@ def test_boundary_values_are_accepted():
 
 def test_apply_if_finite_skips_nan_steps_like_adam():
   params = mlp_params(WIDTHS)
-  tx = optax.apply_if_finite(caadam_jax.caadam(1e-2), max_consecutive_errors=3)
+  tx = optax.apply_if_finite(caadam_jax.caadam(1e-2, strategy="additive"), max_consecutive_errors=3)
   state = tx.init(params)
   bad = jax.tree.map(lambda p: jnp.full_like(p, jnp.nan), params)
   updates, state = jax.jit(tx.update)(bad, state, params)

@@ -29,15 +29,15 @@ a ``ValueError`` instead.
 
 The modules: ``_keras_adam`` (the Keras form of Adam), ``_keras_order`` (the Keras
 variable order), ``_keras_records`` (caadam 0.1.1's per-variable records and
-statistics) and ``_alias`` (the transforms and the alias). The public names are
+statistics), ``_strategy`` (the factors as a transform) and ``_alias`` (the aliases). The public names are
 re-exported by :mod:`caadam_jax` as well.
 """
 
 from caadam_jax.published._alias import keras_caadam
 from caadam_jax.published._alias import keras_caadam_factors
-from caadam_jax.published._alias import scale_by_published_strategy
 from caadam_jax.published._keras_adam import ScaleByKerasAdamState
 from caadam_jax.published._keras_adam import scale_by_keras_adam
+from caadam_jax.published._strategy import scale_by_published_strategy
 
 __all__ = (
     "ScaleByKerasAdamState",
