@@ -124,10 +124,16 @@ def main(argv=None):
   caadam_jax.describe(body_params, strategy="additive")
 
   full_structure = caadam_jax.infer_structure(params)
+  # structure=None inside a group refuses (it would see the group only); per-group
+  # statistics, on purpose here for the comparison, take a structure per group.
+  group_structures = {
+      group: caadam_jax.infer_structure({n: p for n, p in params.items() if labels[n] == group})
+      for group in ("body", "head")
+  }
   per_group = optax.partition(
       {
-          "body": caadam_jax.scale_by_connection_minmaxmedian(),
-          "head": caadam_jax.scale_by_connection_minmaxmedian(),
+          "body": caadam_jax.scale_by_connection_minmaxmedian(structure=group_structures["body"]),
+          "head": caadam_jax.scale_by_connection_minmaxmedian(structure=group_structures["head"]),
       },
       labels,
   )
@@ -149,11 +155,14 @@ def main(argv=None):
   print("   (the head is alone in its group: c_min == c_max there, so its per-group factor is 1)")
   results["factors"] = {"per_group": per_group_factors, "global": global_factors}
 
-  for name, structure in (("per-group statistics", None), ("global statistics", full_structure)):
+  for name, structures in (
+      ("per-group statistics", group_structures),
+      ("global statistics", dict.fromkeys(group_structures, full_structure)),
+  ):
     tx = optax.partition(
         {
-            "body": caadam_jax.caadam(args.learning_rate, structure=structure),
-            "head": caadam_jax.caadam(args.learning_rate, structure=structure),
+            group: caadam_jax.caadam(args.learning_rate, structure=structure)
+            for group, structure in structures.items()
         },
         labels,
     )
