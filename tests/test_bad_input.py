@@ -14,6 +14,8 @@ tests/test_packaging.py.
 from __future__ import annotations
 
 import math
+import pathlib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -899,3 +901,95 @@ def test_issue28_refusals_name_the_equinox_form_for_equinox_trees():
   params = eqx.filter(Named(jax.random.key(0)), eqx.is_inexact_array)
   with pytest.raises(ValueError, match=r"trace_structure\(eqx_model, x\) \(the Equinox module"):
     caadam_jax.caadam(strategy="depth").init(params)
+
+
+# ------------------------------------------------------- issue 28: examples/multihost.py
+
+
+@pytest.mark.parametrize(
+    "argv,match",
+    [
+        (["--batch-size", "0"], r"--batch-size: must be a positive integer, got '0'"),
+        (["--steps", "-3"], r"--steps: must be a positive integer, got '-3'"),
+        (["--hidden", "0"], r"--hidden: must be comma-separated positive integers"),
+        (["--hidden", "64,x"], r"--hidden: must be comma-separated positive integers"),
+        (["--local-devices", "0"], r"--local-devices: must be a positive integer"),
+        (["--coordinator", "localhost"], r"--coordinator: must be HOST:PORT"),
+        (["--coordinator", "h:99999"], r"--coordinator: must be HOST:PORT"),
+        (["--coordinator", ":1234"], r"--coordinator: must be HOST:PORT"),
+        (["--init-timeout", "0"], r"--init-timeout: must be a positive integer"),
+        (["--heartbeat-timeout", "0"], r"--heartbeat-timeout: must be a positive integer"),
+        (["--learning-rate", "nan"], r"--learning-rate: must be a finite number > 0"),
+        (["--num-processes", "0"], r"--num-processes: must be a positive integer"),
+        (
+            ["--num-processes", "2", "--process-id", "2"],
+            r"--process-id 2 must be < --num-processes 2",
+        ),
+        (["--launch", "0"], r"--launch: must be a positive integer"),
+    ],
+)
+def test_issue28_multihost_rejects_bad_arguments_before_starting(argv, match, capsys):
+  """Input: a bad argument. Expected: exit 2 with a message naming it, before JAX starts."""
+  from examples import multihost
+
+  with pytest.raises(SystemExit) as exit_info:
+    multihost.main(argv)
+  assert exit_info.value.code == 2
+  assert re.search(match, capsys.readouterr().err)
+
+
+def _run_workers(argvs, timeout_s=150):
+  import os
+  import subprocess
+  import sys
+  import time
+
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  script = str(pathlib.Path(__file__).parent.parent / "examples" / "multihost.py")
+  t0 = time.monotonic()
+  procs = [
+      subprocess.Popen(
+          [sys.executable, script, "--steps", "2", "--local-devices", "1", *argv],
+          stdout=subprocess.PIPE,
+          stderr=subprocess.STDOUT,
+          text=True,
+          env=env,
+      )
+      for argv in argvs
+  ]
+  results = []
+  for p in procs:
+    try:
+      out, _ = p.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+      p.kill()
+      out, _ = p.communicate()
+    results.append((p.returncode, out))
+  return results, time.monotonic() - t0
+
+
+@pytest.mark.slow
+def test_issue28_multihost_workers_disagreeing_on_num_processes_fail_in_bounded_time():
+  """Input: process 0 says --num-processes 2, process 1 says 3. Expected: both non-zero."""
+  from examples import multihost
+
+  group = ["--coordinator", f"127.0.0.1:{multihost.free_port()}", "--init-timeout", "20"]
+  group += ["--heartbeat-timeout", "10"]
+  results, wall = _run_workers(
+      [group + ["--num-processes", n, "--process-id", i] for n, i in (("2", "0"), ("3", "1"))]
+  )
+  assert all(code not in (0, None) for code, _ in results), [c for c, _ in results]
+  assert "start every worker with the same --num-processes" in results[1][1]
+  assert wall < 150
+
+
+@pytest.mark.slow
+def test_issue28_multihost_absent_peer_fails_in_bounded_time():
+  """Input: process 1 of 2 whose coordinator never comes. Expected: non-zero, bounded."""
+  from examples import multihost
+
+  argv = ["--coordinator", f"127.0.0.1:{multihost.free_port()}", "--num-processes", "2"]
+  argv += ["--process-id", "1", "--init-timeout", "5", "--heartbeat-timeout", "5"]
+  [(code, _)], wall = _run_workers([argv], timeout_s=120)
+  assert code not in (0, None)
+  assert wall < 120
