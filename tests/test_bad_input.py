@@ -13,6 +13,7 @@ tests/test_packaging.py.
 
 from __future__ import annotations
 
+import gzip
 import math
 import pathlib
 import re
@@ -993,3 +994,74 @@ def test_issue28_multihost_absent_peer_fails_in_bounded_time():
   [(code, _)], wall = _run_workers([argv], timeout_s=120)
   assert code not in (0, None)
   assert wall < 120
+
+
+# ------------------------------------------------------------ issue 28: benchmark scripts
+
+
+@pytest.mark.parametrize(
+    "argv,match",
+    [
+        (["--seeds", "-1"], r"--seeds: must be a positive integer, got '-1'"),
+        (["--seeds", "0"], r"--seeds: must be a positive integer"),
+        (["--lr", "nan"], r"--lr: must be a finite number > 0, got 'nan'"),
+        (["--lr=-1e-3"], r"--lr: must be a finite number > 0"),
+        (["--max-epochs", "0"], r"--max-epochs: must be a positive integer"),
+    ],
+)
+def test_issue28_reproduce_rejects_bad_numbers_while_parsing(argv, match, capsys):
+  from benchmarks import reproduce
+
+  with pytest.raises(SystemExit) as exit_info:
+    reproduce.parse_args(["--task", "california", *argv])
+  assert exit_info.value.code == 2
+  assert re.search(match, capsys.readouterr().err)
+
+
+def test_issue28_report_only_and_merge_from_need_results(tmp_path):
+  """Input: --report-only on an empty or typo'd --out-dir; --merge-from /nonexistent."""
+  from benchmarks import reproduce
+  from benchmarks import sweep
+
+  typo = tmp_path / "reslts"
+  for main, name in ((reproduce.main, "california.json"), (sweep.main, "sweep_california.json.gz")):
+    for out_dir in (tmp_path, typo):
+      with pytest.raises(SystemExit, match=rf"--report-only: no results file .*{re.escape(name)}"):
+        main(["--task", "california", "--report-only", "--out-dir", str(out_dir)])
+  assert not typo.exists()  # nothing created under the typo
+  with pytest.raises(SystemExit, match=r"--merge-from: no results file /nonexistent/california"):
+    reproduce.main(
+        ["--task", "california", "--merge-from", "/nonexistent", "--out-dir", str(tmp_path)]
+    )
+
+
+def test_issue28_unknown_configs_fail(monkeypatch):
+  """Input: --configs "[bad". Expected: exit naming it and the known configs (not 0 cells)."""
+  from benchmarks import reproduce
+  from benchmarks import tasks
+
+  args = reproduce.parse_args(["--task", "california", "--configs", "[bad"])
+  known = tasks._task("california", "regression", {"[64,32]": None}, ["adam"])
+  monkeypatch.setattr(tasks, "_california_task", lambda args: (known, None))  # no data needed
+  with pytest.raises(SystemExit, match=r"--configs: unknown \['\[bad'\]; known: \['\[64,32\]'\]"):
+    tasks.build_task(args)
+
+
+@pytest.mark.parametrize(
+    "name,content",
+    [
+        ("california.json", b'{"format": 1, "cells": {'),
+        ("sweep_california.json.gz", b"not gzip at all"),
+        ("sweep_california.json.gz", gzip.compress(b"[1, 2")),
+        ("california.json", b"[1, 2]"),
+    ],
+)
+def test_issue28_corrupt_results_files_are_named(tmp_path, name, content):
+  from benchmarks import _shared
+
+  path = tmp_path / name
+  path.write_bytes(content)
+  with pytest.raises(SystemExit, match=re.escape(str(path))):
+    _shared.load_results(path, {"task": "california"})
+  with pytest.raises(SystemExit, match=re.escape(str(path))):
+    _shared.save_results(path, {"protocol": {}, "cells": {}})
