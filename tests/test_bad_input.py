@@ -1065,3 +1065,34 @@ def test_issue28_corrupt_results_files_are_named(tmp_path, name, content):
     _shared.load_results(path, {"task": "california"})
   with pytest.raises(SystemExit, match=re.escape(str(path))):
     _shared.save_results(path, {"protocol": {}, "cells": {}})
+
+
+def test_issue28_keras_order_from_a_stacked_or_traced_scan_structure():
+  """Input: keras_caadam(order=<structure of an nnx.vmap/nnx.scan stack>). Was: KeyError.
+
+  Expected: a stack is one Keras variable; depth factors over the 4 variables in order
+  bn/scale, bn/bias (uncounted layer, natural slot), linear/kernel, linear/bias:
+  (1 + 1) ** ((4 - 1 - d) / 4).
+  """
+  nnx = pytest.importorskip("flax.nnx")
+  from benchmarks import model_zoo as zoo
+
+  model = nnx.eval_shape(lambda: zoo.ScanMLP(4, n_layers=3, rngs=nnx.Rngs(0)))
+  params = nnx.state(model, nnx.Param)
+  expected = {
+      "layers/bn/scale": 2 ** (3 / 4),
+      "layers/bn/bias": 2 ** (2 / 4),
+      "layers/linear/kernel": 2 ** (1 / 4),
+      "layers/linear/bias": 1.0,
+  }
+  for order in (
+      caadam_jax.infer_structure(params, stacked={"layers": 0}),
+      caadam_jax.trace_structure(model, jnp.ones((2, 4))),
+  ):
+    factors = caadam_jax.keras_caadam_factors(params, strategy="depth", order=order)
+    assert list(factors) == list(expected)
+    for name, value in expected.items():
+      assert factors[name] == pytest.approx(value)
+    real = jax.tree.map(lambda s: jnp.ones(s.shape), params)
+    tx = caadam_jax.keras_caadam(1e-3, strategy="depth", order=order)
+    tx.update(real, tx.init(real), real)
