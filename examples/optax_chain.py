@@ -10,9 +10,10 @@ Three things on a Flax MLP trained on scikit-learn's bundled 8x8 digits (no down
    ``optax.inject_hyperparams(caadam_jax.caadam)(learning_rate=..., scaling_factor=<schedule>)``
    (here the additive factor ramps from 0, plain Adam, to 0.95).
 3. Inside ``optax.partition`` (and ``optax.masked``) a transform only sees its group,
-   so min/median/max connection counts are computed PER GROUP; passing
-   ``structure=caadam_jax.infer_structure(full_params)`` gives the global statistics.
-   The factors of both are printed side by side, then both are trained.
+   so ``structure=None`` refuses there (its statistics would be per group);
+   ``structure=caadam_jax.infer_structure(full_params)`` gives the global statistics and
+   a structure built from a group's params gives per-group ones on purpose. The factors
+   of both are printed side by side, then both are trained.
 
     python examples/optax_chain.py                  # about a minute on 2 cores
     python examples/optax_chain.py --epochs 5

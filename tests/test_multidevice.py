@@ -79,7 +79,12 @@ def _loss_fn(p, x, y):
 
 
 def _factors_of(strategy, tree, structure=None) -> dict:
-  """Per-leaf factors, through the public transform applied to a tree of ones."""
+  """Per-leaf factors, through the public transform applied to a tree of ones.
+
+  Without ``structure``, the path rules of ``tree`` are accepted explicitly (local shard
+  shapes need not chain, and the default path would refuse to guess the order).
+  """
+  structure = structure or caadam_jax.infer_structure(tree)
   tx = caadam_jax.scale_by_strategy(strategy, structure=structure)
   ones = jax.tree.map(lambda a: np.ones(a.shape, np.float32), tree)
   scaled, _ = tx.update(ones, tx.init(ones))
