@@ -6,14 +6,17 @@ test that puts ``benchmarks/`` on ``sys.path`` would shadow it.)
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import gzip
 import json
+import math
 import os
 import pathlib
 import platform
 import subprocess
 import sys
+from collections.abc import Iterable
 
 import flax
 import jax
@@ -33,6 +36,61 @@ def require_data_dir(path: str | None) -> None:
     raise SystemExit(f"No data directory: pass --data-dir or set ${data_files.DATA_ENV_VAR}.")
 
 
+def positive_int(text: str) -> int:
+  """An argparse type: an integer >= 1 (``--seeds``, ``--max-epochs``)."""
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+  return value
+
+
+def positive_float(text: str) -> float:
+  """An argparse type: a finite number > 0 (``--lr``, ``--min-lr``)."""
+  try:
+    value = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}") from None
+  if not (math.isfinite(value) and value > 0):
+    raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+  return value
+
+
+def check_names(argument: str, given: Iterable[str] | None, known: Iterable[str]) -> None:
+  """Exits naming ``argument`` if it selects names that do not exist (``--configs '[bad'``)."""
+  known = list(known)
+  unknown = [name for name in given or () if name not in known]
+  if unknown:
+    raise SystemExit(f"{argument}: unknown {unknown}; known: {known}.")
+
+
+def require_results(path: pathlib.Path, argument: str) -> None:
+  """Exits naming ``argument`` and ``path`` when there is no results file to read there."""
+  if not path.is_file():
+    where = "directory does not exist" if not path.parent.is_dir() else "holds no such file"
+    raise SystemExit(
+        f"{argument}: no results file {path} (its {where}). Check the directory (--out-dir, "
+        "--merge-from) or run the study first."
+    )
+
+
+def read_json(path: pathlib.Path) -> dict:
+  """A results file's JSON (gzipped if ``.gz``); exits naming the file if it is unreadable."""
+  try:
+    with _open(path, "rt") as f:
+      data = json.load(f)
+  except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise SystemExit(
+        f"{path} is not a readable results file ({type(e).__name__}: {e}); restore it from "
+        "version control or move it away."
+    ) from None
+  if not isinstance(data, dict):
+    raise SystemExit(f"{path} is not a results file: its JSON is a {type(data).__name__}.")
+  return data
+
+
 def _open(path: pathlib.Path, mode: str, gzipped: bool | None = None):
   """``open``, or ``gzip.open`` for a ``.gz`` file (large results files are stored gzipped)."""
   if gzipped if gzipped is not None else path.suffix == ".gz":
@@ -40,11 +98,17 @@ def _open(path: pathlib.Path, mode: str, gzipped: bool | None = None):
   return open(path, mode)  # noqa: SIM115 (returned to a with statement)
 
 
-def load_results(path: pathlib.Path, protocol: dict) -> dict:
-  """The results stored at ``path`` (an empty set if none); exits if another protocol made them."""
+def load_results(path: pathlib.Path, protocol: dict, *, required: str | None = None) -> dict:
+  """The results stored at ``path`` (an empty set if none); exits if another protocol made them.
+
+  ``required`` names the argument that asked for the file (``--merge-from``): then a
+  missing file exits instead of giving an empty set. An unreadable file (corrupt JSON or
+  gzip) always exits naming it.
+  """
+  if required is not None:
+    require_results(path, required)
   if path.exists():
-    with _open(path, "rt") as f:
-      results = json.load(f)
+    results = read_json(path)
     if results.get("protocol") != protocol:
       raise SystemExit(
           f"{path} holds results for a different protocol:\n  stored {results.get('protocol')}\n"
@@ -64,8 +128,7 @@ def save_results(path: pathlib.Path, results: dict) -> None:
   """
   with _locked(path):
     if path.exists():
-      with _open(path, "rt") as f:
-        stored = json.load(f)
+      stored = read_json(path)
       if stored.get("protocol") != results.get("protocol"):
         raise SystemExit(f"{path} was rewritten for another protocol while this run was on.")
       for key, cell in stored.get("cells", {}).items():

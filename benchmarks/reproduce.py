@@ -60,7 +60,10 @@ from examples import data_files
 from ._shared import RESULTS_DIR
 from ._shared import load_results
 from ._shared import machine_info
+from ._shared import positive_float
+from ._shared import positive_int
 from ._shared import require_data_dir
+from ._shared import require_results
 from ._shared import save_results
 from .optimizers import OPTIMIZERS
 from .report import cell_key
@@ -96,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
       help="images: use the first N training images (fashion default with the "
       "small CNN: 6000; 0 or a negative value for all)",
   )
-  p.add_argument("--seeds", type=int, default=10)
+  p.add_argument("--seeds", type=positive_int, default=10)
   p.add_argument(
       "--init",
       default="shared",
@@ -107,10 +110,13 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--init-seed", type=int, default=0)
   p.add_argument("--shuffle-seed", type=int, default=1234)
   p.add_argument(
-      "--max-epochs", type=int, default=None, help="epoch cap (default 300 California, 50 images)"
+      "--max-epochs",
+      type=positive_int,
+      default=None,
+      help="epoch cap (default 300 California, 50 images)",
   )
-  p.add_argument("--lr", type=float, default=1e-3)
-  p.add_argument("--min-lr", type=float, default=2.5e-5)
+  p.add_argument("--lr", type=positive_float, default=1e-3)
+  p.add_argument("--min-lr", type=positive_float, default=2.5e-5)
   p.add_argument(
       "--plateau-min-delta",
       type=float,
@@ -226,7 +232,9 @@ def _add_notes(task: Task, args, sizes: tuple[int, int, int]) -> None:
 def _merge(results: dict, json_path: pathlib.Path, task: Task, protocol: dict, merge_from) -> None:
   """Copies in the cells of other results files of the same protocol (``--merge-from``)."""
   for other_dir in merge_from or ():
-    other = load_results(pathlib.Path(other_dir) / f"{task.name}.json", protocol)
+    other = load_results(
+        pathlib.Path(other_dir) / f"{task.name}.json", protocol, required="--merge-from"
+    )
     new = {k: v for k, v in other["cells"].items() if k not in results["cells"]}
     results["cells"].update(new)
     if new:
@@ -307,6 +315,10 @@ def _write_report(results: dict, task: Task, out_dir: pathlib.Path, json_path: p
 def main(argv=None) -> dict:
   args = parse_args(argv)
   out_dir = pathlib.Path(args.out_dir)
+  if args.report_only:  # a typo'd --out-dir must not give an empty report
+    require_results(out_dir / f"{args.task}.json", "--report-only")
+  for other_dir in args.merge_from or ():  # fail before training, not after
+    require_results(pathlib.Path(other_dir) / f"{args.task}.json", "--merge-from")
   out_dir.mkdir(parents=True, exist_ok=True)
   require_data_dir(args.data_dir)
   task, (x_train_full, y_train_full, x_test, y_test) = build_task(args)

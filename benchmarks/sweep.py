@@ -57,7 +57,9 @@ from . import stats
 from ._shared import RESULTS_DIR
 from ._shared import load_results
 from ._shared import machine_info
+from ._shared import positive_int
 from ._shared import require_data_dir
+from ._shared import require_results
 from ._shared import save_results
 from .optimizers import OPTIMIZERS
 from .optimizers import OptSpec
@@ -264,6 +266,8 @@ def _sweep_config(config, model, names, task, args, data, results, json_path) ->
 
 def run(args) -> dict:
   out_dir = pathlib.Path(args.out_dir)
+  if args.report_only:  # a typo'd --out-dir must not give an empty report
+    require_results(out_dir / f"sweep_{args.task}.json.gz", "--report-only")
   out_dir.mkdir(parents=True, exist_ok=True)
   require_data_dir(args.data_dir)
   requested = args.optimizers
@@ -596,7 +600,7 @@ def parse_args(argv=None):
   p.add_argument("--california-variant", default="statlib", choices=["statlib", "sklearn"])
   p.add_argument("--resnet20", action="store_true")
   p.add_argument("--train-subsample", type=int, default=None)
-  p.add_argument("--seeds", type=int, default=10)
+  p.add_argument("--seeds", type=positive_int, default=10)
   p.add_argument("--init-seed", type=int, default=0)
   p.add_argument("--shuffle-seed", type=int, default=1234)
   p.add_argument("--max-epochs", type=int, default=None)

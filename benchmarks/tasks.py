@@ -22,6 +22,7 @@ import numpy as np
 
 from examples import data_files
 
+from ._shared import check_names
 from .models import MLP
 from .models import ModelSpec
 from .models import ResNet20
@@ -211,6 +212,7 @@ def build_task(args) -> tuple[Task, tuple[np.ndarray, ...]]:
   if args.task not in builders:
     raise ValueError(f"unknown task {args.task!r}")
   task, data = builders[args.task](args)
+  check_names("--configs", args.configs, task.configs)  # '[bad' must not train nothing
   if args.max_epochs is not None:
     task.max_epochs = args.max_epochs
   if args.quick:

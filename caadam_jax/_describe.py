@@ -10,8 +10,10 @@ import numpy as np
 import optax
 
 from caadam_jax import _formulas
+from caadam_jax import _guards
 from caadam_jax import _paths
 from caadam_jax import _structure
+from caadam_jax import _validation
 
 
 class DescribeRow(NamedTuple):
@@ -91,7 +93,12 @@ def describe(
   Raises:
     TypeError: ``params_or_structure`` is neither a Structure nor a pytree of
       arrays (e.g. None), ``strategy`` is neither a name nor a callable, or it is a
-      formula with ``published=True``.
+      formula with ``published=True``, or ``show``, ``published`` or
+      ``as_string`` is not a bool.
+    ValueError: ``width`` is not a positive integer (or None); or, for a params
+      pytree (not a Structure), what ``caadam(structure=None)``'s ``init`` refuses
+      for the same strategy (an undeclared stack, masked-out leaves, for depth a
+      path order that may not be the forward order): the message names the fix.
 
   Example:
     >>> import jax.numpy as jnp, caadam_jax
@@ -101,6 +108,13 @@ def describe(
     >>> [(r.leaf, r.depth, round(r.factor, 4)) for r in rows]
     [('Dense_0/bias', 0, 1.4142), ('Dense_0/kernel', 0, 1.4142), ('Dense_1/kernel', 1, 1.0)]
   """
+  published = _validation.check_bool("published", published)
+  show = _validation.check_bool("show", show)
+  as_string = _validation.check_bool("as_string", as_string)
+  if width is not None:
+    width = _validation.check_integer(
+        "width", width, minimum=1, what="a positive number of columns or None"
+    )
   if not isinstance(params_or_structure, _structure.Structure):
     _check_params(params_or_structure)
   structure = (
@@ -110,7 +124,7 @@ def describe(
   )
   if published:
     # Imported here: the published mode (periphery) builds on the core, not the reverse.
-    from caadam_jax.published import keras_caadam_factors
+    from caadam_jax.published import _alias as published_alias
 
     if callable(strategy):
       raise TypeError(
@@ -118,14 +132,17 @@ def describe(
           "has no published behaviour. Pass published=False to report a formula's factors."
       )
     given = isinstance(params_or_structure, _structure.Structure)
-    by_name = keras_caadam_factors(
-        _shape_tree(structure),
+    factors = published_alias.factors_by_path(
+        params_or_structure if not given else _shape_tree(structure),
         strategy=strategy,
         scaling_factor=scaling_factor,
         order=structure if given else None,  # a traced structure knows the forward order
     )
-    factors = {_paths.parse_path(name): value for name, value in by_name.items()}
   else:
+    if not isinstance(params_or_structure, _structure.Structure):
+      # The same refusals as the optimizer's default path: describe shows what caadam does.
+      _, _, uses_depth = _formulas.resolve(strategy, scaling_factor)
+      _guards.check_default(params_or_structure, structure, uses_depth=uses_depth)
     factors = structure.factors(strategy, scaling_factor)
 
   def sort_key(item):

@@ -17,6 +17,7 @@ function here plus one entry in ``STRATEGIES`` (CONTRIBUTING.md, "Add a strategy
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, NamedTuple, cast, get_args
 
@@ -241,6 +242,72 @@ def resolve_strategy(
   return strategy, g
 
 
+def is_named(formula: Any) -> bool:
+  """Whether ``formula`` is a named strategy's (its factors are positive by construction)."""
+  return any(formula is strategy.formula for strategy in STRATEGIES.values())
+
+
+def formula_name(formula: Any) -> str:
+  """A formula's name for messages: ``fan_in_factor``, ``<lambda>``, or its type."""
+  return getattr(formula, "__qualname__", None) or type(formula).__name__
+
+
+def check_factor(value: Any, formula: Any, layer: str) -> Factor:
+  """A formula's factor for one layer, checked: a real scalar, finite and > 0.
+
+  The rule of every factor (docs/method.md, "Rules for a formula"): a concrete
+  factor (a Python number, a NumPy scalar or array) must be finite and positive,
+  since zero stops a layer, a negative factor is gradient ascent and NaN or inf
+  spreads into the parameters. A JAX array factor (it depends on a ``g`` that
+  ``optax.inject_hyperparams`` passes, traced under ``jit``) is not value-checked,
+  as the named strategies' JAX-array ``g`` is not: like it, it becomes NaN where it
+  is not finite and positive, so the step is visibly non-finite rather than
+  silently flipped.
+
+  Args:
+    value: what the formula returned.
+    formula: the formula, named in the message.
+    layer: the layer's path, named in the message.
+
+  Returns:
+    ``value`` (a Python float for a Python or NumPy number), or the JAX array with
+    NaN where it is out of range.
+
+  Raises:
+    TypeError: ``value`` is not a real number (a string, None, a dict, a list, a
+      bool, a complex number or array).
+    ValueError: ``value`` is an array of a shape other than ``()``, or a concrete
+      (non-JAX) value that is not finite or not > 0.
+  """
+  where = f"formula {formula_name(formula)} returned {{what}} for layer {layer}"
+  rule = "a factor must be a real scalar (a Python number or a 0-d array), finite and > 0"
+  if isinstance(value, (bool, np.bool_)) or not isinstance(
+      value, (int, float, np.integer, np.floating, np.ndarray, jax.Array)
+  ):
+    raise TypeError(f"{where.format(what=_validation.describe_value(value))}: {rule}.")
+  array: Any = value  # a number or an array from here on
+  dtype = np.dtype(array.dtype) if hasattr(array, "dtype") else np.dtype(np.float64)
+  if dtype == np.bool_ or not (
+      jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)
+  ):
+    raise TypeError(f"{where.format(what=f'a value of dtype {dtype}')}: {rule}.")
+  if np.shape(value) != ():
+    raise ValueError(
+        f"{where.format(what=f'an array of shape {np.shape(value)}')}: {rule} (one factor "
+        "per layer; per-element factors would change the update's shape or scale columns)."
+    )
+  if _validation.is_jax_array(array):
+    array = array if jnp.issubdtype(dtype, jnp.floating) else array.astype(jnp.float32)
+    return jnp.where(jnp.isfinite(array) & (array > 0), array, jnp.nan)
+  number = float(value)
+  if not (math.isfinite(number) and number > 0):
+    raise ValueError(
+        f"{where.format(what=repr(number))}: {rule} (0 stops the layer, a negative factor is "
+        "gradient ascent, NaN or inf spreads into the parameters)."
+    )
+  return number if isinstance(value, (int, float, np.integer, np.floating)) else value
+
+
 def resolve(
     strategy: StrategyName | Formula | Strategy,
     scaling_factor: Any,
@@ -271,8 +338,16 @@ def resolve(
     return resolved.formula, g, resolved.uses_depth
   if isinstance(strategy, Strategy):
     return strategy.formula, scaling_factor, strategy.uses_depth
-  if callable(strategy):
+  if callable(strategy) and not _validation.is_jax_array(strategy):
     return strategy, scaling_factor, True
+  if _validation.is_jax_array(strategy):
+    # optax.inject_hyperparams took the formula for a schedule and called it with the step.
+    raise TypeError(
+        f"{argument} is a JAX array ({strategy!r}): optax.inject_hyperparams calls every "
+        "callable argument as a schedule, so a formula given there was called with the step "
+        f"count. Declare it static: optax.inject_hyperparams(caadam_jax.caadam, "
+        f"static_args=({argument!r},))({argument}=formula, ...)."
+    )
   raise TypeError(
       f"{argument} must be one of the names {sorted(STRATEGIES)} or a formula, a callable "
       f"(record: caadam_jax.LayerRecord, stats: caadam_jax.Statistics, g) -> factor; "

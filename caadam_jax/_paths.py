@@ -84,6 +84,24 @@ def parse_path(path: str | Sequence[PathKey]) -> Path:
   return normalize_path(path)
 
 
+def is_path(path: Any) -> bool:
+  """Whether ``path`` can be a parameter path: a string, or a sequence of str/int keys."""
+  if isinstance(path, str):
+    return True
+  if isinstance(path, (bytes, dict)) or not isinstance(path, Sequence):
+    return False
+  return all(isinstance(k, (str, int, *_KEY_TYPES)) and not isinstance(k, bool) for k in path)
+
+
+# Key-path entries as jax.tree_util.tree_flatten_with_path gives them.
+_KEY_TYPES = (
+    jax.tree_util.DictKey,
+    jax.tree_util.GetAttrKey,
+    jax.tree_util.SequenceKey,
+    jax.tree_util.FlattenedIndexKey,
+)
+
+
 _NUMBER = re.compile(r"(\d+)")
 
 

@@ -92,6 +92,31 @@ class LeafInfo(NamedTuple):
 # attention kernels are 3-D, attention biases 2-D, stacked biases 2-D.
 WEIGHT_NAMES = frozenset({"kernel", "embedding", "weight", "w"})
 NON_WEIGHT_NAMES = frozenset({"bias", "b", "scale", "offset", "gamma", "beta"})
+# Leaf names of tensors that are added to activations, not contracted with them: class
+# tokens and learned position embeddings (vit_jax ``cls``, Flax examples'
+# ``pos_embedding``, timm-style ``cls_token``/``pos_embed``, Equinox ViT
+# ``positional_embedding``). By shape they look like weights ((1, 1, d), (1, n, d));
+# the trace sees them added and gives them factor 1 outside the statistics, and so do
+# the path rules.
+TOKEN_NAMES = frozenset(
+    {
+        "cls",
+        "cls_token",
+        "class_token",
+        "dist_token",
+        "pos_embedding",
+        "pos_embed",
+        "pos_emb",
+        "posemb",
+        "position_embedding",
+        "positional_embedding",
+    }
+)
+
+
+def is_token(path: _paths.Path) -> bool:
+  """Whether a leaf is a class token or learned position embedding, by its name."""
+  return bool(path) and isinstance(path[-1], str) and path[-1].lower() in TOKEN_NAMES
 
 
 def is_weight(path: _paths.Path, shape: tuple[int, ...], stack_axis: int | None = None) -> bool:
@@ -129,6 +154,44 @@ def _prefix_lookup(table: Mapping[_paths.Path, Any], path: _paths.Path) -> tuple
 
 def _parse_table(table: Mapping[Any, Any] | None) -> dict[_paths.Path, Any]:
   return {_paths.parse_path(k): v for k, v in (table or {}).items()}
+
+
+def check_stacked(stacked: Any) -> dict[_paths.Path, int]:
+  """The ``stacked`` argument, checked and keyed by normalized path prefixes.
+
+  Args:
+    stacked: None, or a mapping from a path prefix (``'blocks'`` or a key tuple) to
+      the stack axis, a Python int (``0`` for ``nn.scan``/``nnx.vmap`` stacks).
+
+  Returns:
+    Normalized prefix -> axis.
+
+  Raises:
+    TypeError: ``stacked`` is not a mapping, a key is not a path, or an axis is not
+      an int (a bool such as True is not axis 1; a float or string is no axis).
+  """
+  if stacked is None:
+    return {}
+  example = "e.g. stacked={'blocks': 0} for a stack of layers along axis 0 under 'blocks'"
+  if not isinstance(stacked, Mapping):
+    raise TypeError(
+        "stacked must be a mapping {path prefix: stack axis} (" + example + "); got "
+        f"{_validation.describe_value(stacked)}."
+    )
+  table = {}
+  for key, axis in stacked.items():
+    if not _paths.is_path(key):
+      raise TypeError(
+          f"stacked: key {key!r} is not a parameter path (a '/'-separated string or a tuple "
+          f"of str/int keys); {example}."
+      )
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
+      raise TypeError(
+          f"stacked[{key!r}] must be the stack axis as an int (0 for nn.scan / nnx.vmap "
+          f"stacks), got {_validation.describe_value(axis)}; {example}."
+      )
+    table[_paths.parse_path(key)] = int(axis)
+  return table
 
 
 def check_record(argument: str, record: Any) -> _formulas.LayerRecord:
@@ -352,10 +415,29 @@ class Structure:
 
     Raises:
       ValueError: a path is no leaf path and no prefix of one (the message lists
-        close matches).
+        close matches), or is empty (the root would give every leaf factor 1).
+      TypeError: a path is neither a string nor a tuple of keys (None, 123).
     """
     if isinstance(paths, str):
       paths = [paths]
+    if not isinstance(paths, Iterable) or isinstance(paths, bytes):
+      raise TypeError(
+          "with_factor_one takes a leaf path or path prefix ('Dense_0/bias', a key tuple) or "
+          f"a list of them; got {_validation.describe_value(paths)}."
+      )
+    paths = list(paths)
+    for path in paths:
+      if not _paths.is_path(path):
+        raise TypeError(
+            f"with_factor_one: {_validation.describe_value(path)} is not a parameter path "
+            "(a '/'-separated string such as 'Dense_0/bias', or a tuple of str/int keys)."
+        )
+      if not _paths.parse_path(path):
+        raise ValueError(
+            f"with_factor_one: the empty path {path!r} is the root, a prefix of every leaf, "
+            "so every factor would be 1; name the leaves or subtrees to exclude "
+            "('Dense_0/bias', 'encoder')."
+        )
     table = _parse_table(dict.fromkeys(paths, True))
     _paths.check_prefixes("with_factor_one", table, list(self.leaves))
     infos = {
@@ -409,8 +491,12 @@ class Structure:
       Normalized leaf path -> factor.
 
     Raises:
-      TypeError: ``strategy`` is neither a name nor a callable.
-      ValueError: an unknown name, or a ``scaling_factor`` out of its range.
+      TypeError: ``strategy`` is neither a name nor a callable, or a formula
+        returned something other than a real scalar (a string, None, a dict, a
+        complex number).
+      ValueError: an unknown name, a ``scaling_factor`` out of its range, or a
+        formula returned an array of a shape other than ``()`` or a concrete
+        factor that is not finite and > 0 (a traced one becomes NaN there).
 
     Example:
       >>> import jax.numpy as jnp, caadam_jax
@@ -427,6 +513,12 @@ class Structure:
     layers = self.layers
     stats = cast(_formulas.Statistics, self.statistics)  # not None where layers are counted
     per_layer = {layer: formula(record, stats, g) for layer, record in layers.items()}
+    if not _formulas.is_named(formula):
+      # A user formula's factors follow the rule of every factor: finite and > 0.
+      per_layer = {
+          layer: _formulas.check_factor(value, formula, _paths.path_to_str(layer))
+          for layer, value in per_layer.items()
+      }
     return {
         path: _leaf_factor(info, [per_layer[layer_id] for layer_id, _, _ in info.records()])
         for path, info in self.leaves.items()
@@ -543,7 +635,7 @@ def assemble(
     The structure.
   """
   leaves = list(leaves)
-  stack_table = _parse_table(stacked)
+  stack_table = check_stacked(stacked)
   _paths.check_prefixes("stacked", stack_table, [path for path, _ in leaves])
   infos: dict[_paths.Path, LeafInfo] = {}
   connections: dict[_paths.Path, int] = {}
@@ -559,6 +651,10 @@ def assemble(
       axis = None
     layer = path[:-1]
     role = (weight_roles or {}).get(path)
+    if role is None and is_token(path):
+      # Added to activations, never contracted: factor 1, outside the statistics.
+      infos[path] = LeafInfo(None, shape, None, None)
+      continue
     # A zero-size tensor has no connections: it is no weight and no layer.
     weight = (is_weight(path, shape, axis) if role is None else role) and int(np.prod(shape)) > 0
     info = LeafInfo(layer, shape, None, None, axis, weight)
@@ -591,6 +687,11 @@ def infer_structure(params: optax.Params, *, stacked: Mapping[Any, int] | None =
     ``(in, out)``: ``in*out``; Conv ``(kh, kw, in, out)``: ``kh*kw*in*out``;
   * layers with no weight tensor (LayerNorm, BatchNorm) are not counted: they
     get factor 1 and do not enter the statistics;
+  * class tokens and learned position embeddings, by their leaf name (``cls``,
+    ``cls_token``, ``pos_embedding``, ``pos_embed``, ``positional_embedding`` and
+    the like: ``TOKEN_NAMES``), are added to activations, not contracted: they get
+    factor 1 and stay out of their layer and the statistics, as in
+    :func:`~caadam_jax.trace_structure`;
   * depth is the position of a counted layer in natural path order (numbers
     compared as numbers: ``Dense_2`` before ``Dense_10``). This is right for
     sequential models with numbered layers only; for named or branching modules

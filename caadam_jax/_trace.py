@@ -394,7 +394,7 @@ def trace_structure(
     raise
   stacked_table = {
       **_detected_stacks(tracer, shapes),
-      **{_paths.parse_path(k): v for k, v in (stacked or {}).items()},
+      **_structure.check_stacked(stacked),
   }
   roles = _roles(tracer, shapes)
   base = _structure.assemble(shapes, stacked=stacked_table, weight_roles=roles)

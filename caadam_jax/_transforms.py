@@ -19,6 +19,7 @@ from caadam_jax import _guards
 from caadam_jax import _leaves
 from caadam_jax import _paths
 from caadam_jax import _structure
+from caadam_jax import _validation
 
 ScaleByStructureState = optax.EmptyState
 
@@ -76,8 +77,8 @@ def scale_by_structure(
     A stateless ``optax.GradientTransformationExtraArgs``.
 
   Raises:
-    TypeError: ``formula`` is not callable, or ``structure`` is not a
-      :class:`~caadam_jax.Structure` or None.
+    TypeError: ``formula`` is not callable, ``structure`` is not a
+      :class:`~caadam_jax.Structure` or None, or ``uses_depth`` is not a bool.
     ValueError: from ``init``, as described for ``structure=None``.
 
   References:
@@ -96,14 +97,25 @@ def scale_by_structure(
         f"updates), got {type(structure).__name__}. Build one with "
         "caadam_jax.infer_structure(params) or caadam_jax.trace_structure(...)."
     )
+  uses_depth = _validation.check_bool("uses_depth", uses_depth)
+  # The shapes init saw (global ones: init runs outside shard_map), so that update can
+  # tell local shard shapes inside shard_map from them (structure=None only).
+  init_shapes: dict[_paths.Path, tuple[int, ...]] = {}
 
   def init_fn(params: optax.Params) -> ScaleByStructureState:
     if structure is None:
       # Paths alone must not give a silently wrong structure: refuse undeclared
       # stacks, and path orders that cannot be the forward order where depth counts.
-      _guards.check_default(params, _structure.infer_structure(params), uses_depth=uses_depth)
+      current = _structure.infer_structure(params)
+      _guards.check_default(params, current, uses_depth=uses_depth)
+      if current.leaves:  # optax.tree_utils.tree_map_params inits with a leafless tree
+        init_shapes.clear()
+        init_shapes.update({path: info.shape for path, info in current.leaves.items()})
     else:
-      structure.for_tree(params).check_matches(params)
+      current = structure.for_tree(params)
+      current.check_matches(params)
+    if not _formulas.is_named(formula):
+      current.factors(formula, scaling_factor)  # a bad factor fails here, not at the first step
     return ScaleByStructureState()
 
   def update_fn(
@@ -115,6 +127,7 @@ def scale_by_structure(
     del params, extra_args
     if structure is None:
       current = _structure.infer_structure(updates)
+      _guards.check_not_local_shards(current, init_shapes)
     else:
       # Shapes may be local shards under shard_map; the structure carries global ones.
       current = structure.for_tree(updates)

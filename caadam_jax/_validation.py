@@ -26,7 +26,8 @@ def is_jax_array(value: Any) -> bool:
   return isinstance(value, jax.Array)  # tracers are jax.Array instances too
 
 
-def _describe(value: Any) -> str:
+def describe_value(value: Any) -> str:
+  """``'float 1.5'``: a value's type and (shortened) repr, for messages."""
   text = repr(value)
   return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
 
@@ -72,7 +73,7 @@ def check_real_scalar(
     if schedule:
       return
     raise TypeError(
-        f"{name} must be a number, not a callable ({_describe(value)}). To schedule it, "
+        f"{name} must be a number, not a callable ({describe_value(value)}). To schedule it, "
         f"wrap the optimizer: optax.inject_hyperparams({owner or 'the optimizer'})"
         f"({name}=schedule)."
     )
@@ -87,7 +88,7 @@ def check_real_scalar(
   elif isinstance(array, numbers.Real):
     dtype, shape = np.dtype(np.float64), ()
   else:
-    raise TypeError(f"{name} must be {expected}; got {_describe(value)}.")
+    raise TypeError(f"{name} must be {expected}; got {describe_value(value)}.")
   if dtype == np.bool_ or not (
       jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)
   ):
@@ -106,7 +107,7 @@ def check_real_scalar(
 def check_bool(name: str, value: Any) -> bool:
   """Returns ``value`` as a Python bool; raises TypeError unless it is a bool."""
   if not isinstance(value, (bool, np.bool_)):
-    raise TypeError(f"{name} must be a bool (True or False), got {_describe(value)}.")
+    raise TypeError(f"{name} must be a bool (True or False), got {describe_value(value)}.")
   return bool(value)
 
 
@@ -143,7 +144,7 @@ def check_integer(name: str, value: Any, *, minimum: int | None = None, what: st
   if isinstance(value, (bool, np.bool_)):
     raise TypeError(f"{name} must be {what}, not a bool ({value!r}).")
   if not isinstance(value, numbers.Real):
-    raise TypeError(f"{name} must be {what} (a number); got {_describe(value)}.")
+    raise TypeError(f"{name} must be {what} (a number); got {describe_value(value)}.")
   number = float(value)
   if not math.isfinite(number):
     raise ValueError(f"{name} must be finite, {what}; got {value!r}.")

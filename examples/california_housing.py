@@ -84,7 +84,12 @@ OPTIMIZERS = {
     "adam-5x": lambda lr: optax.adam(5 * lr),
     "caadam-additive": lambda lr: caadam_jax.caadam(lr, strategy="additive"),
     "caadam-multiplicative": lambda lr: caadam_jax.caadam(lr, strategy="multiplicative"),
-    "caadam-depth": lambda lr: caadam_jax.caadam(lr, strategy="depth"),
+    # Depth reads the forward order: the structure is traced from the model (with
+    # structure=None, linen's construction-order names are refused where the layers'
+    # shapes cannot confirm them, e.g. --hidden 128,128,128,128,128).
+    "caadam-depth": lambda lr, structure: caadam_jax.caadam(
+        lr, strategy="depth", structure=structure
+    ),
     "keras-caadam": lambda lr: caadam_jax.keras_caadam(lr),  # published: CaAdam(), additive 0.9
 }
 
@@ -140,10 +145,14 @@ def main(argv=None):
     params = model.init(jax.random.key(seed), data[0][:1])["params"]  # shared by all optimizers
     if seed == 0:
       caadam_jax.describe(params, strategy="additive")
+      structure = caadam_jax.trace_structure(model.apply, {"params": params}, data[0][:1])
     for name in names:
       start = time.perf_counter()
+      make = OPTIMIZERS[name]
       losses, rmse = train(
-          OPTIMIZERS[name](args.learning_rate),
+          make(args.learning_rate, structure)
+          if name == "caadam-depth"
+          else make(args.learning_rate),
           params,
           model,
           data,

@@ -41,6 +41,7 @@ import argparse
 import contextlib
 import inspect
 import json
+import math
 import os
 import signal
 import socket
@@ -75,26 +76,94 @@ RESULT_PREFIX = "RESULT "
 # ----------------------------------------------------------------------------- process group
 
 
+def positive_int(text: str) -> int:
+  """An argparse type: an integer >= 1 (a batch size, a step count, a timeout in seconds)."""
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+  return value
+
+
+def non_negative_int(text: str) -> int:
+  """An argparse type: an integer >= 0 (a process id)."""
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
+  if value < 0:
+    raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+  return value
+
+
+def positive_float(text: str) -> float:
+  """An argparse type: a finite number > 0 (a learning rate, a timeout)."""
+  try:
+    value = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}") from None
+  if not (math.isfinite(value) and value > 0):
+    raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+  return value
+
+
+def positive_int_list(text: str) -> list[int]:
+  """An argparse type: comma-separated positive integers (hidden layer sizes)."""
+  try:
+    return [positive_int(u) for u in text.split(",")]
+  except argparse.ArgumentTypeError:
+    raise argparse.ArgumentTypeError(
+        f"must be comma-separated positive integers such as 64,32, got {text!r}"
+    ) from None
+
+
+def coordinator_address(text: str) -> str:
+  """An argparse type: ``HOST:PORT`` with a port in 1..65535."""
+  host, sep, port = text.rpartition(":")
+  if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+    raise argparse.ArgumentTypeError(
+        f"must be HOST:PORT with a port in 1..65535 (e.g. 10.0.0.1:1234), got {text!r}"
+    )
+  return text
+
+
 def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
   """The worker's process-group options (the launcher sets them for each worker)."""
-  parser.add_argument("--coordinator", default=None, help="HOST:PORT of process 0's coordinator")
-  parser.add_argument("--num-processes", type=int, default=None)
-  parser.add_argument("--process-id", type=int, default=None)
+  parser.add_argument(
+      "--coordinator",
+      type=coordinator_address,
+      default=None,
+      help="HOST:PORT of process 0's coordinator",
+  )
+  parser.add_argument("--num-processes", type=positive_int, default=None)
+  parser.add_argument("--process-id", type=non_negative_int, default=None)
   parser.add_argument(
       "--local-devices",
-      type=int,
+      type=positive_int,
       default=None,
       help="CPU only: simulate this many devices in each process (default: the real ones)",
   )
   parser.add_argument(
       "--heartbeat-timeout",
-      type=int,
+      type=positive_int,
       default=100,
       help="seconds without a heartbeat after which a process counts as dead and the others exit",
   )
   parser.add_argument(
-      "--init-timeout", type=int, default=300, help="seconds to wait for all processes to join"
+      "--init-timeout",
+      type=positive_int,
+      default=300,
+      help="seconds to wait for all processes to join",
   )
+
+
+def check_group(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+  """Exits with a usage error where the process-group arguments contradict each other."""
+  group = (args.num_processes, args.process_id)
+  if None not in group and args.process_id >= args.num_processes:
+    parser.error(f"--process-id {args.process_id} must be < --num-processes {args.num_processes}")
 
 
 def process_group(args: argparse.Namespace, env: Mapping[str, str] = os.environ):
@@ -149,6 +218,38 @@ def initialize(args: argparse.Namespace, env: Mapping[str, str] = os.environ) ->
       print(f"no process group given or detected ({e}): running as a single process")
     return
   jax.distributed.initialize(coordinator, num_processes, process_id, **kwargs)
+  check_agreement(num_processes, args.init_timeout)
+
+
+def check_agreement(num_processes: int | None, timeout_s: int) -> None:
+  """Raises unless every process was started with the same ``--num-processes``.
+
+  The coordinator accepts a worker that claims a different group size, and the group
+  then runs with the coordinator's size. Each process publishes its claim in the
+  coordination service's key-value store and reads every other's, within ``timeout_s``.
+  """
+  if num_processes is None:
+    return
+  if jax.process_count() != num_processes:
+    raise SystemExit(
+        f"--num-processes {num_processes} disagrees with the group's {jax.process_count()} "
+        "processes: start every worker with the same --num-processes"
+    )
+  from jax._src import distributed  # the coordination client (no public accessor)
+
+  client = distributed.global_state.client
+  if client is None:
+    return
+  client.key_value_set(f"caadam_multihost/num_processes/{jax.process_index()}", str(num_processes))
+  for other in range(num_processes):
+    claim = client.blocking_key_value_get(
+        f"caadam_multihost/num_processes/{other}", timeout_s * 1000
+    )
+    if int(claim) != num_processes:
+      raise SystemExit(
+          f"process {other} was started with --num-processes {claim}, this one "
+          f"({jax.process_index()}) with {num_processes}: start every worker with the same value"
+      )
 
 
 def describe_process() -> dict:
@@ -386,25 +487,26 @@ def main(argv: Sequence[str] | None = None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument(
       "--launch",
-      type=int,
+      type=positive_int,
       default=None,
       metavar="N",
       help="launcher mode: start N local worker processes on the CPU",
   )
-  parser.add_argument("--timeout", type=float, default=600, help="launcher mode: seconds")
+  parser.add_argument("--timeout", type=positive_float, default=600, help="launcher mode: seconds")
   parser.add_argument("--layout", choices=["dp", "fsdp"], default="dp")
   parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="caadam-multiplicative")
-  parser.add_argument("--learning-rate", type=float, default=1e-3)
-  parser.add_argument("--steps", type=int, default=20)
+  parser.add_argument("--learning-rate", type=positive_float, default=1e-3)
+  parser.add_argument("--steps", type=positive_int, default=20)
   parser.add_argument(
       "--hidden",
-      type=lambda s: [int(u) for u in s.split(",")],
+      type=positive_int_list,
       default=[64, 32],
       help="hidden layer sizes, comma-separated",
   )
-  parser.add_argument("--batch-size", type=int, default=64, help="global batch size")
+  parser.add_argument("--batch-size", type=positive_int, default=64, help="global batch size")
   add_distributed_arguments(parser)
   args = parser.parse_args(argv)
+  check_group(parser, args)
 
   if args.launch is None:  # worker mode
     initialize(args)

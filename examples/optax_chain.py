@@ -10,9 +10,10 @@ Three things on a Flax MLP trained on scikit-learn's bundled 8x8 digits (no down
    ``optax.inject_hyperparams(caadam_jax.caadam)(learning_rate=..., scaling_factor=<schedule>)``
    (here the additive factor ramps from 0, plain Adam, to 0.95).
 3. Inside ``optax.partition`` (and ``optax.masked``) a transform only sees its group,
-   so min/median/max connection counts are computed PER GROUP; passing
-   ``structure=caadam_jax.infer_structure(full_params)`` gives the global statistics.
-   The factors of both are printed side by side, then both are trained.
+   so ``structure=None`` refuses there (its statistics would be per group);
+   ``structure=caadam_jax.infer_structure(full_params)`` gives the global statistics and
+   a structure built from a group's params gives per-group ones on purpose. The factors
+   of both are printed side by side, then both are trained.
 
     python examples/optax_chain.py                  # about a minute on 2 cores
     python examples/optax_chain.py --epochs 5
@@ -124,10 +125,20 @@ def main(argv=None):
   caadam_jax.describe(body_params, strategy="additive")
 
   full_structure = caadam_jax.infer_structure(params)
+  # structure=None inside a group refuses (it would see the group only); per-group
+  # statistics, on purpose here for the comparison, take a structure per group.
+  group_structures = {
+      group: caadam_jax.infer_structure({n: p for n, p in params.items() if labels[n] == group})
+      for group in ("body", "head")
+  }
   per_group = optax.partition(
       {
-          "body": caadam_jax.scale_by_connection_minmaxmedian(strategy="additive"),
-          "head": caadam_jax.scale_by_connection_minmaxmedian(strategy="additive"),
+          "body": caadam_jax.scale_by_connection_minmaxmedian(
+              strategy="additive", structure=group_structures["body"]
+          ),
+          "head": caadam_jax.scale_by_connection_minmaxmedian(
+              strategy="additive", structure=group_structures["head"]
+          ),
       },
       labels,
   )
@@ -149,11 +160,14 @@ def main(argv=None):
   print("   (the head is alone in its group: c_min == c_max there, so its per-group factor is 1)")
   results["factors"] = {"per_group": per_group_factors, "global": global_factors}
 
-  for name, structure in (("per-group statistics", None), ("global statistics", full_structure)):
+  for name, structures in (
+      ("per-group statistics", group_structures),
+      ("global statistics", dict.fromkeys(group_structures, full_structure)),
+  ):
     tx = optax.partition(
         {
-            "body": caadam_jax.caadam(args.learning_rate, structure=structure, strategy="additive"),
-            "head": caadam_jax.caadam(args.learning_rate, structure=structure, strategy="additive"),
+            group: caadam_jax.caadam(args.learning_rate, structure=structure, strategy="additive")
+            for group, structure in structures.items()
         },
         labels,
     )

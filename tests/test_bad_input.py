@@ -13,7 +13,10 @@ tests/test_packaging.py.
 from __future__ import annotations
 
 import functools
+import gzip
 import math
+import pathlib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -548,3 +551,549 @@ def test_valid_edges_schedules_and_traced_values_pass(alias):
   assert all(np.all(np.isfinite(u)) for u in jax.tree.leaves(step(1e-3, 0.5)))
   with pytest.raises(ValueError, match=rf"{names[1]}.*finite"):  # while concrete ones are checked
     make(**{names[1]: math.inf})
+
+
+# ----------------------------------------------- issue 28: user formulas (strategy hook)
+
+# The rule of every factor (docs/method.md, "Rules for a formula"): a real scalar,
+# finite and > 0; a concrete one is checked at init, naming the formula and the layer.
+
+
+def _ascent(record, stats, g):
+  del record, stats, g
+  return -1.0
+
+
+@pytest.mark.parametrize(
+    "returned,error,match",
+    [
+        (-1.0, ValueError, r"returned -1\.0 for layer Dense_0.*> 0.*gradient ascent"),
+        (0, ValueError, r"returned 0\.0 for layer Dense_0"),
+        (math.nan, ValueError, r"returned nan for layer Dense_0.*finite"),
+        (math.inf, ValueError, r"returned inf for layer Dense_0"),
+        (jnp.full((3,), 2.0), ValueError, r"shape \(3,\) for layer Dense_0"),
+        (np.ones((1, 1)) * 2, ValueError, r"shape \(1, 1\) for layer Dense_0"),
+        ([[2.0]], TypeError, r"returned list .* for layer Dense_0"),
+        ("2", TypeError, r"returned str '2' for layer Dense_0"),
+        (None, TypeError, r"returned NoneType None for layer Dense_0"),
+        ({"a": 2.0}, TypeError, r"returned dict .* for layer Dense_0"),
+        (2j, TypeError, r"returned complex 2j for layer Dense_0"),
+        (jnp.asarray(2.0 + 0j), TypeError, r"dtype complex64 for layer Dense_0"),
+        (True, TypeError, r"returned bool True for layer Dense_0"),
+    ],
+)
+def test_issue28_formula_factors_must_be_finite_positive_scalars(returned, error, match):
+  """Input: a formula returning a bad factor. Expected: an error naming formula and layer."""
+
+  def bad_formula(record, stats, g):
+    del stats, g
+    return returned if record.depth == 0 else 1.0
+
+  with pytest.raises(error, match=r"formula .*bad_formula.*" + match):
+    caadam_jax.caadam(strategy=bad_formula).init(PARAMS)  # at init, not at the first step
+  with pytest.raises(error, match=match):
+    caadam_jax.describe(PARAMS, strategy=bad_formula, show=False)
+  with pytest.raises(error, match=match):
+    caadam_jax.infer_structure(PARAMS).factors(bad_formula)
+
+
+def test_issue28_formula_scalar_arrays_are_factors():
+  """Input: 0-d arrays (NumPy, JAX) and ints. Expected: the factor, step = factor x Adam's."""
+  for value in (np.float32(2.0), jnp.asarray(2.0), 2, np.asarray(2.0)):
+    tx = caadam_jax.caadam(1.0, strategy=lambda r, s, g, v=value: v)
+    updates, _ = tx.update(GRADS, tx.init(PARAMS), PARAMS)
+    adam, _ = optax.adam(1.0).update(GRADS, optax.adam(1.0).init(PARAMS), PARAMS)
+    for a, b in zip(jax.tree.leaves(updates), jax.tree.leaves(adam), strict=True):
+      assert a.shape == b.shape
+      np.testing.assert_allclose(a, 2.0 * b, rtol=1e-6)
+
+
+def test_issue28_traced_formula_factor_follows_the_nan_rule():
+  """Input: a formula whose factor is g, with g injected (traced) and negative.
+
+  Expected: NaN steps (never gradient ascent), as for a named strategy's injected g; in
+  range, the factor times Adam's step.
+  """
+
+  def identity_of_g(record, stats, g):
+    del record, stats
+    return g
+
+  inject = optax.inject_hyperparams(caadam_jax.caadam, static_args=("strategy",))
+  for g, expected in ((-2.0, math.nan), (0.0, math.nan), (3.0, 3.0)):
+    tx = inject(learning_rate=1.0, strategy=identity_of_g, scaling_factor=g)
+    updates, _ = jax.jit(tx.update)(GRADS, tx.init(PARAMS), PARAMS)
+    kernel = np.asarray(updates["Dense_1"]["kernel"])
+    if math.isnan(expected):
+      assert np.all(np.isnan(kernel))
+    else:
+      np.testing.assert_allclose(kernel, -3.0, rtol=1e-5)  # Adam's first step is ~1
+  # A Python g reaching the formula is checked like any concrete factor.
+  with pytest.raises(ValueError, match=r"identity_of_g returned -2\.0"):
+    caadam_jax.describe(PARAMS, strategy=identity_of_g, scaling_factor=-2.0, show=False)
+
+
+def test_issue28_formula_in_inject_hyperparams_needs_static_args():
+  """Input: inject_hyperparams(caadam)(strategy=formula) without static_args.
+
+  Expected: where optax hands caadam the formula's value at the step count (the formula
+  takes one argument), a TypeError that says to pass static_args=("strategy",).
+  """
+
+  def one_argument_formula(record, stats=None, g=None):
+    del record, stats, g
+    return 2.0
+
+  tx = optax.inject_hyperparams(caadam_jax.caadam)(strategy=one_argument_formula)
+  with pytest.raises(TypeError, match=r"static_args=\('strategy',\)"):
+    tx.init(PARAMS)
+
+
+# ------------------------------------------------- issue 28: structure helper arguments
+
+
+@pytest.mark.parametrize(
+    "stacked,error,match",
+    [
+        (
+            {"blocks": True},
+            TypeError,
+            r"stacked\['blocks'\] must be the stack axis as an int.*bool",
+        ),
+        ({"blocks": 1.5}, TypeError, r"stacked\['blocks'\].*float 1\.5"),
+        ({"blocks": 1.0}, TypeError, r"stacked\['blocks'\].*float 1\.0"),
+        ({"blocks": "0"}, TypeError, r"stacked\['blocks'\].*str '0'"),
+        ("blocks", TypeError, r"stacked must be a mapping.*str 'blocks'"),
+        ({None: 0}, TypeError, r"key None is not a parameter path"),
+    ],
+)
+def test_issue28_stacked_values_are_checked(stacked, error, match):
+  tree = {"blocks": {"kernel": jnp.ones((3, 4, 4)), "bias": jnp.ones((3, 4))}}
+  with pytest.raises(error, match=match):
+    caadam_jax.infer_structure(tree, stacked=stacked)
+  with pytest.raises(error, match=match):
+    caadam_jax.trace_structure(lambda p, x: x, tree, jnp.ones(4), stacked=stacked)
+
+
+def test_issue28_stacked_int_axis_still_works():
+  tree = {"blocks": {"kernel": jnp.ones((3, 4, 4)), "bias": jnp.ones((3, 4))}}
+  for axis in (0, np.int64(0)):
+    structure = caadam_jax.infer_structure(tree, stacked={"blocks": axis})
+    assert [r.connections for r in structure.layers.values()] == [16, 16, 16]
+
+
+@pytest.mark.parametrize(
+    "paths,error,match",
+    [
+        ("", ValueError, r"empty path '' is the root"),
+        (["Dense_0/bias", ""], ValueError, r"empty path '' is the root"),
+        (None, TypeError, r"with_factor_one takes a leaf path.*NoneType"),
+        (123, TypeError, r"with_factor_one takes a leaf path.*int 123"),
+        ([None], TypeError, r"NoneType None is not a parameter path"),
+        ([123], TypeError, r"int 123 is not a parameter path"),
+    ],
+)
+def test_issue28_with_factor_one_arguments(paths, error, match):
+  structure = caadam_jax.infer_structure(PARAMS)
+  with pytest.raises(error, match=match):
+    structure.with_factor_one(paths)
+
+
+def test_issue28_flag_arguments_are_checked():
+  with pytest.raises(TypeError, match=r"uses_depth must be a bool.*str 'no'"):
+    caadam_jax.scale_by_structure(lambda r, s, g: 1.0, uses_depth="no")
+  with pytest.raises(TypeError, match=r"show must be a bool.*str 'yes'"):
+    caadam_jax.describe(PARAMS, show="yes")
+  with pytest.raises(TypeError, match=r"as_string must be a bool"):
+    caadam_jax.describe(PARAMS, as_string=1)
+  for width in (-5, 0, 2.5):
+    with pytest.raises(ValueError, match=r"width must be a positive number of columns"):
+      caadam_jax.describe(PARAMS, width=width, show=False)
+  assert caadam_jax.describe(PARAMS, width=40, show=False)
+
+
+def test_issue28_keras_factors_never_merge_paths_with_a_slash_in_a_key():
+  """Input: {'a/b': x, 'a': {'b': y}}: two leaves whose path strings are both 'a/b'."""
+  tree = {"a/b": jnp.ones((2, 3)), "a": {"b": jnp.ones((3, 4))}, "c": {"kernel": jnp.ones((4, 2))}}
+  with pytest.raises(ValueError, match=r"\('a/b',\) and \('a', 'b'\) have the same path string"):
+    caadam_jax.keras_caadam_factors(tree)
+  # describe keys by key tuples: three rows for three leaves.
+  assert len(caadam_jax.describe(tree, published=True, show=False)) == 3
+
+
+# -------------------------------------------------- issue 28: the default path's refusals
+
+
+def _eqx_zoo():
+  pytest.importorskip("equinox")
+  from benchmarks import model_zoo as zoo
+
+  return zoo.equinox_zoo()
+
+
+def test_issue28_undeclared_stack_refusal_names_the_stack_prefix():
+  """Input: an nnx.vmap stack {'layers': {'bn', 'linear'}}. Expected: stacked={'layers': 0}.
+
+  Following the advice gives the traced structure (every slice its own layer).
+  """
+  nnx = pytest.importorskip("flax.nnx")
+  from benchmarks import model_zoo as zoo
+
+  model = nnx.eval_shape(lambda: zoo.ScanMLP(4, n_layers=3, rngs=nnx.Rngs(0)))
+  params = nnx.state(model, nnx.Param)
+  with pytest.raises(ValueError, match=r"everything under 'layers'.*stacked=\{'layers': 0\}"):
+    caadam_jax.caadam(strategy="additive").init(params)
+  advised = caadam_jax.infer_structure(params, stacked={"layers": 0})
+  traced = caadam_jax.trace_structure(model, jnp.ones((2, 4)))
+  assert advised.layers == traced.layers
+  assert [r.connections for r in advised.layers.values()] == [16, 16, 16]
+
+
+def test_issue28_equinox_cnn_one_liner_equals_the_traced_factors():
+  """Input: Equinox's MNIST CNN (conv bias (3, 1, 1)). Expected: no stack refusal.
+
+  The factors of structure=None equal trace_structure's for every strategy.
+  """
+  cnn_class, _, eqx = _eqx_zoo()
+  cnn = cnn_class(jax.random.key(0))
+  params = eqx.filter(cnn, eqx.is_inexact_array)
+  assert len(jax.tree.leaves(params)) == 6
+  traced = caadam_jax.trace_structure(cnn, jnp.ones((1, 8, 8)))
+  grads = jax.tree.map(lambda p: jnp.ones(p.shape, p.dtype), params)
+  for strategy in caadam_jax.STRATEGY_NAMES:
+    one_liner = caadam_jax.caadam(1.0, strategy=strategy)
+    traced_tx = caadam_jax.caadam(1.0, strategy=strategy, structure=traced)
+    a, _ = one_liner.update(grads, one_liner.init(params), params)
+    b, _ = traced_tx.update(grads, traced_tx.init(params), params)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+      np.testing.assert_array_equal(x, y)
+  # Connections 48, 768, 160 (conv (3, 1, 4, 4), linears (16, 48), (10, 16)): additive
+  # g = 0.95 gives the median layer 1, the largest 0.05, the smallest 1.95.
+  factors = caadam_jax.infer_structure(params).factors("additive")
+  assert factors[("layers", 0, "bias")] == factors[("layers", 0, "weight")] == pytest.approx(1.95)
+
+
+def test_issue28_class_tokens_and_position_embeddings_get_factor_one():
+  """Input: vit_jax-style root `cls` (1, 1, d) and `pos_embedding` (1, n, d).
+
+  Expected: factor 1, outside the statistics, as the trace gives them (before, `cls`
+  was a root layer of 8 connections: additive 1.95, multiplicative 5.0).
+  """
+  from benchmarks import model_zoo as zoo
+
+  variables = jax.eval_shape(zoo.ViT().init, jax.random.key(0), zoo.IMAGES)
+  params = variables["params"]
+  inferred = caadam_jax.infer_structure(params)
+  traced = caadam_jax.trace_structure(zoo.ViT().apply, variables, zoo.IMAGES)
+  for path in [("cls",), ("Transformer_posembed_input", "pos_embedding")]:
+    assert inferred.leaves[path].connections is None
+  for strategy in ("additive", "multiplicative"):
+    assert inferred.factors(strategy) == traced.factors(strategy)
+    assert inferred.factors(strategy)[("cls",)] == 1.0
+  assert inferred.statistics[:3] == traced.statistics[:3]  # c_min, c_med, c_max
+
+
+def test_issue28_equinox_vit_tokens_are_not_one_root_layer():
+  _, vit_class, eqx = _eqx_zoo()
+  vit = vit_class(key=jax.random.key(0))
+  params = eqx.filter(vit, eqx.is_inexact_array)
+  inferred = caadam_jax.infer_structure(params)
+  traced = caadam_jax.trace_structure(vit, jnp.ones((1, 8, 8)))
+  assert () not in inferred.layers  # cls_token + positional_embedding: no root layer of c_max
+  for strategy in ("additive", "multiplicative"):
+    assert inferred.factors(strategy)[("cls_token",)] == 1.0
+    assert inferred.factors(strategy)[("positional_embedding",)] == 1.0
+  assert inferred.statistics.c_max == traced.statistics.c_max == 128
+
+
+def test_issue28_depth_refuses_linen_construction_order_that_is_not_call_order():
+  """Input: nn.Dense(1)(nn.relu(nn.Dense(8)(x))): the output layer is named Dense_0.
+
+  Expected: the depth default refuses (the shapes contradict the numbering), and so does
+  describe(strategy='depth'); the connection strategies do not read depths.
+  """
+  nn = pytest.importorskip("flax.linen")
+
+  class Nested(nn.Module):
+
+    @nn.compact
+    def __call__(self, x):
+      return nn.Dense(1)(nn.relu(nn.Dense(8)(x)))
+
+  params = Nested().init(jax.random.key(0), jnp.ones((1, 3)))["params"]
+  assert params["Dense_0"]["kernel"].shape == (8, 1)  # the OUTPUT layer
+  match = r"constructed.*Dense_1 takes 3 inputs but Dense_0 gives 1.*trace_structure"
+  with pytest.raises(ValueError, match=match):
+    caadam_jax.caadam(strategy="depth").init(params)
+  with pytest.raises(ValueError, match=match):
+    caadam_jax.describe(params, strategy="depth", show=False)
+  caadam_jax.caadam(strategy="additive").init(params)
+  # Layers of equal shapes could be swapped: the order is a guess, refused too.
+  square = {f"Dense_{i}": {"kernel": jnp.ones((8, 8))} for i in range(3)}
+  with pytest.raises(ValueError, match=r"fit more than one order"):
+    caadam_jax.caadam(strategy="depth").init(square)
+  with pytest.raises(ValueError, match=r"fit more than one order"):
+    caadam_jax.describe(square, strategy="depth", show=False)
+  # Accepting the path rules explicitly works.
+  accepted = caadam_jax.caadam(strategy="depth", structure=caadam_jax.infer_structure(square))
+  accepted.init(square)
+  # Shapes that chain in one order only are trusted (PARAMS: 2 -> 3 -> 4 -> 1).
+  caadam_jax.caadam(strategy="depth").init(PARAMS)
+
+
+def test_issue28_describe_refuses_what_caadam_refuses():
+  tree = {"encoder": {"kernel": jnp.ones((4, 3))}, "decoder": {"kernel": jnp.ones((3, 2))}}
+  with pytest.raises(ValueError, match="named, not numbered"):
+    caadam_jax.caadam(strategy="depth").init(tree)
+  with pytest.raises(ValueError, match="named, not numbered"):
+    caadam_jax.describe(tree, strategy="depth", show=False)
+  # With a structure, describe reports whatever it is given.
+  assert caadam_jax.describe(caadam_jax.infer_structure(tree), strategy="depth", show=False)
+
+
+# A 5-layer MLP, one layer frozen (the issue's case): connections 8*16, 16*16, 16*16,
+# 16*16, 16*2.
+MLP5 = {
+    f"Dense_{i}": {"kernel": jnp.ones(shape), "bias": jnp.zeros(shape[1])}
+    for i, shape in enumerate([(8, 16), (16, 16), (16, 16), (16, 16), (16, 2)])
+}
+FROZEN = {k: k != "Dense_2" for k in MLP5}
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda tx: optax.masked(tx, FROZEN),
+        lambda tx: optax.multi_transform({True: tx, False: optax.set_to_zero()}, FROZEN),
+        lambda tx: optax.partition({True: tx, False: optax.set_to_zero()}, FROZEN),
+    ],
+    ids=["masked", "multi_transform", "partition"],
+)
+def test_issue28_optax_groups_refuse_the_default_path_and_take_the_full_structure(wrap):
+  """Input: caadam(structure=None) inside masked / multi_transform / partition.
+
+  Expected: init refuses (the group alone would set the statistics) and names the fix;
+  with structure=infer_structure(full_params) the factors are the full network's.
+  """
+  with pytest.raises(ValueError, match=r"masked-out leaves.*infer_structure\(full_params\)"):
+    wrap(caadam_jax.caadam(1.0, strategy="multiplicative")).init(MLP5)
+  full = caadam_jax.infer_structure(MLP5)
+  tx = wrap(caadam_jax.caadam(1.0, strategy="multiplicative", structure=full))
+  grads = jax.tree.map(jnp.ones_like, MLP5)
+  updates, _ = tx.update(grads, tx.init(MLP5), MLP5)
+  # Full network: c = 128, 256, 256, 256, 32 -> c_min 32, c_med 256, c_max 256;
+  # multiplicative g = 5: Dense_0 n = (256-128)/(256-32) = 4/7, Dense_4 n = 1, others 1.
+  expected = {"Dense_0": 5 ** (4 / 7), "Dense_1": 1.0, "Dense_3": 1.0, "Dense_4": 5.0}
+  for layer, factor in expected.items():
+    np.testing.assert_allclose(updates[layer]["kernel"], -factor, rtol=1e-5)
+
+
+def test_issue28_refusals_name_the_equinox_form_for_equinox_trees():
+  _, _, eqx = _eqx_zoo()
+
+  class Named(eqx.Module):
+    encoder: eqx.nn.Linear
+    decoder: eqx.nn.Linear
+
+    def __init__(self, key):
+      k1, k2 = jax.random.split(key)
+      self.encoder = eqx.nn.Linear(4, 3, key=k1)
+      self.decoder = eqx.nn.Linear(3, 2, key=k2)
+
+  params = eqx.filter(Named(jax.random.key(0)), eqx.is_inexact_array)
+  with pytest.raises(ValueError, match=r"trace_structure\(eqx_model, x\) \(the Equinox module"):
+    caadam_jax.caadam(strategy="depth").init(params)
+
+
+# ------------------------------------------------------- issue 28: examples/multihost.py
+
+
+@pytest.mark.parametrize(
+    "argv,match",
+    [
+        (["--batch-size", "0"], r"--batch-size: must be a positive integer, got '0'"),
+        (["--steps", "-3"], r"--steps: must be a positive integer, got '-3'"),
+        (["--hidden", "0"], r"--hidden: must be comma-separated positive integers"),
+        (["--hidden", "64,x"], r"--hidden: must be comma-separated positive integers"),
+        (["--local-devices", "0"], r"--local-devices: must be a positive integer"),
+        (["--coordinator", "localhost"], r"--coordinator: must be HOST:PORT"),
+        (["--coordinator", "h:99999"], r"--coordinator: must be HOST:PORT"),
+        (["--coordinator", ":1234"], r"--coordinator: must be HOST:PORT"),
+        (["--init-timeout", "0"], r"--init-timeout: must be a positive integer"),
+        (["--heartbeat-timeout", "0"], r"--heartbeat-timeout: must be a positive integer"),
+        (["--learning-rate", "nan"], r"--learning-rate: must be a finite number > 0"),
+        (["--num-processes", "0"], r"--num-processes: must be a positive integer"),
+        (
+            ["--num-processes", "2", "--process-id", "2"],
+            r"--process-id 2 must be < --num-processes 2",
+        ),
+        (["--launch", "0"], r"--launch: must be a positive integer"),
+    ],
+)
+def test_issue28_multihost_rejects_bad_arguments_before_starting(argv, match, capsys):
+  """Input: a bad argument. Expected: exit 2 with a message naming it, before JAX starts."""
+  from examples import multihost
+
+  with pytest.raises(SystemExit) as exit_info:
+    multihost.main(argv)
+  assert exit_info.value.code == 2
+  assert re.search(match, capsys.readouterr().err)
+
+
+def _run_workers(argvs, timeout_s=150):
+  import os
+  import subprocess
+  import sys
+  import time
+
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  script = str(pathlib.Path(__file__).parent.parent / "examples" / "multihost.py")
+  t0 = time.monotonic()
+  procs = [
+      subprocess.Popen(
+          [sys.executable, script, "--steps", "2", "--local-devices", "1", *argv],
+          stdout=subprocess.PIPE,
+          stderr=subprocess.STDOUT,
+          text=True,
+          env=env,
+      )
+      for argv in argvs
+  ]
+  results = []
+  for p in procs:
+    try:
+      out, _ = p.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+      p.kill()
+      out, _ = p.communicate()
+    results.append((p.returncode, out))
+  return results, time.monotonic() - t0
+
+
+@pytest.mark.slow
+def test_issue28_multihost_workers_disagreeing_on_num_processes_fail_in_bounded_time():
+  """Input: process 0 says --num-processes 2, process 1 says 3. Expected: both non-zero."""
+  from examples import multihost
+
+  group = ["--coordinator", f"127.0.0.1:{multihost.free_port()}", "--init-timeout", "20"]
+  group += ["--heartbeat-timeout", "10"]
+  results, wall = _run_workers(
+      [group + ["--num-processes", n, "--process-id", i] for n, i in (("2", "0"), ("3", "1"))]
+  )
+  assert all(code not in (0, None) for code, _ in results), [c for c, _ in results]
+  assert "start every worker with the same --num-processes" in results[1][1]
+  assert wall < 150
+
+
+@pytest.mark.slow
+def test_issue28_multihost_absent_peer_fails_in_bounded_time():
+  """Input: process 1 of 2 whose coordinator never comes. Expected: non-zero, bounded."""
+  from examples import multihost
+
+  argv = ["--coordinator", f"127.0.0.1:{multihost.free_port()}", "--num-processes", "2"]
+  argv += ["--process-id", "1", "--init-timeout", "5", "--heartbeat-timeout", "5"]
+  [(code, _)], wall = _run_workers([argv], timeout_s=120)
+  assert code not in (0, None)
+  assert wall < 120
+
+
+# ------------------------------------------------------------ issue 28: benchmark scripts
+
+
+@pytest.mark.parametrize(
+    "argv,match",
+    [
+        (["--seeds", "-1"], r"--seeds: must be a positive integer, got '-1'"),
+        (["--seeds", "0"], r"--seeds: must be a positive integer"),
+        (["--lr", "nan"], r"--lr: must be a finite number > 0, got 'nan'"),
+        (["--lr=-1e-3"], r"--lr: must be a finite number > 0"),
+        (["--max-epochs", "0"], r"--max-epochs: must be a positive integer"),
+    ],
+)
+def test_issue28_reproduce_rejects_bad_numbers_while_parsing(argv, match, capsys):
+  from benchmarks import reproduce
+
+  with pytest.raises(SystemExit) as exit_info:
+    reproduce.parse_args(["--task", "california", *argv])
+  assert exit_info.value.code == 2
+  assert re.search(match, capsys.readouterr().err)
+
+
+def test_issue28_report_only_and_merge_from_need_results(tmp_path):
+  """Input: --report-only on an empty or typo'd --out-dir; --merge-from /nonexistent."""
+  from benchmarks import reproduce
+  from benchmarks import sweep
+
+  typo = tmp_path / "reslts"
+  for main, name in ((reproduce.main, "california.json"), (sweep.main, "sweep_california.json.gz")):
+    for out_dir in (tmp_path, typo):
+      with pytest.raises(SystemExit, match=rf"--report-only: no results file .*{re.escape(name)}"):
+        main(["--task", "california", "--report-only", "--out-dir", str(out_dir)])
+  assert not typo.exists()  # nothing created under the typo
+  with pytest.raises(SystemExit, match=r"--merge-from: no results file /nonexistent/california"):
+    reproduce.main(
+        ["--task", "california", "--merge-from", "/nonexistent", "--out-dir", str(tmp_path)]
+    )
+
+
+def test_issue28_unknown_configs_fail(monkeypatch):
+  """Input: --configs "[bad". Expected: exit naming it and the known configs (not 0 cells)."""
+  from benchmarks import reproduce
+  from benchmarks import tasks
+
+  args = reproduce.parse_args(["--task", "california", "--configs", "[bad"])
+  known = tasks._task("california", "regression", {"[64,32]": None}, ["adam"])
+  monkeypatch.setattr(tasks, "_california_task", lambda args: (known, None))  # no data needed
+  with pytest.raises(SystemExit, match=r"--configs: unknown \['\[bad'\]; known: \['\[64,32\]'\]"):
+    tasks.build_task(args)
+
+
+@pytest.mark.parametrize(
+    "name,content",
+    [
+        ("california.json", b'{"format": 1, "cells": {'),
+        ("sweep_california.json.gz", b"not gzip at all"),
+        ("sweep_california.json.gz", gzip.compress(b"[1, 2")),
+        ("california.json", b"[1, 2]"),
+    ],
+)
+def test_issue28_corrupt_results_files_are_named(tmp_path, name, content):
+  from benchmarks import _shared
+
+  path = tmp_path / name
+  path.write_bytes(content)
+  with pytest.raises(SystemExit, match=re.escape(str(path))):
+    _shared.load_results(path, {"task": "california"})
+  with pytest.raises(SystemExit, match=re.escape(str(path))):
+    _shared.save_results(path, {"protocol": {}, "cells": {}})
+
+
+def test_issue28_keras_order_from_a_stacked_or_traced_scan_structure():
+  """Input: keras_caadam(order=<structure of an nnx.vmap/nnx.scan stack>). Was: KeyError.
+
+  Expected: a stack is one Keras variable; depth factors over the 4 variables in order
+  bn/scale, bn/bias (uncounted layer, natural slot), linear/kernel, linear/bias:
+  (1 + 1) ** ((4 - 1 - d) / 4).
+  """
+  nnx = pytest.importorskip("flax.nnx")
+  from benchmarks import model_zoo as zoo
+
+  model = nnx.eval_shape(lambda: zoo.ScanMLP(4, n_layers=3, rngs=nnx.Rngs(0)))
+  params = nnx.state(model, nnx.Param)
+  expected = {
+      "layers/bn/scale": 2 ** (3 / 4),
+      "layers/bn/bias": 2 ** (2 / 4),
+      "layers/linear/kernel": 2 ** (1 / 4),
+      "layers/linear/bias": 1.0,
+  }
+  for order in (
+      caadam_jax.infer_structure(params, stacked={"layers": 0}),
+      caadam_jax.trace_structure(model, jnp.ones((2, 4))),
+  ):
+    factors = caadam_jax.keras_caadam_factors(params, strategy="depth", order=order)
+    assert list(factors) == list(expected)
+    for name, value in expected.items():
+      assert factors[name] == pytest.approx(value)
+    real = jax.tree.map(lambda s: jnp.ones(s.shape), params)
+    tx = caadam_jax.keras_caadam(1e-3, strategy="depth", order=order)
+    tx.update(real, tx.init(real), real)

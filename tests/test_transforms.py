@@ -114,14 +114,29 @@ def test_traced_scaling_factor_under_jit_and_schedule():
   np.testing.assert_allclose(second["Dense_2"]["kernel"], -0.1, rtol=1e-4)
 
 
-def test_partition_gives_per_group_statistics_and_structure_gives_global():
+def test_partition_refuses_the_default_path_and_takes_group_or_global_structures():
   params = mlp_params(WIDTHS)
   labels = {k: ("small" if k in ("Dense_0", "Dense_1") else "big") for k in params}
   grads = jax.tree.map(jnp.ones_like, params)
-  per_group = optax.partition(
+  # structure=None inside a group would give per-group statistics silently: refused.
+  default = optax.partition(
       {
           "small": caadam_jax.scale_by_connection_minmaxmedian(),
           "big": caadam_jax.scale_by_connection_minmaxmedian(),
+      },
+      labels,
+  )
+  with pytest.raises(ValueError, match=r"optax.masked.*infer_structure\(full_params\)"):
+    default.init(params)
+  # Per-group statistics on purpose: a structure built from each group's params.
+  per_group = optax.partition(
+      {
+          name: caadam_jax.scale_by_connection_minmaxmedian(
+              structure=caadam_jax.infer_structure(
+                  {k: v for k, v in params.items() if labels[k] == name}
+              )
+          )
+          for name in ("small", "big")
       },
       labels,
   )
@@ -149,7 +164,8 @@ def test_partition_gives_per_group_statistics_and_structure_gives_global():
 def test_masked_leaves_pass_through():
   params = mlp_params(WIDTHS)
   mask = {k: {"kernel": True, "bias": False} for k in params}
-  tx = optax.masked(caadam_jax.scale_by_connection_minmaxmedian(), mask)
+  structure = caadam_jax.infer_structure(params)
+  tx = optax.masked(caadam_jax.scale_by_connection_minmaxmedian(structure=structure), mask)
   grads = jax.tree.map(jnp.ones_like, params)
   updates, _ = tx.update(grads, tx.init(params))
   np.testing.assert_allclose(updates["Dense_0"]["kernel"], 1.95, rtol=1e-6)

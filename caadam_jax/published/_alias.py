@@ -172,7 +172,33 @@ def keras_caadam_factors(
     ``{path string: factor}`` in Keras variable order.
 
   Raises:
-    ValueError: as :func:`keras_caadam`'s ``init``.
+    ValueError: as :func:`keras_caadam`'s ``init``; or two leaves have the same
+      path string (``{'a/b': x, 'a': {'b': y}}``), which a dict keyed by path
+      strings would merge.
   """
+  by_path = factors_by_path(params, strategy=strategy, scaling_factor=scaling_factor, order=order)
+  by_name: dict[str, float] = {}
+  for path, factor in by_path.items():
+    name = _paths.path_to_str(path)
+    if name in by_name:
+      first = next(p for p in by_path if _paths.path_to_str(p) == name)
+      raise ValueError(
+          f"keras_caadam_factors: the leaves {first!r} and {path!r} have the same path string "
+          f"{name!r} (a key contains '/'), so a dict keyed by path strings would merge them. "
+          "Rename the key, or read the factors by key tuple: "
+          "caadam_jax.describe(params, published=True, show=False) lists every leaf."
+      )
+    by_name[name] = float(factor)
+  return by_name
+
+
+def factors_by_path(
+    params: optax.Params,
+    *,
+    strategy: _formulas.StrategyName | None = None,
+    scaling_factor: float | None = None,
+    order: Order | None = None,
+) -> dict[_paths.Path, float]:
+  """:func:`keras_caadam_factors` keyed by normalized key tuples (never ambiguous)."""
   resolver = _keras_records.Resolver(strategy, scaling_factor, order)
-  return {_paths.path_to_str(p): float(f) for p, f in resolver.factors(params).items()}
+  return {p: float(f) for p, f in resolver.factors(params).items()}

@@ -7,9 +7,7 @@ the last kernel in it sets every kernel's connection count).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
-import jax
+from typing import Any, cast
 
 from caadam_jax import _leaves
 from caadam_jax import _paths
@@ -34,16 +32,22 @@ def _within_layer_key(path: _paths.Path, shape: tuple[int, ...]) -> tuple[Any, .
 
 
 def _order_leaves(
-    leaves: dict[_paths.Path, tuple[int, ...]], layer_order: Sequence[_paths.Path]
+    leaves: dict[_paths.Path, tuple[int, ...]],
+    layer_order: Sequence[_paths.Path],
+    layer_of: dict[_paths.Path, _paths.Path] | None = None,
 ) -> list[_paths.Path]:
-  """Leaves layer by layer in ``layer_order``, kernel before bias within a layer."""
-  by_layer: dict[_paths.Path, list[_paths.Path]] = {layer: [] for layer in layer_order}
-  for path in leaves:
-    by_layer[path[:-1]].append(path)
-  ordered = []
-  for layer in layer_order:
-    ordered.extend(sorted(by_layer[layer], key=lambda p: _within_layer_key(p, leaves[p])))
-  return ordered
+  """Leaves layer by layer in ``layer_order``, kernel before bias within a layer.
+
+  ``layer_of`` maps a leaf to its layer where that is not its parent path (a traced
+  structure's layers); by default a leaf's layer is its path without the last key.
+  """
+  rank = {layer: i for i, layer in enumerate(layer_order)}
+
+  def key(path: _paths.Path) -> tuple[Any, ...]:
+    layer = (layer_of or {}).get(path, path[:-1])
+    return (rank[layer], _within_layer_key(path, leaves[path]))
+
+  return sorted(leaves, key=key)
 
 
 def default_order(leaves: dict[_paths.Path, tuple[int, ...]]) -> list[_paths.Path]:
@@ -56,31 +60,31 @@ def structure_order(structure: _structure.Structure) -> list[_paths.Path]:
 
   Layers the structure does not count (no tensor of 2+ dimensions: norms) keep
   their natural-order slot among all layers; the counted layers fill the other
-  slots in depth order.
+  slots in depth order. A stacked leaf (``nn.scan``) is one Keras variable: its
+  layer takes the slot of its first slice.
   """
   leaves = {path: info.shape for path, info in structure.leaves.items()}
-  counted = list(structure.layers)
+  layer_of = {
+      path: info.layer if info.layer is not None else path[:-1]
+      for path, info in structure.leaves.items()
+  }
+  slice_of: dict[_paths.Path, _paths.Path] = {
+      layer_id: cast(_paths.Path, info.layer)  # a leaf with layer ids has a layer
+      for info in structure.leaves.values()
+      for layer_id in info.layer_ids()
+  }
+  counted = list(dict.fromkeys(slice_of[layer_id] for layer_id in structure.layers))
   counted_set = set(counted)
-  layer_ids = {info.layer for info in structure.leaves.values() if info.layer is not None}
-  natural = sorted(layer_ids, key=_paths.natural_key)
+  natural = sorted(set(layer_of.values()), key=_paths.natural_key)
   depth_order = iter(counted)
   layers = [next(depth_order) if layer in counted_set else layer for layer in natural]
-  return _order_leaves(leaves, layers)
+  return _order_leaves(leaves, layers, layer_of)
 
 
 _ORDER_HELP = (
     "order must be a sequence of parameter paths (e.g. ['Dense_0/kernel', "
     "'Dense_0/bias', ...] or key tuples like ('Dense_0', 'kernel')) or a "
     "caadam_jax.Structure"
-)
-
-
-# Key-path entries as jax.tree_util.tree_flatten_with_path gives them.
-_KEY_TYPES = (
-    jax.tree_util.DictKey,
-    jax.tree_util.GetAttrKey,
-    jax.tree_util.SequenceKey,
-    jax.tree_util.FlattenedIndexKey,
 )
 
 
@@ -91,10 +95,7 @@ def parse_order(order: Sequence[Any]) -> list[_paths.Path]:
     raise TypeError(f"{_ORDER_HELP}; got {type(order).__name__} {order!r}.")
   parsed = []
   for i, p in enumerate(order):
-    is_keys = isinstance(p, Sequence) and all(
-        isinstance(k, (str, int, *_KEY_TYPES)) and not isinstance(k, bool) for k in p
-    )
-    if not (isinstance(p, str) or is_keys):
+    if not _paths.is_path(p):
       raise TypeError(
           f"order[{i}] = {p!r} is not a parameter path: {_ORDER_HELP} (each path a "
           "'/'-separated string or a tuple of str/int keys)."
