@@ -18,7 +18,6 @@ import jax
 import jax.numpy as jnp
 
 import caadam_jax
-from caadam_jax import _formulas
 
 from . import model_zoo
 
@@ -53,9 +52,10 @@ def factor_table(structure: caadam_jax.Structure) -> list[dict]:
   """One row per layer kind: connections, and the range of factors per strategy."""
   rows: dict[str, dict] = {}
   for strategy in STRATEGIES:
-    resolved, g = _formulas.resolve_strategy(strategy, None)
+    resolved = caadam_jax.STRATEGIES[strategy]
+    g = resolved.default_scaling_factor
     for layer, record in structure.layers.items():
-      name = "/".join(map(str, layer))
+      name = caadam_jax.path_to_str(layer)
       row = rows.setdefault(kind(name), {"kind": kind(name), "connections": record.connections})
       f = float(resolved.formula(record, structure.statistics, g))
       low, high = row.get(strategy, (f, f))
@@ -70,7 +70,7 @@ def format_table(title: str, structure: caadam_jax.Structure, rows: list[dict]) 
       f"c_med={stats.c_med:g}, c_max={stats.c_max:g}, D={stats.num_layers}",
       f"{'layer kind':<24} {'connections':>12} "
       + " ".join(
-          f"{s + ' (g=' + str(_formulas.STRATEGIES[s].default_scaling_factor) + ')':>22}"
+          f"{s + ' (g=' + str(caadam_jax.STRATEGIES[s].default_scaling_factor) + ')':>22}"
           for s in STRATEGIES
       ),
   ]

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import itertools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 import caadam_jax
-from caadam_jax import _paths
 
 from .optimizers import OptSpec
 
@@ -28,9 +28,9 @@ def scale_by_fixed_factors(table: dict[str, float]) -> optax.GradientTransformat
     del params
 
     def scale(path, u):
-      return u * jnp.asarray(table[_paths.path_to_str(path)], u.dtype)
+      return u * jnp.asarray(table[caadam_jax.path_to_str(path)], u.dtype)
 
-    return _paths.map_with_normalized_path(scale, updates), state
+    return jax.tree_util.tree_map_with_path(scale, updates), state
 
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 

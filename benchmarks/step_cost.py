@@ -94,7 +94,7 @@ def optimizers() -> dict[str, Callable[[], optax.GradientTransformation]]:
   opts: dict[str, Callable[[], optax.GradientTransformation]] = {BASELINE: lambda: optax.adam(1e-3)}
   for s in caadam_jax.STRATEGY_NAMES:
     opts[f"caadam-{s}"] = lambda s=s: caadam_jax.caadam(1e-3, strategy=s)
-  opts["keras_caadam"] = lambda: caadam_jax.keras_caadam(1e-3)
+  opts["keras_caadam"] = lambda: caadam_jax.published.keras_caadam(1e-3)
   opts["adas"] = caadam_jax.adas
   return opts
 

@@ -59,7 +59,7 @@ def caadam(
   ``optax.chain(tx, optax.apply_if_finite(optax.identity(), max_consecutive_errors))``
   (``optax.apply_if_finite(tx, ...)`` checks the incoming gradients only).
 
-  Example:
+  Examples:
     >>> import jax, jax.numpy as jnp, caadam_jax
     >>> params = {'Dense_0': {'kernel': jnp.ones((2, 8)), 'bias': jnp.zeros(8)},
     ...           'Dense_1': {'kernel': jnp.ones((8, 1)), 'bias': jnp.zeros(1)}}

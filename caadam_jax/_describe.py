@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -32,6 +33,18 @@ class DescribeRow(NamedTuple):
   connections: Any
   depth: Any
   factor: float | tuple[float, ...]
+
+
+# The published mode's per-leaf factors, ``(params, *, strategy, scaling_factor, order) ->
+# {path string: factor}`` (``keras_caadam_factors``). ``caadam_jax.published`` registers
+# them when it is imported (``import caadam_jax`` imports it): the published mode builds
+# on the core, and the core never imports it.
+_published_factors: list[Callable[..., dict[str, float]]] = []
+
+
+def register_published_factors(factors: Callable[..., dict[str, float]]) -> None:
+  """Sets what ``describe(published=True)`` reports (called by ``caadam_jax.published``)."""
+  _published_factors[:] = [factors]
 
 
 def _as_python(factor: Any) -> float | tuple[float, ...]:
@@ -75,7 +88,7 @@ def describe(
       not with ``published``).
     scaling_factor: ``g``; None for the strategy's default (given unchanged to a
       formula).
-    published: report the factors of :func:`~caadam_jax.keras_caadam` (the
+    published: report the factors of :func:`~caadam_jax.published.keras_caadam` (the
       published caadam 0.1.1 behaviour) instead of the method as described;
       ``strategy=None`` is then allowed (the package's ``CaAdam()`` default).
     show: print the table.
@@ -93,7 +106,7 @@ def describe(
       arrays (e.g. None), ``strategy`` is neither a name nor a callable, or it is a
       formula with ``published=True``.
 
-  Example:
+  Examples:
     >>> import jax.numpy as jnp, caadam_jax
     >>> params = {'Dense_0': {'kernel': jnp.zeros((4, 8)), 'bias': jnp.zeros(8)},
     ...           'Dense_1': {'kernel': jnp.zeros((8, 2))}}
@@ -109,16 +122,15 @@ def describe(
       else _structure.infer_structure(params_or_structure)
   )
   if published:
-    # Imported here: the published mode (periphery) builds on the core, not the reverse.
-    from caadam_jax.published import keras_caadam_factors
-
     if callable(strategy):
       raise TypeError(
           "describe(published=True) reports caadam 0.1.1's named strategies; a formula "
           "has no published behaviour. Pass published=False to report a formula's factors."
       )
+    if not _published_factors:
+      raise RuntimeError("describe(published=True) needs caadam_jax.published: import it.")
     given = isinstance(params_or_structure, _structure.Structure)
-    by_name = keras_caadam_factors(
+    by_name = _published_factors[0](
         _shape_tree(structure),
         strategy=strategy,
         scaling_factor=scaling_factor,

@@ -288,7 +288,7 @@ class Structure:
         layer's leaves get different records.
       TypeError: a record is not a ``(connections, depth)`` pair of numbers.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, caadam_jax
       >>> params = {'enc': {'weight': jnp.ones((8, 4)), 'bias': jnp.ones(8)},
       ...           'head': {'weight': jnp.ones((2, 8)), 'bias': jnp.ones(2)}}
@@ -412,7 +412,7 @@ class Structure:
       TypeError: ``strategy`` is neither a name nor a callable.
       ValueError: an unknown name, or a ``scaling_factor`` out of its range.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, caadam_jax
       >>> params = {'Dense_0': {'kernel': jnp.zeros((4, 8))},
       ...           'Dense_1': {'kernel': jnp.zeros((8, 2))}}
@@ -612,7 +612,7 @@ def infer_structure(params: optax.Params, *, stacked: Mapping[Any, int] | None =
   Returns:
     The inferred structure.
 
-  Example:
+  Examples:
     >>> import jax.numpy as jnp
     >>> import caadam_jax
     >>> params = {'Dense_0': {'kernel': jnp.zeros((4, 8)), 'bias': jnp.zeros(8)},

@@ -13,7 +13,7 @@ does not do: it trains a fixed number of epochs).
 Optimizers: ``optax.adam`` at lr, 2*lr and 5*lr (the controls the published
 comparison lacked: the published code effectively multiplied Adam's step by about 2
 (additive) or 5 (multiplicative)), ``caadam_jax.caadam`` with the three strategies
-(the method as described), and ``caadam_jax.keras_caadam`` (what the published
+(the method as described), and ``caadam_jax.published.keras_caadam`` (what the published
 Keras package ran).
 
     python examples/california_housing.py --data-dir ../shared/data
@@ -85,7 +85,7 @@ OPTIMIZERS = {
     "caadam-additive": lambda lr: caadam_jax.caadam(lr, strategy="additive"),
     "caadam-multiplicative": lambda lr: caadam_jax.caadam(lr, strategy="multiplicative"),
     "caadam-depth": lambda lr: caadam_jax.caadam(lr, strategy="depth"),
-    "keras-caadam": lambda lr: caadam_jax.keras_caadam(lr),  # published: CaAdam(), additive 0.9
+    "keras-caadam": lambda lr: caadam_jax.published.keras_caadam(lr),  # published: CaAdam(), additive 0.9
 }
 
 

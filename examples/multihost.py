@@ -67,7 +67,7 @@ OPTIMIZERS = {
     "caadam-additive": lambda lr: caadam_jax.caadam(lr, strategy="additive"),
     "caadam-multiplicative": lambda lr: caadam_jax.caadam(lr, strategy="multiplicative"),
     "caadam-depth": lambda lr: caadam_jax.caadam(lr, strategy="depth"),
-    "keras-caadam": caadam_jax.keras_caadam,
+    "keras-caadam": caadam_jax.published.keras_caadam,
     "adas": caadam_jax.adas,
 }
 RESULT_PREFIX = "RESULT "

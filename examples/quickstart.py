@@ -49,7 +49,7 @@ def optimizers(learning_rate: float) -> dict[str, optax.GradientTransformation]:
       "caadam additive": caadam_jax.caadam(learning_rate, strategy="additive"),
       "caadam multiplicative": caadam_jax.caadam(learning_rate, strategy="multiplicative"),
       "caadam depth": caadam_jax.caadam(learning_rate, strategy="depth"),
-      "keras_caadam (published)": caadam_jax.keras_caadam(learning_rate),
+      "keras_caadam (published)": caadam_jax.published.keras_caadam(learning_rate),
   }
 
 

@@ -1,18 +1,19 @@
 """Optax's common optimizer checks, run on every entry of ``registry.ENTRIES``.
 
-The checks themselves are in ``common_checks.py``; the entries (every alias and
-structure transform of caadam_jax, with what the checks need to know) in ``registry.py``.
+The checks themselves are in ``caadam_test_common_checks.py``; the entries (every alias and
+structure transform of caadam_jax, with what the checks need to know) in
+``caadam_test_registry.py``.
 """
 
 from __future__ import annotations
 
+import caadam_test_common_checks as common_checks
+import caadam_test_registry as registry
 import chex
-import common_checks
 import jax
 import jax.numpy as jnp
 import optax
 import pytest
-import registry
 
 import caadam_jax
 

@@ -10,7 +10,6 @@ from flax import nnx
 from flax.training import train_state
 
 import caadam_jax
-from caadam_jax import _formulas
 
 WIDTHS = [6, 32, 16, 64, 3]
 
@@ -97,9 +96,8 @@ def test_linen_and_nnx_give_identical_factors_and_steps():
     layer.bias[...] = linen_params[f"Dense_{i}"]["bias"]
 
   for strategy in ("additive", "multiplicative", "depth"):
-    resolved, g = _formulas.resolve_strategy(strategy, None)
-    linen_factors = caadam_jax.infer_structure(linen_params).factors(resolved, g)
-    nnx_factors = caadam_jax.infer_structure(nnx.state(model, nnx.Param)).factors(resolved, g)
+    linen_factors = caadam_jax.infer_structure(linen_params).factors(strategy)
+    nnx_factors = caadam_jax.infer_structure(nnx.state(model, nnx.Param)).factors(strategy)
     for i in range(len(WIDTHS) - 1):
       for name in ("kernel", "bias"):
         assert linen_factors[(f"Dense_{i}", name)] == nnx_factors[("layers", i, name)]

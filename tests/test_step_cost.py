@@ -100,7 +100,7 @@ def test_caadam_step_compiles_to_adams_program(layout):
     assert state_bytes == adam_state_bytes, strategy
     assert summary["kernels"] == adam_summary["kernels"], strategy
     assert summary["hlo_bytes_moved"] == adam_summary["hlo_bytes_moved"], strategy
-  _, keras_state_bytes = compiled_summary(caadam_jax.keras_caadam(1e-3))
+  _, keras_state_bytes = compiled_summary(caadam_jax.published.keras_caadam(1e-3))
   assert keras_state_bytes == adam_state_bytes
 
 

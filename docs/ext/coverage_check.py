@@ -1,6 +1,7 @@
 """Fails the docs build when a public name has no API entry or no docstring.
 
-Every name in ``caadam_jax.__all__`` must be documented as ``caadam_jax.<name>`` (an
+Every name in ``caadam_jax.__all__`` and ``caadam_jax.published.__all__`` must be
+documented as ``<module>.<name>`` (an
 ``autosummary``/``autodoc`` entry in ``docs/api.md``) and carry its own docstring. The
 check runs at the end of reading (``env-check-consistency``) and reports through
 Sphinx's logger, so ``sphinx-build -W`` turns a gap into a failed build.
@@ -14,7 +15,7 @@ import typing
 from collections.abc import Iterable
 from typing import Any
 
-MODULE = "caadam_jax"
+MODULES = ("caadam_jax", "caadam_jax.published")
 
 
 def own_docstring(obj: Any) -> str:
@@ -36,9 +37,10 @@ def coverage_problems(module: str, documented: Iterable[str]) -> list[str]:
     if full not in documented:
       problems.append(f"{full} has no API entry: add it to docs/api.md")
     obj = getattr(mod, name)
-    # A type alias (typing.Literal[...]) cannot carry a docstring: its API entry's
-    # text (a ``py:data`` directive in docs/api.md) documents it.
-    if typing.get_origin(obj) is None and not own_docstring(obj):
+    # A type alias (typing.Literal[...]) or a constant (a tuple, a mapping) cannot carry
+    # a docstring: its API entry's text (a ``py:data`` directive in docs/api.md)
+    # documents it.
+    if callable(obj) and typing.get_origin(obj) is None and not own_docstring(obj):
       problems.append(f"{full} has no docstring: write one (Google style)")
   return problems
 
@@ -48,8 +50,9 @@ def _check(app: Any, env: Any) -> None:
 
   logger = logging.getLogger(__name__)
   objects = env.get_domain("py").objects
-  for problem in coverage_problems(MODULE, objects):
-    logger.warning(problem, type="coverage_check")
+  for module in MODULES:
+    for problem in coverage_problems(module, objects):
+      logger.warning(problem, type="coverage_check")
 
 
 def setup(app: Any) -> dict[str, Any]:

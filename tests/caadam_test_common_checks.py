@@ -27,10 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import assert_same_state
-from registry import ROSENBROCK_STEPS
-from registry import Entry
-from registry import Scaler
+from caadam_test_helpers import assert_same_state
+from caadam_test_registry import ROSENBROCK_STEPS
+from caadam_test_registry import Entry
+from caadam_test_registry import Scaler
 
 # ----------------------------------------------------------------------------
 # Parameters and targets.
