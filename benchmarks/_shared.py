@@ -14,6 +14,7 @@ import pathlib
 import platform
 import subprocess
 import sys
+from typing import IO, cast
 
 import flax
 import jax
@@ -33,10 +34,10 @@ def require_data_dir(path: str | None) -> None:
     raise SystemExit(f"No data directory: pass --data-dir or set ${data_files.DATA_ENV_VAR}.")
 
 
-def _open(path: pathlib.Path, mode: str, gzipped: bool | None = None):
+def _open(path: pathlib.Path, mode: str, gzipped: bool | None = None) -> IO[str]:
   """``open``, or ``gzip.open`` for a ``.gz`` file (large results files are stored gzipped)."""
   if gzipped if gzipped is not None else path.suffix == ".gz":
-    return gzip.open(path, mode, encoding="utf-8")
+    return cast(IO[str], gzip.open(path, mode, encoding="utf-8"))  # text mode: "rt"/"wt"
   return open(path, mode)  # noqa: SIM115 (returned to a with statement)
 
 

@@ -132,7 +132,7 @@ def measure(layers: int, rows: int, cols: int, reps: int) -> dict[str, dict[str,
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+  parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
   parser.add_argument("--layers", type=int, default=100)
   parser.add_argument("--rows", type=int, default=128)
   parser.add_argument("--cols", type=int, default=256)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import caadam_jax
 
 # Each strategy with its default scaling factor (as described; 0.1.1 has the same ones).
-STRATEGIES = tuple(
+STRATEGIES: tuple[tuple[caadam_jax.StrategyName, float], ...] = tuple(
     (name, caadam_jax.STRATEGIES[name].default_scaling_factor) for name in caadam_jax.STRATEGY_NAMES
 )
 
@@ -68,12 +68,13 @@ def factor_table(params) -> str:
       for info in structure.leaves.values()
       if info.connections is not None and len(info.shape) >= 2
   )
+  described_layers = len(structure.layers)  # D of the method as described
   notes = [
       "",
       f"Kernel sizes {kernel_sizes}: c_min = {stats.c_min:g}, c_med = {stats.c_med:g}, "
       f"c_max = {stats.c_max:g} (both modes). 0.1.1: D = {stats.num_layers} variables, "
       "depth = index in the variable list; described: D = "
-      f"{structure.statistics.num_layers} layers.",
+      f"{described_layers} layers.",
       "c (0.1.1) is what caadam 0.1.1 looks up: every kernel gets the last kernel's size, "
       "every bias 0. 'CaAdam()' is the package's default strategy (additive, g = 0.9).",
   ]
@@ -81,7 +82,7 @@ def factor_table(params) -> str:
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
   parser.add_argument("--widths", type=int, nargs="+", default=[8, 128, 64, 32, 1])
   parser.add_argument(
       "--out",

@@ -473,7 +473,7 @@ def merge_results(paths: list[str], out: str | None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+  parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
   parser.add_argument("--sizes", default=None, help="comma list, e.g. 1M,16M,64M (default)")
   parser.add_argument(
       "--layouts", default=None, help="default large,many,resnet (--quick: large,many)"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, overload
 
 import jax
 import numpy as np
@@ -63,10 +63,38 @@ def _shape_tree(structure: _structure.Structure) -> dict[Any, Any]:
   return tree
 
 
+@overload
 def describe(
     params_or_structure: optax.Params | _structure.Structure,
     *,
-    strategy: _formulas.StrategyName | _formulas.Formula = "additive",
+    strategy: _formulas.StrategyName | _formulas.Formula | None = ...,
+    scaling_factor: float | None = ...,
+    published: bool = ...,
+    show: bool = ...,
+    width: int | None = ...,
+    as_string: Literal[False] = ...,
+) -> list[DescribeRow]:
+  ...
+
+
+@overload
+def describe(
+    params_or_structure: optax.Params | _structure.Structure,
+    *,
+    strategy: _formulas.StrategyName | _formulas.Formula | None = ...,
+    scaling_factor: float | None = ...,
+    published: bool = ...,
+    show: bool = ...,
+    width: int | None = ...,
+    as_string: Literal[True],
+) -> str:
+  ...
+
+
+def describe(
+    params_or_structure: optax.Params | _structure.Structure,
+    *,
+    strategy: _formulas.StrategyName | _formulas.Formula | None = "additive",
     scaling_factor: float | None = None,
     published: bool = False,
     show: bool = True,
@@ -137,6 +165,11 @@ def describe(
         order=structure if given else None,  # a traced structure knows the forward order
     )
     factors = {_paths.parse_path(name): value for name, value in by_name.items()}
+  elif strategy is None:
+    raise TypeError(
+        "describe(strategy=None) is caadam 0.1.1's CaAdam() default and needs "
+        "published=True; for the method as described pass a strategy name or a formula."
+    )
   else:
     factors = structure.factors(strategy, scaling_factor)
 

@@ -85,7 +85,9 @@ OPTIMIZERS = {
     "caadam-additive": lambda lr: caadam_jax.caadam(lr, strategy="additive"),
     "caadam-multiplicative": lambda lr: caadam_jax.caadam(lr, strategy="multiplicative"),
     "caadam-depth": lambda lr: caadam_jax.caadam(lr, strategy="depth"),
-    "keras-caadam": lambda lr: caadam_jax.published.keras_caadam(lr),  # published: CaAdam(), additive 0.9
+    "keras-caadam": lambda lr: caadam_jax.published.keras_caadam(
+        lr
+    ),  # published: CaAdam(), additive 0.9
 }
 
 
@@ -104,7 +106,7 @@ def train(tx, params, model, data, epochs, batch_size, seed):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
   parser.add_argument(
       "--data-dir",
       default=None,

@@ -65,7 +65,7 @@ def load(dataset: str, data_dir: str | None, seed: int = 0):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
   parser.add_argument("--epochs", type=int, default=30, help="epochs per run (default 30)")
   parser.add_argument("--seeds", type=int, default=3, help="seeds per optimizer (default 3)")
   parser.add_argument("--learning-rate", type=float, default=1e-3)

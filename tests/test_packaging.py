@@ -163,3 +163,9 @@ def test_path_to_str_names_key_paths_and_normalized_paths_alike():
   # A box attribute (NNX Variable, linen nn.Partitioned) is not part of the name.
   boxed = (jax.tree_util.DictKey("Dense_0"), jax.tree_util.GetAttrKey("value"))
   assert caadam_jax.path_to_str(boxed) == "Dense_0"
+
+
+def test_describe_without_published_rejects_strategy_none():
+  params = {"Dense_0": {"kernel": jax.ShapeDtypeStruct((2, 3), "float32")}}
+  with pytest.raises(TypeError, match=r"strategy=None.*published=True"):
+    caadam_jax.describe(params, strategy=None, show=False)
