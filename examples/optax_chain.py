@@ -109,7 +109,7 @@ def main(argv=None):
   losses, accuracy, opt_state = _common.train_classifier(
       injected, params, model, data, args.epochs, args.batch_size, args.seed
   )
-  assert isinstance(opt_state, optax.InjectHyperparamsState)
+  assert isinstance(opt_state, optax.InjectStatefulHyperparamsState)
   g_end = float(jnp.asarray(opt_state.hyperparams["scaling_factor"]))
   print(
       f"2. inject_hyperparams(caadam)(scaling_factor=linear 0 -> 0.95 over {max(1, total_steps // 2)} steps): "

@@ -9,6 +9,7 @@ import os
 import pathlib
 import subprocess
 import sys
+from typing import Any
 
 import chex
 import flax.linen as nn
@@ -38,7 +39,7 @@ OPTAX_NAMES = dict(
 )
 
 
-def _library_kwargs(reference_kwargs):
+def _library_kwargs(reference_kwargs) -> dict[str, Any]:
   return {OPTAX_NAMES[k]: v for k, v in reference_kwargs.items()}
 
 
@@ -103,10 +104,12 @@ def _problem(seed=0):
   return init, grad_fn
 
 
-def _run_library(tx, params, grad_fn, steps, to_oracle=lambda p: p, from_oracle=lambda p: p):
+def _run_library(
+    tx, params: Any, grad_fn, steps, to_oracle=lambda p: p, from_oracle=lambda p: p
+) -> tuple[Any, list[Any]]:
   """Runs ``tx`` for ``steps`` steps; returns the final params and every state."""
   params = {k: jnp.asarray(from_oracle(v), jnp.float32) for k, v in params.items()}
-  states = [tx.init(params)]
+  states: list[Any] = [tx.init(params)]
   update = jax.jit(tx.update)
   for t in range(1, steps + 1):
     grads = grad_fn({k: to_oracle(np.asarray(v)) for k, v in params.items()}, t)
@@ -246,9 +249,11 @@ def test_jit_matches_eager():
 
 def test_inject_hyperparams_matches_plain():
   params = _params()
-  hp = dict(learning_rate=2e-3, hyper_learning_rate=1e-2, meta_learning_rate=1e-3)
+  hp: dict[str, Any] = dict(learning_rate=2e-3, hyper_learning_rate=1e-2, meta_learning_rate=1e-3)
   plain = caadam_jax.adas(**hp)
   injected = optax.inject_hyperparams(caadam_jax.adas)(**hp)
+  s_plain: Any
+  s_inj: Any
   s_plain, s_inj = plain.init(params), injected.init(params)
   up_plain, up_inj = jax.jit(plain.update), jax.jit(injected.update)
   for i in range(5):
@@ -272,7 +277,7 @@ def test_inject_hyperparams_matches_plain():
 def test_inject_hyperparams_static_output_axis():
   params = {"w": jnp.ones((4, 3))}
   tx = optax.inject_hyperparams(caadam_jax.adas, static_args=("output_axis",))(output_axis=0)
-  state = tx.init(params)
+  state: Any = tx.init(params)
   assert state.inner_state.eta["w"].shape == (3,)
   jax.jit(tx.update)({"w": jnp.ones((4, 3))}, state, params)
 
@@ -345,7 +350,7 @@ def test_linen_train_state_reduces_loss():
 
   @jax.jit
   def loss_fn(p):
-    logits = model.apply({"params": p}, x)
+    logits = jnp.asarray(model.apply({"params": p}, x))
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
   @jax.jit
@@ -509,7 +514,7 @@ def test_reference_keywords_warn_and_give_the_same_steps(factory):
 
 def test_reference_and_new_keyword_together_raise():
   with pytest.raises(TypeError, match=r"both 'lr2' \(deprecated\) and 'hyper_learning_rate'"):
-    caadam_jax.adas(lr2=1e-2, hyper_learning_rate=1e-2)
+    caadam_jax.adas(lr2=1e-2, hyper_learning_rate=1e-2)  # pyright: ignore[reportCallIssue]
 
 
 @pytest.mark.parametrize("factory", [caadam_jax.adas, caadam_jax.scale_by_adas])
@@ -552,7 +557,7 @@ def test_adas_is_scale_by_adas_with_its_signature():
       **hp, **decays, output_axis=0
   )
   params = _params()
-  states = [tx.init(params) for tx in (alias, transform, injected)]
+  states: list[Any] = [tx.init(params) for tx in (alias, transform, injected)]
   assert set(states[2].hyperparams) == set(hp) | set(decays)
   for i in range(2):
     outs = [

@@ -202,7 +202,7 @@ def _scale_leaf_by_two(name):
         state,
     )
 
-  return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
 @pytest.mark.standard_promotion  # its last check wraps optax.MultiSteps
@@ -224,8 +224,11 @@ def test_checks_detect_broken_optimizers():
     return optax.chain(
         optax.adam(0.1),
         optax.GradientTransformation(
-            lambda _: optax.EmptyState(),
-            lambda u, s, p=None: (jax.tree.map(lambda x: x.astype(jnp.float32), u), s),
+            lambda params: optax.EmptyState(),
+            lambda updates, state, params=None: (
+                jax.tree.map(lambda x: x.astype(jnp.float32), updates),
+                state,
+            ),
         ),
     )
 

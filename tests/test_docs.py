@@ -72,8 +72,12 @@ def test_coverage_check_reports_missing_entries_and_docstrings(monkeypatch):
     __doc__ = "Row(a, b)"
 
   module = types.ModuleType("fake_public")
-  module.__all__ = ["documented", "undocumented", "Row"]
-  module.documented, module.undocumented, module.Row = documented, undocumented, Row
+  module.__dict__.update(
+      __all__=["documented", "undocumented", "Row"],
+      documented=documented,
+      undocumented=undocumented,
+      Row=Row,
+  )
   monkeypatch.setitem(sys.modules, "fake_public", module)
   problems = coverage_check.coverage_problems("fake_public", {"fake_public.documented"})
   assert problems == [

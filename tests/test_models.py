@@ -518,7 +518,7 @@ def test_training_steps_lm():
   targets = jnp.arange(12).reshape(2, 6) % 32
 
   def loss_fn(p):
-    logits = model.apply({"params": p}, zoo.LM_INPUT)
+    logits = jnp.asarray(model.apply({"params": p}, zoo.LM_INPUT))
     return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
 
   check_training(loss_fn, params, structure)

@@ -573,12 +573,14 @@ def test_inject_hyperparams_and_traced_scaling_factor():
       caadam_jax.published.keras_caadam, static_args=("beta_1", "beta_2", "epsilon")
   )(learning_rate=0.01, strategy="multiplicative", scaling_factor=2.0)
   s1, s2 = plain.init(params), injected.init(params)
+  grads = u2 = None
   for i in range(3):
     grads = jax.tree.map(lambda x, i=i: jnp.sin(x * (i + 1)), params)
     u1, s1 = jax.jit(plain.update)(grads, s1, params)
     u2, s2 = jax.jit(injected.update)(grads, s2, params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-9), u1, u2)
   # Changing the injected value changes the step.
+  assert isinstance(s2, optax.InjectStatefulHyperparamsState) and u2 is not None
   s2.hyperparams["scaling_factor"] = jnp.asarray(3.0)
   u3, _ = jax.jit(injected.update)(grads, s2, params)
   assert not np.allclose(u3["Dense_0"]["kernel"], u2["Dense_0"]["kernel"])

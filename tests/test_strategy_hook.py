@@ -119,6 +119,7 @@ def test_caadam_with_a_formula_under_inject_hyperparams():
       learning_rate=1e-2, strategy=fan_in_factor, scaling_factor=2.0
   )
   state = tx.init(PARAMS)
+  assert isinstance(state, optax.InjectStatefulHyperparamsState)
   state.hyperparams["scaling_factor"] = jnp.asarray(G)  # injected: a traced g
   grads = _grads()
   updates, state = jax.jit(tx.update)(grads, state, PARAMS)
