@@ -17,6 +17,7 @@ import platform
 import subprocess
 import sys
 from collections.abc import Iterable
+from typing import IO, cast
 
 import flax
 import jax
@@ -91,10 +92,10 @@ def read_json(path: pathlib.Path) -> dict:
   return data
 
 
-def _open(path: pathlib.Path, mode: str, gzipped: bool | None = None):
+def _open(path: pathlib.Path, mode: str, gzipped: bool | None = None) -> IO[str]:
   """``open``, or ``gzip.open`` for a ``.gz`` file (large results files are stored gzipped)."""
   if gzipped if gzipped is not None else path.suffix == ".gz":
-    return gzip.open(path, mode, encoding="utf-8")
+    return cast(IO[str], gzip.open(path, mode, encoding="utf-8"))  # text mode: "rt"/"wt"
   return open(path, mode)  # noqa: SIM115 (returned to a with statement)
 
 

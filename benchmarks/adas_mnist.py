@@ -55,7 +55,7 @@ class MLP(nn.Module):
 
 
 def parse_args(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
   parser.add_argument(
       "--data-dir",
       default=None,

@@ -93,7 +93,7 @@ def optimizer_specs(adam_lrs: list[float], cosine_lrs: list[float]) -> list[Opti
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
   parser.add_argument("--data-dir", default=None, help=f"default ${data_files.DATA_ENV_VAR}")
   parser.add_argument("--seeds", type=int, default=5)
   parser.add_argument("--init-seed", type=int, default=0)

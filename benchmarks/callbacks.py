@@ -54,10 +54,10 @@ class _Monitor:
     # Keras computes ``current - min_delta`` in Python floats and compares with
     # ``keras.ops.less`` / ``greater``, i.e. in float32 (the backend's floatx).
     shifted = np.float32(current - self._min_delta)
-    reference = np.float32(reference)
+    reference32 = np.float32(reference)
     if self.mode == "min":
-      return bool(shifted < reference)  # False for NaN on either side.
-    return bool(shifted > reference)
+      return bool(shifted < reference32)  # False for NaN on either side.
+    return bool(shifted > reference32)
 
 
 class EarlyStopping(_Monitor):

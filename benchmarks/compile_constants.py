@@ -39,8 +39,6 @@ import jax.numpy as jnp
 import optax
 
 import caadam_jax
-from caadam_jax import _formulas
-from caadam_jax import _paths
 
 from . import step_cost
 
@@ -60,11 +58,14 @@ def per_layer_lr(layers: int) -> optax.GradientTransformation:
 def depth_behind_barrier() -> optax.GradientTransformation:
   def scale(updates, params=None):
     del params
-    strategy, g = _formulas.resolve_strategy("depth", None)
-    factors = caadam_jax.infer_structure(updates).factors(strategy, g)
+    factors = caadam_jax.infer_structure(updates).factors("depth")
     # A barrier around all factors, as traced scalars, before they meet the updates.
-    factors = jax.lax.optimization_barrier({path: jnp.float32(f) for path, f in factors.items()})
-    return _paths.map_with_normalized_path(lambda path, u: u * factors[path], updates)
+    factors = jax.lax.optimization_barrier(
+        {caadam_jax.path_to_str(path): jnp.float32(f) for path, f in factors.items()}
+    )
+    return jax.tree_util.tree_map_with_path(
+        lambda path, u: u * factors[caadam_jax.path_to_str(path)], updates
+    )
 
   return optax.chain(
       optax.scale_by_adam(), optax.stateless(scale), optax.scale_by_learning_rate(1e-3)
@@ -131,7 +132,7 @@ def measure(layers: int, rows: int, cols: int, reps: int) -> dict[str, dict[str,
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+  parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
   parser.add_argument("--layers", type=int, default=100)
   parser.add_argument("--rows", type=int, default=128)
   parser.add_argument("--cols", type=int, default=256)

@@ -44,6 +44,7 @@ def summary(structure: caadam_jax.Structure) -> str:
   }
   width = max(len(str(layer)) for layer in by_strategy[STRATEGIES[0]])
   stats = structure.statistics
+  assert stats is not None, "the models here all have counted layers"
   lines = [
       f"c_min={stats.c_min:g}, c_med={stats.c_med:g}, c_max={stats.c_max:g}, D={stats.num_layers}; "
       "layers not listed (norms, tokens, positional embeddings) get factor 1",

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import caadam_jax
-from caadam_jax import _formulas
 
 from . import model_zoo
 
@@ -52,12 +52,15 @@ def lm_structure(fused_qkv: bool, **config) -> caadam_jax.Structure:
 def factor_table(structure: caadam_jax.Structure) -> list[dict]:
   """One row per layer kind: connections, and the range of factors per strategy."""
   rows: dict[str, dict] = {}
+  stats = structure.statistics
+  assert stats is not None, "a language model has counted layers"
   for strategy in STRATEGIES:
-    resolved, g = _formulas.resolve_strategy(strategy, None)
+    resolved = caadam_jax.STRATEGIES[strategy]
+    g = resolved.default_scaling_factor
     for layer, record in structure.layers.items():
-      name = "/".join(map(str, layer))
+      name = caadam_jax.path_to_str(layer)
       row = rows.setdefault(kind(name), {"kind": kind(name), "connections": record.connections})
-      f = float(resolved.formula(record, structure.statistics, g))
+      f = float(np.asarray(resolved.formula(record, stats, g)))
       low, high = row.get(strategy, (f, f))
       row[strategy] = (min(low, f), max(high, f))
   return list(rows.values())
@@ -65,12 +68,13 @@ def factor_table(structure: caadam_jax.Structure) -> list[dict]:
 
 def format_table(title: str, structure: caadam_jax.Structure, rows: list[dict]) -> str:
   stats = structure.statistics
+  assert stats is not None, "a language model has counted layers"
   lines = [
       f"{title}: {len(structure.layers)} layers, c_min={stats.c_min:g}, "
       f"c_med={stats.c_med:g}, c_max={stats.c_max:g}, D={stats.num_layers}",
       f"{'layer kind':<24} {'connections':>12} "
       + " ".join(
-          f"{s + ' (g=' + str(_formulas.STRATEGIES[s].default_scaling_factor) + ')':>22}"
+          f"{s + ' (g=' + str(caadam_jax.STRATEGIES[s].default_scaling_factor) + ')':>22}"
           for s in STRATEGIES
       ),
   ]

@@ -26,12 +26,12 @@ from .models import ModelSpec
 def keras_adam(learning_rate):
   # Keras-form Adam (eps 1e-7 on the uncorrected sqrt(v)) through the public API:
   # the published mode with the depth strategy and g = 0 has every factor (1+0)**x = 1.
-  return caadam_jax.keras_caadam(learning_rate, strategy="depth", scaling_factor=0.0)
+  return caadam_jax.published.keras_caadam(learning_rate, strategy="depth", scaling_factor=0.0)
 
 
 def _published(strategy):
   def make(learning_rate):
-    return caadam_jax.keras_caadam(learning_rate, strategy=strategy)
+    return caadam_jax.published.keras_caadam(learning_rate, strategy=strategy)
 
   return make
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import itertools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 import caadam_jax
-from caadam_jax import _paths
 
 from .optimizers import OptSpec
 
@@ -28,27 +28,31 @@ def scale_by_fixed_factors(table: dict[str, float]) -> optax.GradientTransformat
     del params
 
     def scale(path, u):
-      return u * jnp.asarray(table[_paths.path_to_str(path)], u.dtype)
+      return u * jnp.asarray(table[caadam_jax.path_to_str(path)], u.dtype)
 
-    return _paths.map_with_normalized_path(scale, updates), state
+    return jax.tree_util.tree_map_with_path(scale, updates), state
 
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
-def layer_factors(params, strategy: str) -> tuple[list[str], dict[str, float], dict[str, int]]:
+def layer_factors(
+    params, strategy: caadam_jax.StrategyName
+) -> tuple[list[str], dict[str, float], dict[str, int]]:
   """Layers in depth order, each layer's as-described factor and its parameter count."""
   rows = caadam_jax.describe(params, strategy=strategy, show=False)
   layers, factor, size = [], {}, {}
   for row in rows:
     if row.layer not in factor:
       layers.append(row.layer)
-      factor[row.layer] = float(row.factor)
+      factor[row.layer] = float(np.asarray(row.factor))
       size[row.layer] = 0
     size[row.layer] += int(np.prod(row.shape))
   return layers, factor, size
 
 
-def placebo_tables(params, strategy: str, n_permutations: int, seed: int) -> dict[str, dict]:
+def placebo_tables(
+    params, strategy: caadam_jax.StrategyName, n_permutations: int, seed: int
+) -> dict[str, dict]:
   """The placebo factor assignments of one strategy: permutations and a uniform factor.
 
   Returns:
@@ -84,7 +88,7 @@ def placebo_tables(params, strategy: str, n_permutations: int, seed: int) -> dic
   return out
 
 
-def placebo_spec(name: str, strategy: str, table: dict) -> OptSpec:
+def placebo_spec(name: str, strategy: caadam_jax.StrategyName, table: dict) -> OptSpec:
   leaves = table["leaves"]
 
   def make(learning_rate):

@@ -17,13 +17,10 @@ import jax
 import jax.numpy as jnp
 
 import caadam_jax
-from caadam_jax import _formulas
-from caadam_jax import _paths
-from caadam_jax.published import _keras_records
 
 # Each strategy with its default scaling factor (as described; 0.1.1 has the same ones).
-STRATEGIES = tuple(
-    (name, _formulas.STRATEGIES[name].default_scaling_factor) for name in caadam_jax.STRATEGY_NAMES
+STRATEGIES: tuple[tuple[caadam_jax.StrategyName, float], ...] = tuple(
+    (name, caadam_jax.STRATEGIES[name].default_scaling_factor) for name in caadam_jax.STRATEGY_NAMES
 )
 
 
@@ -41,24 +38,25 @@ def mlp_shapes(widths: list[int]) -> dict:
 def factor_table(params) -> str:
   """The markdown table: one row per leaf in Keras order."""
   structure = caadam_jax.infer_structure(params)
-  records, stats, ordered = _keras_records.Resolver(None, None, None).records(params)
+  records, stats = caadam_jax.published.keras_caadam_records(params)
   published = {
-      name: caadam_jax.keras_caadam_factors(params, strategy=name, scaling_factor=g)
+      name: caadam_jax.published.keras_caadam_factors(params, strategy=name, scaling_factor=g)
       for name, g in STRATEGIES
   }
-  published_default = caadam_jax.keras_caadam_factors(params)
-  described = {name: structure.factors(_formulas.STRATEGIES[name], g) for name, g in STRATEGIES}
+  published_default = caadam_jax.published.keras_caadam_factors(params)
+  described = {name: structure.factors(name, g) for name, g in STRATEGIES}
   header = ["leaf", "shape", "c (0.1.1)", "c (described)", "CaAdam() 0.1.1"]
   for name, g in STRATEGIES:
     header += [f"{name} {g:g} 0.1.1", f"{name} {g:g} described"]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  for path in ordered:
-    key = _paths.path_to_str(path)
+  paths = {caadam_jax.path_to_str(path): path for path in structure.leaves}
+  for key, record in records.items():  # Keras order
+    path = paths[key]
     info = structure.leaves[path]
     row = [
         f"`{key}`",
         "x".join(str(d) for d in info.shape),
-        str(records[path].connections),
+        str(record.connections),
         str(info.connections),
         f"{published_default[key]:.3f}",
     ]
@@ -70,12 +68,13 @@ def factor_table(params) -> str:
       for info in structure.leaves.values()
       if info.connections is not None and len(info.shape) >= 2
   )
+  described_layers = len(structure.layers)  # D of the method as described
   notes = [
       "",
       f"Kernel sizes {kernel_sizes}: c_min = {stats.c_min:g}, c_med = {stats.c_med:g}, "
       f"c_max = {stats.c_max:g} (both modes). 0.1.1: D = {stats.num_layers} variables, "
       "depth = index in the variable list; described: D = "
-      f"{structure.statistics.num_layers} layers.",
+      f"{described_layers} layers.",
       "c (0.1.1) is what caadam 0.1.1 looks up: every kernel gets the last kernel's size, "
       "every bias 0. 'CaAdam()' is the package's default strategy (additive, g = 0.9).",
   ]
@@ -83,7 +82,7 @@ def factor_table(params) -> str:
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
   parser.add_argument("--widths", type=int, nargs="+", default=[8, 128, 64, 32, 1])
   parser.add_argument(
       "--out",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,8 @@ def welch(a, b):
     return float("nan")
   if np.std(a) == 0 and np.std(b) == 0:
     return 0.0 if np.mean(a) != np.mean(b) else 1.0
-  return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+  result: Any = stats.ttest_ind(a, b, equal_var=False)  # scipy declares no .pvalue for typing
+  return float(result.pvalue)
 
 
 def summarize(results: dict, task_name: str) -> dict:

@@ -81,7 +81,7 @@ from .training import run_cell
 
 def _parser() -> argparse.ArgumentParser:
   """The options, one ``add_argument`` each (a flat list: long, but read at a glance)."""
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
   p.add_argument("--task", default="california", choices=["california", "fashion", "mnist"])
   p.add_argument(
       "--data-dir", default=None, help=f"data directory (default ${data_files.DATA_ENV_VAR})"

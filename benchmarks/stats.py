@@ -22,10 +22,10 @@ Adam optimizer using connection aware methods", arXiv:2410.24216, 2024.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 from scipy import stats as _st
 
 DEFAULT_MARGIN = 0.01  # +/-1% relative: the equivalence margin of the reports
@@ -72,7 +72,7 @@ class PairedComparison(NamedTuple):
   wins: int
 
 
-def _clean_pairs(a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def _clean_pairs(a: npt.ArrayLike, b: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   if a.shape != b.shape or a.ndim != 1:
     raise ValueError(
@@ -83,7 +83,7 @@ def _clean_pairs(a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarray, np
   return a[keep], b[keep]
 
 
-def relative_differences(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
+def relative_differences(a: npt.ArrayLike, b: npt.ArrayLike) -> np.ndarray:
   """Per-seed relative differences ``a_i / b_i - 1`` of the complete pairs.
 
   Args:
@@ -105,6 +105,11 @@ def relative_differences(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
   return a / b - 1.0
 
 
+def _pvalue(result: Any) -> float:
+  """A scipy test result's p-value (its result classes do not declare the field for typing)."""
+  return float(result.pvalue)
+
+
 def _t_test(r: np.ndarray, popmean: float, alternative: str) -> float:
   """One-sample t-test p-value, with the zero-variance cases made explicit."""
   if len(r) < 2:
@@ -116,10 +121,10 @@ def _t_test(r: np.ndarray, popmean: float, alternative: str) -> float:
     if alternative == "greater":
       return 0.0 if m > popmean else 1.0
     return 0.0 if m < popmean else 1.0
-  return float(_st.ttest_1samp(r, popmean, alternative=alternative).pvalue)
+  return _pvalue(_st.ttest_1samp(r, popmean, alternative=alternative))
 
 
-def tost(r: Sequence[float], margin: float = DEFAULT_MARGIN) -> float:
+def tost(r: npt.ArrayLike, margin: float = DEFAULT_MARGIN) -> float:
   """TOST (two one-sided t-tests) p-value for equivalence ``-margin < mean(r) < margin``.
 
   The larger p-value of the one-sided tests of ``H0: mean <= -margin`` and
@@ -148,7 +153,7 @@ def tost(r: Sequence[float], margin: float = DEFAULT_MARGIN) -> float:
   return max(lower, upper)
 
 
-def t_interval(r: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+def t_interval(r: npt.ArrayLike, confidence: float = 0.95) -> tuple[float, float]:
   """The t-based confidence interval of ``mean(r)``.
 
   Args:
@@ -171,8 +176,8 @@ def t_interval(r: Sequence[float], confidence: float = 0.95) -> tuple[float, flo
 
 
 def bootstrap_ratio_interval(
-    a: Sequence[float],
-    b: Sequence[float],
+    a: npt.ArrayLike,
+    b: npt.ArrayLike,
     confidence: float = 0.95,
     n_resamples: int = 10_000,
     seed: int = 0,
@@ -211,12 +216,12 @@ def _wilcoxon(r: np.ndarray) -> float:
     return 1.0
   if len(r) < 2:
     return float("nan")
-  return float(_st.wilcoxon(r).pvalue)
+  return _pvalue(_st.wilcoxon(r))
 
 
 def paired_comparison(
-    a: Sequence[float],
-    b: Sequence[float],
+    a: npt.ArrayLike,
+    b: npt.ArrayLike,
     *,
     margin: float = DEFAULT_MARGIN,
     confidence: float = 0.95,
@@ -273,7 +278,7 @@ def paired_comparison(
   )
 
 
-def holm(pvalues: Sequence[float]) -> list[float]:
+def holm(pvalues: npt.ArrayLike) -> list[float]:
   """Holm's step-down adjusted p-values of one family of tests.
 
   Sort the ``m`` finite p-values ascending; the ``k``-th smallest (``k`` from

@@ -94,7 +94,7 @@ def optimizers() -> dict[str, Callable[[], optax.GradientTransformation]]:
   opts: dict[str, Callable[[], optax.GradientTransformation]] = {BASELINE: lambda: optax.adam(1e-3)}
   for s in caadam_jax.STRATEGY_NAMES:
     opts[f"caadam-{s}"] = lambda s=s: caadam_jax.caadam(1e-3, strategy=s)
-  opts["keras_caadam"] = lambda: caadam_jax.keras_caadam(1e-3)
+  opts["keras_caadam"] = lambda: caadam_jax.published.keras_caadam(1e-3)
   opts["adas"] = caadam_jax.adas
   return opts
 
@@ -473,7 +473,7 @@ def merge_results(paths: list[str], out: str | None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+  parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
   parser.add_argument("--sizes", default=None, help="comma list, e.g. 1M,16M,64M (default)")
   parser.add_argument(
       "--layouts", default=None, help="default large,many,resnet (--quick: large,many)"

@@ -198,7 +198,7 @@ def run_group(task, model, name, spec_for, indices, args, data) -> list[dict]:
 
 
 def optimizer_names(args) -> list[str]:
-  names = list(SWEPT)
+  names: list[str] = list(SWEPT)
   for s in STRATEGIES:
     names += [f"placebo_{s}_perm{k}" for k in range(args.permutations)]
     names.append(f"placebo_{s}_uniform")
@@ -594,7 +594,7 @@ def write_plots(results: dict, task, out_dir: pathlib.Path) -> list[str]:
 
 
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
   p.add_argument("--task", default="california", choices=["california", "fashion"])
   p.add_argument("--data-dir", default=None)
   p.add_argument("--california-variant", default="statlib", choices=["statlib", "sklearn"])

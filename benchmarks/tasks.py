@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -141,7 +142,7 @@ def config_name(hidden: Sequence[int]) -> str:
 
 
 # The published protocol of each kind of task (batch size, patiences, epoch cap).
-PROTOCOLS = {
+PROTOCOLS: dict[str, dict[str, Any]] = {
     "regression": {
         "batch_size": 128,
         "es_patience": 25,
@@ -159,7 +160,7 @@ PROTOCOLS = {
 }
 
 
-def _task(name: str, kind: str, configs: dict, optimizers: Sequence[str]) -> Task:
+def _task(name: str, kind: str, configs: dict, optimizers: Iterable[str]) -> Task:
   return Task(name, kind=kind, configs=configs, optimizers=list(optimizers), **PROTOCOLS[kind])
 
 

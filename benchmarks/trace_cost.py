@@ -16,7 +16,9 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from functools import partial
+from typing import TypeVar
 
 import flax
 import jax
@@ -57,18 +59,21 @@ class ResNet50(nn.Module):
     return nn.Dense(self.num_classes)(x.mean(axis=(1, 2)))
 
 
-def timed(fn, repeats):
+_T = TypeVar("_T")
+
+
+def timed(fn: Callable[[], _T], repeats: int) -> tuple[_T, list[tuple[float, float]]]:
   """Wall and process-CPU seconds of each call (CPU time is robust to a loaded machine)."""
-  times = []
+  times, results = [], []
   for _ in range(repeats):
     start, start_cpu = time.perf_counter(), time.process_time()
-    result = fn()
+    results.append(fn())
     times.append((time.perf_counter() - start, time.process_time() - start_cpu))
-  return result, times
+  return results[-1], times
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--image-size", type=int, default=224)
   args = parser.parse_args(argv)
@@ -89,10 +94,12 @@ def main(argv=None):
       f"python {platform.python_version()}, jax {jax.__version__}, flax {flax.__version__}, "
       f"device {jax.devices()[0].platform}"
   )
+  stats = structure.statistics
+  assert stats is not None, "ResNet-50 has counted layers"
   print(
       f"model: ResNet-50, {n_params / 1e6:.1f}M parameters, "
       f"{len(jax.tree.leaves(variables['params']))} leaves, "
-      f"{len(structure.layers)} counted layers, D = {structure.statistics.num_layers}"
+      f"{len(structure.layers)} counted layers, D = {stats.num_layers}"
   )
   for name, times in [
       ("jax.make_jaxpr alone", jaxpr_times),

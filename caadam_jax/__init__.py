@@ -1,16 +1,25 @@
 """caadam_jax: connection-aware Adam (CaAdam) and ADAS as Optax transformations."""
 
+from typing import Any
+
+from caadam_jax import _deprecation
+
+# The published-results mode is a namespace, as optax.contrib: caadam_jax.published.<name>.
+from caadam_jax import published
 from caadam_jax._adas import ScaleByAdasState
 from caadam_jax._adas import adas
 from caadam_jax._adas import scale_by_adas
 from caadam_jax._alias import caadam
 from caadam_jax._describe import DescribeRow
 from caadam_jax._describe import describe
+from caadam_jax._formulas import STRATEGIES
 from caadam_jax._formulas import STRATEGY_NAMES
 from caadam_jax._formulas import Formula
 from caadam_jax._formulas import LayerRecord
 from caadam_jax._formulas import Statistics
+from caadam_jax._formulas import Strategy
 from caadam_jax._formulas import StrategyName
+from caadam_jax._paths import path_to_str
 from caadam_jax._structure import LeafInfo
 from caadam_jax._structure import Structure
 from caadam_jax._structure import infer_structure
@@ -20,12 +29,11 @@ from caadam_jax._transforms import scale_by_connection_minmaxmedian
 from caadam_jax._transforms import scale_by_depth
 from caadam_jax._transforms import scale_by_strategy
 from caadam_jax._transforms import scale_by_structure
-from caadam_jax.published import keras_caadam
-from caadam_jax.published import keras_caadam_factors
 
 __version__ = "0.1.0"
 
 __all__ = (
+    "STRATEGIES",
     "STRATEGY_NAMES",
     "DescribeRow",
     "Formula",
@@ -34,14 +42,14 @@ __all__ = (
     "ScaleByAdasState",
     "ScaleByStructureState",
     "Statistics",
+    "Strategy",
     "StrategyName",
     "Structure",
     "adas",
     "caadam",
     "describe",
     "infer_structure",
-    "keras_caadam",
-    "keras_caadam_factors",
+    "path_to_str",
     "scale_by_adas",
     "scale_by_connection_minmaxmedian",
     "scale_by_depth",
@@ -49,3 +57,12 @@ __all__ = (
     "scale_by_structure",
     "trace_structure",
 )
+
+# Former top-level names of the published mode: they work for one release, with a warning.
+_MOVED_TO_PUBLISHED = ("keras_caadam", "keras_caadam_factors")
+
+
+def __getattr__(name: str) -> Any:
+  if name in _MOVED_TO_PUBLISHED:
+    return _deprecation.moved(f"caadam_jax.{name}", f"caadam_jax.published.{name}", published)
+  raise AttributeError(f"module 'caadam_jax' has no attribute {name!r}")

@@ -15,7 +15,9 @@ https://github.com/YanaiEliyahu/AdasOptimizer (2020), TensorFlow version
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple, ParamSpec, TypeVar, cast
 
 import jax
 import jax.core
@@ -26,6 +28,9 @@ import optax
 from caadam_jax import _deprecation
 from caadam_jax import _dtypes
 from caadam_jax import _validation
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class ScaleByAdasState(NamedTuple):
@@ -61,7 +66,7 @@ class ScaleByAdasState(NamedTuple):
   v_mu: optax.Updates
 
 
-def _validate(learning_rate, hyper_learning_rate, meta_learning_rate, b1, b2, b3, eps) -> None:
+def _validate(hyper: dict[str, Any]) -> None:
   def positive(x):
     return x > 0
 
@@ -71,16 +76,16 @@ def _validate(learning_rate, hyper_learning_rate, meta_learning_rate, b1, b2, b3
   def decay(x):
     return 0 <= x < 1
 
-  for name, value, allowed, ok in (
-      ("learning_rate", learning_rate, "learning_rate > 0", positive),
-      ("hyper_learning_rate", hyper_learning_rate, "hyper_learning_rate >= 0", non_negative),
-      ("meta_learning_rate", meta_learning_rate, "meta_learning_rate >= 0", non_negative),
-      ("b1", b1, "0 <= b1 < 1", decay),
-      ("b2", b2, "0 <= b2 < 1", decay),
-      ("b3", b3, "0 <= b3 < 1", decay),
-      ("eps", eps, "eps > 0", positive),
+  for name, allowed, ok in (
+      ("learning_rate", "learning_rate > 0", positive),
+      ("hyper_learning_rate", "hyper_learning_rate >= 0", non_negative),
+      ("meta_learning_rate", "meta_learning_rate >= 0", non_negative),
+      ("second_moment_decay", "0 <= second_moment_decay < 1", decay),
+      ("step_size_average_decay", "0 <= step_size_average_decay < 1", decay),
+      ("update_average_decay", "0 <= update_average_decay < 1", decay),
+      ("eps", "eps > 0", positive),
   ):
-    _validation.check_real_scalar(name, value, allowed, ok, owner="caadam_jax.adas")
+    _validation.check_real_scalar(name, hyper[name], allowed, ok, owner="caadam_jax.adas")
 
 
 def _resolve_output_axis(output_axis: Any) -> int:
@@ -113,22 +118,26 @@ def _state_dtype(dtype: Any) -> jnp.dtype:
   return _dtypes.at_least_float32(dtype)
 
 
-def _normalize(x, v, b1, eps, correction):
+def _normalize(x, v, decay, eps, correction):
   """The normalizer's second-moment update and normalized value (``N`` in scale_by_adas)."""
-  v = b1 * v + (1 - b1) * jnp.square(x)
+  v = decay * v + (1 - decay) * jnp.square(x)
   return v, x * correction / (jnp.sqrt(v) + eps)
 
 
-# The reference implementations' names of the hyperparameters (adasopt.py's ``lr``,
-# ``lr2``, ``lr3``, ``beta_1``, ``beta_2``, ``beta_3``, ``epsilon``), accepted for one
-# release. ``eps`` keeps its name.
-_REFERENCE_NAMES = dict(
+# Former names of the hyperparameters, accepted for one release: the reference
+# implementation's (adasopt.py's ``lr``, ``lr2``, ``lr3``, ``beta_1``, ``beta_2``,
+# ``beta_3``) and the Optax-style ``b1``, ``b2``, ``b3`` (Optax's names for other decays:
+# ``b1=0.999`` here is a second-moment decay). ``eps`` keeps its name.
+_FORMER_NAMES = dict(
     lr="learning_rate",
     lr2="hyper_learning_rate",
     lr3="meta_learning_rate",
-    beta_1="b1",
-    beta_2="b2",
-    beta_3="b3",
+    beta_1="second_moment_decay",
+    beta_2="step_size_average_decay",
+    beta_3="update_average_decay",
+    b1="second_moment_decay",
+    b2="step_size_average_decay",
+    b3="update_average_decay",
 )
 
 
@@ -159,28 +168,30 @@ def _init_leaf(p: Any, learning_rate, hyper_learning_rate, axis_arg: int) -> tup
 
 def _update_leaf(g, eta, mu, v_w, u_w, v_eta, u_eta, v_mu, *, count, hyper, axis_arg):
   """One leaf's ADAS step: ``(update, *new state)``, the eight steps of scale_by_adas."""
-  meta_learning_rate, b1, b2, b3, eps = hyper
+  meta_learning_rate, second_moment_decay, step_size_average_decay, update_average_decay, eps = (
+      hyper
+  )
   g = jnp.asarray(g)  # Python-float leaves, as optax.adam accepts them
   dtype = v_w.dtype
   axis = _leaf_axis(g.ndim, axis_arg)
   gs = g.astype(dtype)
-  correction = jnp.sqrt(1 - b1 ** count.astype(dtype))
+  correction = jnp.sqrt(1 - second_moment_decay ** count.astype(dtype))
   # 1. Normalize the raw gradient; u_w is still the previous average.
-  new_v_w, gn = _normalize(gs, v_w, b1, eps, correction)
+  new_v_w, gn = _normalize(gs, v_w, second_moment_decay, eps, correction)
   # 2. The weight update, with the step sizes from before this step.
   eta_b = eta if axis is None else jnp.expand_dims(eta, axis)
   update = (-(eta_b * gn)).astype(g.dtype)
   # 3. Hypergradient of eta: previous average times the raw gradient.
   h = u_w * gs if axis is None else jnp.sum(u_w * gs, axis=axis)
-  new_u_w = b3 * u_w + (1 - b3) * gn
+  new_u_w = update_average_decay * u_w + (1 - update_average_decay) * gn
   # 4.-5. Normalize h and update eta with the previous mu.
-  new_v_eta, hn = _normalize(h, v_eta, b1, eps, correction)
+  new_v_eta, hn = _normalize(h, v_eta, second_moment_decay, eps, correction)
   new_eta = eta + mu * eta * hn
   # 6. Hypergradient of mu, from the previous average of eta's updates.
   k = jnp.sum(u_eta * h)
-  new_u_eta = b2 * u_eta + (1 - b2) * hn
+  new_u_eta = step_size_average_decay * u_eta + (1 - step_size_average_decay) * hn
   # 7.-8. Normalize k (its average has decay 0 and is unused) and update mu.
-  new_v_mu, kn = _normalize(k, v_mu, b1, eps, correction)
+  new_v_mu, kn = _normalize(k, v_mu, second_moment_decay, eps, correction)
   new_mu = mu + meta_learning_rate * mu * kn
   new_state = (new_eta, new_mu, new_v_w, new_u_w, new_v_eta, new_u_eta, new_v_mu)
   # Keep the state's dtypes fixed (e.g. a float64 injected hyperparameter
@@ -200,14 +211,14 @@ def _transpose(tree: Any, fields: int, like: Any) -> tuple[Any, ...]:
   return jax.tree.transpose(outer, inner, tree)
 
 
-@_deprecation.renamed_keywords(**_REFERENCE_NAMES)
+@_deprecation.renamed_keywords(**_FORMER_NAMES)
 def scale_by_adas(
     learning_rate: jax.typing.ArrayLike = 1e-3,
     hyper_learning_rate: jax.typing.ArrayLike = 5e-3,
     meta_learning_rate: jax.typing.ArrayLike = 5e-4,
-    b1: jax.typing.ArrayLike = 0.999,
-    b2: jax.typing.ArrayLike = 0.999,
-    b3: jax.typing.ArrayLike = 0.9999,
+    second_moment_decay: jax.typing.ArrayLike = 0.999,
+    step_size_average_decay: jax.typing.ArrayLike = 0.999,
+    update_average_decay: jax.typing.ArrayLike = 0.9999,
     eps: jax.typing.ArrayLike = 1e-7,
     *,
     output_axis: int | None = None,
@@ -218,23 +229,24 @@ def scale_by_adas(
   ``optax.apply_updates`` expects): ADAS has no global learning rate, so do not
   chain it with ``optax.scale_by_learning_rate``.
 
-  The hyperparameters have Optax-style names; the TensorFlow reference
+  The hyperparameters are named for what they are; the TensorFlow reference
   (``adasopt.py``) calls them ``lr`` (``learning_rate``), ``lr2``
   (``hyper_learning_rate``), ``lr3`` (``meta_learning_rate``), ``beta_1``
-  (``b1``), ``beta_2`` (``b2``), ``beta_3`` (``b3``) and ``epsilon`` (``eps``).
-  The reference names are accepted as keywords for one release, with a
+  (``second_moment_decay``), ``beta_2`` (``step_size_average_decay``), ``beta_3``
+  (``update_average_decay``) and ``epsilon`` (``eps``). The reference names and the
+  former ``b1``, ``b2``, ``b3`` are accepted as keywords for one release, with a
   ``DeprecationWarning``.
 
-  For a leaf ``W`` with output axis ``a`` and step count ``t`` (from 1), a
-  normalizer ``N(x; beta)`` keeps ``v`` and ``u``: it sets
-  ``v = b1*v + (1-b1)*x**2``, ``xn = x*sqrt(1-b1**t)/(sqrt(v)+eps)``,
-  returns the previous ``u`` and ``xn`` and then sets
-  ``u = beta*u + (1-beta)*xn``. One step with gradient ``g`` is:
+  For a leaf ``W`` with output axis ``a`` and step count ``t`` (from 1), with
+  ``beta2 = second_moment_decay``, a normalizer ``N(x; beta)`` keeps ``v`` and
+  ``u``: it sets ``v = beta2*v + (1-beta2)*x**2``,
+  ``xn = x*sqrt(1-beta2**t)/(sqrt(v)+eps)``, returns the previous ``u`` and ``xn``
+  and then sets ``u = beta*u + (1-beta)*xn``. One step with gradient ``g`` is:
 
-  1. ``(u_w_old, gn) = N_w(g; b3)``
+  1. ``(u_w_old, gn) = N_w(g; update_average_decay)``
   2. ``update = -eta * gn`` (``eta`` broadcast along ``a``, from before the step)
   3. ``h = sum over a of (u_w_old * g)``
-  4. ``(u_eta_old, hn) = N_eta(h; b2)``
+  4. ``(u_eta_old, hn) = N_eta(h; step_size_average_decay)``
   5. ``eta = eta + mu * eta * hn`` (``mu`` from before the step)
   6. ``k = sum of (u_eta_old * h)``
   7. ``(_, kn) = N_mu(k; 0)``
@@ -254,7 +266,7 @@ def scale_by_adas(
   ``init`` has no effect, while ``meta_learning_rate``, the decay rates and
   ``eps`` act at every step.
 
-  Example:
+  Examples:
     >>> import jax, jax.numpy as jnp, optax, caadam_jax
     >>> params = {'kernel': jnp.ones((4, 3)), 'bias': jnp.zeros(3)}
     >>> tx = optax.chain(optax.clip_by_global_norm(1.0),
@@ -274,12 +286,13 @@ def scale_by_adas(
       ``eta``; >= 0, 0 keeps ``eta`` fixed (reference: ``lr2``).
     meta_learning_rate: constant step size of ``mu``; >= 0, 0 keeps ``mu``
       fixed (reference: ``lr3``).
-    b1: decay of the normalizers' second moments and their bias correction, in
-      [0, 1) (reference: ``beta_1``).
-    b2: decay of the running average of the normalized ``eta`` updates, in
-      [0, 1) (reference: ``beta_2``).
-    b3: decay of the running average of the normalized weight updates, in
-      [0, 1) (reference: ``beta_3``).
+    second_moment_decay: decay of the normalizers' second moments and their bias
+      correction, in [0, 1) (reference: ``beta_1``; formerly ``b1``).
+    step_size_average_decay: decay of the running average of the normalized
+      step-size (``eta``) updates, in [0, 1) (reference: ``beta_2``; formerly
+      ``b2``).
+    update_average_decay: decay of the running average of the normalized weight
+      updates, in [0, 1) (reference: ``beta_3``; formerly ``b3``).
     eps: added to the square root of the second moments, > 0 (reference:
       ``epsilon``; the TensorFlow reference uses 1e-7, the PyTorch one 1e-8).
     output_axis: the output axis of every leaf, keyword-only and static. None
@@ -301,12 +314,22 @@ def scale_by_adas(
       does not fit a leaf's rank (at ``init``).
     TypeError: a hyperparameter is not a real scalar (a string, None, a list, a
       bool, a callable), ``output_axis`` is not a static int, or a hyperparameter
-      is given under both its name and its deprecated reference name.
+      is given under both its name and a deprecated former name.
 
   References:
     Y. Eliyahu, AdasOptimizer, https://github.com/YanaiEliyahu/AdasOptimizer.
   """
-  _validate(learning_rate, hyper_learning_rate, meta_learning_rate, b1, b2, b3, eps)
+  _validate(
+      dict(
+          learning_rate=learning_rate,
+          hyper_learning_rate=hyper_learning_rate,
+          meta_learning_rate=meta_learning_rate,
+          second_moment_decay=second_moment_decay,
+          step_size_average_decay=step_size_average_decay,
+          update_average_decay=update_average_decay,
+          eps=eps,
+      )
+  )
   axis_arg = _resolve_output_axis(output_axis)
   fields = len(ScaleByAdasState._fields) - 1  # every field but count
 
@@ -324,7 +347,13 @@ def scale_by_adas(
   ) -> tuple[optax.Updates, ScaleByAdasState]:
     del params, extra_args
     count = jnp.asarray(optax.safe_increment(state.count))
-    hyper = (meta_learning_rate, b1, b2, b3, eps)
+    hyper = (
+        meta_learning_rate,
+        second_moment_decay,
+        step_size_average_decay,
+        update_average_decay,
+        eps,
+    )
     per_leaf = jax.tree.map(
         lambda g, *leaf_state: _update_leaf(
             g, *leaf_state, count=count, hyper=hyper, axis_arg=axis_arg
@@ -338,38 +367,37 @@ def scale_by_adas(
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-@_deprecation.renamed_keywords(**_REFERENCE_NAMES)
-def adas(
-    learning_rate: jax.typing.ArrayLike = 1e-3,
-    hyper_learning_rate: jax.typing.ArrayLike = 5e-3,
-    meta_learning_rate: jax.typing.ArrayLike = 5e-4,
-    b1: jax.typing.ArrayLike = 0.999,
-    b2: jax.typing.ArrayLike = 0.999,
-    b3: jax.typing.ArrayLike = 0.9999,
-    eps: jax.typing.ArrayLike = 1e-7,
-    *,
-    output_axis: int | None = None,
-) -> optax.GradientTransformationExtraArgs:
-  """The ADAS optimizer (adaptive step size, a hypergradient method).
+def _alias_of(transform: Callable[_P, _R]) -> Callable[[Callable[..., _R]], Callable[_P, _R]]:
+  """Gives an alias ``transform``'s signature, for type checkers, ``inspect`` and Sphinx.
 
-  ADAS has no separate global learning rate: this alias is
-  :func:`scale_by_adas` itself, whose output is the final (negative) update for
-  ``optax.apply_updates``. ``learning_rate`` is the initial per-input step
-  size, ``hyper_learning_rate`` the initial step size of those step sizes and
-  ``meta_learning_rate`` the constant step size above it; all three are learned
-  or act as described in :func:`scale_by_adas`, which also maps each name to the
-  reference's (``lr``, ``lr2``, ``lr3``, ``beta_1``, ``beta_2``, ``beta_3``,
-  ``epsilon``; the reference names still work, with a ``DeprecationWarning``).
-  Clip gradients before it
-  (``optax.chain(optax.clip_by_global_norm(1.0), caadam_jax.adas())``); for
-  decoupled weight decay chain ``optax.add_decayed_weights(-decay_lr * decay)``
-  after it.
+  ``inspect.signature`` follows ``__wrapped__``, so ``optax.inject_hyperparams`` sees
+  the transform's arguments; the alias keeps its own name and docstring.
+  """
 
-  Example:
+  def decorate(alias: Callable[..., _R]) -> Callable[_P, _R]:
+    # Only ``__wrapped__``: the alias keeps its name and docstring.
+    return cast(Callable[_P, _R], functools.update_wrapper(alias, transform, (), ()))
+
+  return decorate
+
+
+@_deprecation.renamed_keywords(**_FORMER_NAMES)
+@_alias_of(scale_by_adas)
+def adas(*args: Any, **kwargs: Any) -> optax.GradientTransformationExtraArgs:
+  """The ADAS optimizer: :func:`scale_by_adas`, with the same arguments.
+
+  ADAS has no separate global learning rate: the alias is the transformation
+  itself, whose output is the final (negative) update for ``optax.apply_updates``.
+  See :func:`scale_by_adas` for the algorithm, the arguments and the errors. Clip
+  gradients before it (``optax.chain(optax.clip_by_global_norm(1.0),
+  caadam_jax.adas())``); for decoupled weight decay chain
+  ``optax.add_decayed_weights(-decay_lr * decay)`` after it.
+
+  Examples:
     >>> import jax, jax.numpy as jnp, optax, caadam_jax
     >>> params = {'w': jnp.array([1.0, -2.0])}
     >>> loss = lambda p: jnp.sum(p['w'] ** 2)
-    >>> tx = caadam_jax.adas()
+    >>> tx = caadam_jax.adas(learning_rate=1e-3, second_moment_decay=0.999)
     >>> state = tx.init(params)
     >>> for _ in range(3):
     ...   updates, state = tx.update(jax.grad(loss)(params), state, params)
@@ -377,39 +405,7 @@ def adas(
     >>> bool(loss(params) < 5.0)
     True
 
-  Args:
-    learning_rate: initial per-input step size, > 0 (reference: ``lr``).
-    hyper_learning_rate: initial master step size, >= 0 (reference: ``lr2``).
-    meta_learning_rate: constant step size of the master step size, >= 0
-      (reference: ``lr3``).
-    b1: decay of the normalizers' second moments, in [0, 1) (reference:
-      ``beta_1``).
-    b2: decay of the average of normalized step-size updates, in [0, 1)
-      (reference: ``beta_2``).
-    b3: decay of the average of normalized weight updates, in [0, 1)
-      (reference: ``beta_3``).
-    eps: numerical stability term, > 0 (reference: ``epsilon``).
-    output_axis: static output axis of every leaf; None (default) is -1 (Flax
-      layout), 0 for PyTorch/Equinox ``(out, in)`` layouts.
-
-  Returns:
-    An ``optax.GradientTransformationExtraArgs``.
-
-  Raises:
-    ValueError: as :func:`scale_by_adas` (non-finite or out-of-range values).
-    TypeError: as :func:`scale_by_adas` (values that are not real scalars, a
-      name given twice).
-
   References:
     Y. Eliyahu, AdasOptimizer, https://github.com/YanaiEliyahu/AdasOptimizer.
   """
-  return scale_by_adas(
-      learning_rate,
-      hyper_learning_rate,
-      meta_learning_rate,
-      b1,
-      b2,
-      b3,
-      eps,
-      output_axis=output_axis,
-  )
+  return scale_by_adas(*args, **kwargs)

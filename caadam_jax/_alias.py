@@ -48,7 +48,7 @@ def caadam(
   tuned Adam and ``"additive"`` was 1.6 to 1.8% worse, so there is no choice to
   make silently for a user. ``"multiplicative"`` or ``"depth"`` are the better-supported
   starting points; compare with Adam at more than one learning rate on your task.
-  (:func:`~caadam_jax.keras_caadam` keeps the published package's default.)
+  (:func:`~caadam_jax.published.keras_caadam` keeps the published package's default.)
 
   Decoupled weight decay (AdamW-style) is applied after the structure factor,
   so it is not scaled by it. The state is exactly ``optax.adam``'s (the
@@ -67,7 +67,7 @@ def caadam(
   ``optax.chain(tx, optax.apply_if_finite(optax.identity(), max_consecutive_errors))``
   (``optax.apply_if_finite(tx, ...)`` checks the incoming gradients only).
 
-  Example:
+  Examples:
     >>> import jax, jax.numpy as jnp, caadam_jax
     >>> params = {'Dense_0': {'kernel': jnp.ones((2, 8)), 'bias': jnp.zeros(8)},
     ...           'Dense_1': {'kernel': jnp.ones((8, 1)), 'bias': jnp.zeros(1)}}

@@ -1,4 +1,4 @@
-"""Renamed keyword arguments: the old names keep working for one release, with a warning."""
+"""Renamed keywords and moved names: the old ones keep working for one release, with a warning."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def renamed_keywords(**renames: str) -> Callable[[_F], _F]:
   Returns:
     The decorator.
 
-  Example:
+  Examples:
     >>> import warnings
     >>> from caadam_jax._deprecation import renamed_keywords
     >>> @renamed_keywords(lr="learning_rate")
@@ -57,3 +57,30 @@ def renamed_keywords(**renames: str) -> Callable[[_F], _F]:
     return cast(_F, wrapper)
 
   return decorate
+
+
+def moved(old: str, new: str, namespace: Any) -> Any:
+  """Warns that ``old`` moved to ``new`` and returns ``new``'s object.
+
+  For a module ``__getattr__`` that keeps a moved public name working for one release.
+
+  Args:
+    old: the former full name (``'caadam_jax.keras_caadam'``).
+    new: the new full name (``'caadam_jax.published.keras_caadam'``).
+    namespace: the module that holds ``new`` (its last component is looked up there).
+
+  Returns:
+    The object now named ``new``.
+
+  Examples:
+    >>> import warnings, caadam_jax
+    >>> from caadam_jax._deprecation import moved
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...   warnings.simplefilter("always")
+    ...   fn = moved("old.path_to_str", "caadam_jax.path_to_str", caadam_jax)
+    >>> fn is caadam_jax.path_to_str, str(caught[0].message)
+    (True, 'old.path_to_str is deprecated; use caadam_jax.path_to_str.')
+  """
+  # stacklevel 3: the user's line, above the module __getattr__ that calls this.
+  warnings.warn(f"{old} is deprecated; use {new}.", DeprecationWarning, stacklevel=3)
+  return getattr(namespace, new.rsplit(".", 1)[-1])

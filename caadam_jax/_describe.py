@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple, overload
 
 import jax
 import numpy as np
@@ -36,6 +37,21 @@ class DescribeRow(NamedTuple):
   factor: float | tuple[float, ...]
 
 
+# The published mode's per-leaf factors, ``(params, *, strategy, scaling_factor, order) ->
+# {path string: factor}`` (``keras_caadam_factors``). ``caadam_jax.published`` registers
+# them when it is imported (``import caadam_jax`` imports it): the published mode builds
+# on the core, and the core never imports it.
+_published_factors: list[Callable[..., dict[Any, float]]] = []
+
+
+def register_published_factors(factors: Callable[..., dict[Any, float]]) -> None:
+  """Sets what ``describe(published=True)`` reports (called by ``caadam_jax.published``).
+
+  ``factors`` returns ``{normalized key tuple: factor}`` (never ambiguous, unlike path strings).
+  """
+  _published_factors[:] = [factors]
+
+
 def _as_python(factor: Any) -> float | tuple[float, ...]:
   array = np.asarray(factor, dtype=np.float64)
   return float(array) if array.ndim == 0 else tuple(float(x) for x in array.ravel())
@@ -52,10 +68,38 @@ def _shape_tree(structure: _structure.Structure) -> dict[Any, Any]:
   return tree
 
 
+@overload
 def describe(
     params_or_structure: optax.Params | _structure.Structure,
     *,
-    strategy: _formulas.StrategyName | _formulas.Formula = "additive",
+    strategy: _formulas.StrategyName | _formulas.Formula | None = ...,
+    scaling_factor: float | None = ...,
+    published: bool = ...,
+    show: bool = ...,
+    width: int | None = ...,
+    as_string: Literal[False] = ...,
+) -> list[DescribeRow]:
+  ...
+
+
+@overload
+def describe(
+    params_or_structure: optax.Params | _structure.Structure,
+    *,
+    strategy: _formulas.StrategyName | _formulas.Formula | None = ...,
+    scaling_factor: float | None = ...,
+    published: bool = ...,
+    show: bool = ...,
+    width: int | None = ...,
+    as_string: Literal[True],
+) -> str:
+  ...
+
+
+def describe(
+    params_or_structure: optax.Params | _structure.Structure,
+    *,
+    strategy: _formulas.StrategyName | _formulas.Formula | None = "additive",
     scaling_factor: float | None = None,
     published: bool = False,
     show: bool = True,
@@ -77,7 +121,7 @@ def describe(
       not with ``published``).
     scaling_factor: ``g``; None for the strategy's default (given unchanged to a
       formula).
-    published: report the factors of :func:`~caadam_jax.keras_caadam` (the
+    published: report the factors of :func:`~caadam_jax.published.keras_caadam` (the
       published caadam 0.1.1 behaviour) instead of the method as described;
       ``strategy=None`` is then allowed (the package's ``CaAdam()`` default).
     show: print the table.
@@ -100,7 +144,7 @@ def describe(
       for the same strategy (an undeclared stack, masked-out leaves, for depth a
       path order that may not be the forward order): the message names the fix.
 
-  Example:
+  Examples:
     >>> import jax.numpy as jnp, caadam_jax
     >>> params = {'Dense_0': {'kernel': jnp.zeros((4, 8)), 'bias': jnp.zeros(8)},
     ...           'Dense_1': {'kernel': jnp.zeros((8, 2))}}
@@ -123,20 +167,24 @@ def describe(
       else _structure.infer_structure(params_or_structure)
   )
   if published:
-    # Imported here: the published mode (periphery) builds on the core, not the reverse.
-    from caadam_jax.published import _alias as published_alias
-
     if callable(strategy):
       raise TypeError(
           "describe(published=True) reports caadam 0.1.1's named strategies; a formula "
           "has no published behaviour. Pass published=False to report a formula's factors."
       )
+    if not _published_factors:
+      raise RuntimeError("describe(published=True) needs caadam_jax.published: import it.")
     given = isinstance(params_or_structure, _structure.Structure)
-    factors = published_alias.factors_by_path(
+    factors = _published_factors[0](
         params_or_structure if not given else _shape_tree(structure),
         strategy=strategy,
         scaling_factor=scaling_factor,
         order=structure if given else None,  # a traced structure knows the forward order
+    )
+  elif strategy is None:
+    raise TypeError(
+        "describe(strategy=None) is caadam 0.1.1's CaAdam() default and needs "
+        "published=True; for the method as described pass a strategy name or a formula."
     )
   else:
     if not isinstance(params_or_structure, _structure.Structure):

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+import types
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple, cast, get_args
 
 import jax
@@ -71,7 +72,7 @@ class LayerRecord(NamedTuple):
       and Equinox weights are ``(out, in, ...)``). Empty for a record built without
       shapes (``LayerRecord(connections, depth)``).
 
-  Example:
+  Examples:
     >>> import jax.numpy as jnp, caadam_jax
     >>> params = {'Dense_0': {'kernel': jnp.zeros((4, 8)), 'bias': jnp.zeros(8)}}
     >>> caadam_jax.infer_structure(params).layers[('Dense_0',)]
@@ -152,16 +153,30 @@ def depth_scaling(record: LayerRecord, stats: Statistics, g: Factor) -> Factor:
 
 @dataclasses.dataclass(frozen=True)
 class Strategy:
-  """A named scaling strategy.
+  """A named scaling strategy: its formula, default ``g`` and allowed range.
+
+  The entries of :data:`~caadam_jax.STRATEGIES`. A ``Strategy`` is accepted wherever a
+  strategy is (:func:`~caadam_jax.scale_by_strategy`, :meth:`~caadam_jax.Structure.factors`);
+  its ``g`` is then given to the formula unchanged.
 
   Attributes:
-    formula: ``(record, stats, g) -> factor``.
+    formula: the :data:`~caadam_jax.Formula`, ``(record, stats, g) -> factor``.
     default_scaling_factor: ``g`` when the user gives none.
     allowed: the valid range of ``g`` in words, for error messages.
     is_allowed: the range check; it works on a Python float and, elementwise
       with ``&``, on a (traced) array.
     uses_depth: whether the formula reads ``record.depth`` (the default-structure
       guards then also check that path order can be the forward order).
+    minmaxmedian: whether the formula is a MinMaxMedian one of the connection count
+      (it divides by ``c_med - c_min`` and ``c_max - c_med``):
+      :func:`~caadam_jax.scale_by_connection_minmaxmedian` accepts exactly these.
+
+  Examples:
+    >>> import caadam_jax
+    >>> {name: s.default_scaling_factor for name, s in caadam_jax.STRATEGIES.items()}
+    {'additive': 0.95, 'multiplicative': 5.0, 'depth': 1.0}
+    >>> caadam_jax.STRATEGIES["additive"].allowed
+    '0 <= scaling_factor < 1'
   """
 
   formula: Formula
@@ -169,24 +184,34 @@ class Strategy:
   allowed: str
   is_allowed: Callable[[Any], Any]
   uses_depth: bool = False
+  minmaxmedian: bool = False
 
 
-STRATEGIES: dict[StrategyName, Strategy] = {
-    # g >= 1 would zero or flip the step of the largest layer; multiplicative g <= 0
-    # zeroes or flips steps; depth g < 0 shrinks steps, down to zero at g = -1.
-    "additive": Strategy(
-        additive_minmaxmedian,
-        0.95,
-        "0 <= scaling_factor < 1",
-        lambda g: (g >= 0.0) & (g < 1.0),
-    ),
-    "multiplicative": Strategy(
-        multiplicative_minmaxmedian, 5.0, "scaling_factor > 0", lambda g: g > 0.0
-    ),
-    "depth": Strategy(
-        depth_scaling, 1.0, "scaling_factor >= 0", lambda g: g >= 0.0, uses_depth=True
-    ),
-}
+# The named strategies, read-only (a new one is added here: CONTRIBUTING.md, "Add a
+# strategy"). Keys in the order of STRATEGY_NAMES.
+STRATEGIES: Mapping[StrategyName, Strategy] = types.MappingProxyType(
+    {
+        # g >= 1 would zero or flip the step of the largest layer; multiplicative g <= 0
+        # zeroes or flips steps; depth g < 0 shrinks steps, down to zero at g = -1.
+        "additive": Strategy(
+            additive_minmaxmedian,
+            0.95,
+            "0 <= scaling_factor < 1",
+            lambda g: (g >= 0.0) & (g < 1.0),
+            minmaxmedian=True,
+        ),
+        "multiplicative": Strategy(
+            multiplicative_minmaxmedian,
+            5.0,
+            "scaling_factor > 0",
+            lambda g: g > 0.0,
+            minmaxmedian=True,
+        ),
+        "depth": Strategy(
+            depth_scaling, 1.0, "scaling_factor >= 0", lambda g: g >= 0.0, uses_depth=True
+        ),
+    }
+)
 
 
 def nan_outside_range(strategy: Strategy, g: jax.typing.ArrayLike) -> jax.Array:

@@ -66,9 +66,34 @@ def normalize_path(key_path: Sequence[Any]) -> Path:
   return tuple(_key_to_plain(k) for k in keys)
 
 
-def path_to_str(path: Path) -> str:
-  """Formats a normalized path as ``'a/b/0/kernel'`` (``'<root>'`` for ``()``)."""
-  return "/".join(str(k) for k in path) if path else "<root>"
+def path_to_str(path: Sequence[Any]) -> str:
+  """Names a parameter path ``'a/b/0/kernel'``, as the rest of the library writes it.
+
+  The names of :func:`~caadam_jax.describe`'s rows, of error messages and of
+  :func:`~caadam_jax.published.keras_caadam_factors`' keys. Box attributes (NNX
+  Variables' and linen ``nn.Partitioned``'s ``.value``) are dropped, as in
+  :class:`~caadam_jax.Structure` paths, so a leaf has the same name in ``tx.init``
+  and ``tx.update``.
+
+  Args:
+    path: a JAX key path (from ``jax.tree_util.tree_map_with_path`` or
+      ``tree_flatten_with_path``) or a normalized path, a tuple of ``str``/``int``
+      keys (the keys of ``Structure.leaves`` and
+      :meth:`~caadam_jax.Structure.factors`).
+
+  Returns:
+    The keys joined by ``'/'``; ``'<root>'`` for the empty path (a bare array).
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, caadam_jax
+    >>> params = {'layers': [{'kernel': jnp.zeros((2, 3))}]}
+    >>> jax.tree_util.tree_map_with_path(lambda p, _: caadam_jax.path_to_str(p), params)
+    {'layers': [{'kernel': 'layers/0/kernel'}]}
+    >>> caadam_jax.path_to_str(('Dense_0', 'kernel')), caadam_jax.path_to_str(())
+    ('Dense_0/kernel', '<root>')
+  """
+  keys = normalize_path(path)
+  return "/".join(str(k) for k in keys) if keys else "<root>"
 
 
 def parse_path(path: str | Sequence[PathKey]) -> Path:

@@ -351,7 +351,7 @@ class Structure:
         layer's leaves get different records.
       TypeError: a record is not a ``(connections, depth)`` pair of numbers.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, caadam_jax
       >>> params = {'enc': {'weight': jnp.ones((8, 4)), 'bias': jnp.ones(8)},
       ...           'head': {'weight': jnp.ones((2, 8)), 'bias': jnp.ones(2)}}
@@ -498,7 +498,7 @@ class Structure:
         formula returned an array of a shape other than ``()`` or a concrete
         factor that is not finite and > 0 (a traced one becomes NaN there).
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, caadam_jax
       >>> params = {'Dense_0': {'kernel': jnp.zeros((4, 8))},
       ...           'Dense_1': {'kernel': jnp.zeros((8, 2))}}
@@ -713,7 +713,7 @@ def infer_structure(params: optax.Params, *, stacked: Mapping[Any, int] | None =
   Returns:
     The inferred structure.
 
-  Example:
+  Examples:
     >>> import jax.numpy as jnp
     >>> import caadam_jax
     >>> params = {'Dense_0': {'kernel': jnp.zeros((4, 8)), 'bias': jnp.zeros(8)},

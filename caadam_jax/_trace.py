@@ -348,7 +348,7 @@ def trace_structure(
   ``eqx.filter_eval_shape``) suffice: only shapes are traced. Non-array
   arguments, NumPy scalars (``np.True_``) included, are passed as they are.
 
-  Example:
+  Examples:
     >>> import jax, jax.numpy as jnp, flax.linen as nn, caadam_jax
     >>> class Residual(nn.Module):
     ...   @nn.compact

@@ -43,7 +43,7 @@ def scale_by_structure(
   no ``g``) is the formula's business. Use ``g`` only arithmetically: it may be a
   traced value (``optax.inject_hyperparams``).
 
-  Example:
+  Examples:
     A fan-in based factor, ``(1 / sqrt(fan_in))`` normalized so the median layer
     gets 1 (fan-in is the first dimension of a Flax kernel):
 
@@ -152,7 +152,7 @@ def scale_by_strategy(
   A name lookup on top of :func:`scale_by_structure`: the name gives the formula,
   the default and allowed range of ``g``, and whether the formula reads depths.
 
-  Example:
+  Examples:
     >>> import jax.numpy as jnp, caadam_jax
     >>> params = {'Dense_0': {'kernel': jnp.ones((4, 8))},
     ...           'Dense_1': {'kernel': jnp.ones((8, 2))}}
@@ -192,7 +192,7 @@ def scale_by_strategy(
 def scale_by_connection_minmaxmedian(
     scaling_factor: jax.typing.ArrayLike | None = None,
     *,
-    strategy: str = "additive",
+    strategy: _formulas.StrategyName = "additive",
     structure: _structure.Structure | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   """Scales each layer's update by its connection-count MinMaxMedian factor.
@@ -215,7 +215,7 @@ def scale_by_connection_minmaxmedian(
 
   Chain it after ``optax.scale_by_adam`` and before the learning rate.
 
-  Example:
+  Examples:
     >>> import jax.numpy as jnp, optax, caadam_jax
     >>> tx = optax.chain(optax.scale_by_adam(),
     ...                  caadam_jax.scale_by_connection_minmaxmedian(strategy="additive"),
@@ -245,8 +245,9 @@ def scale_by_connection_minmaxmedian(
     Genet & Inzirillo, "CaAdam: Improving Adam optimizer using connection aware
     methods", arXiv:2410.24216, 2024.
   """
-  if strategy not in ("additive", "multiplicative"):
-    raise ValueError(f"Unknown strategy {strategy!r}: expected 'additive' or 'multiplicative'.")
+  minmaxmedian = [name for name, entry in _formulas.STRATEGIES.items() if entry.minmaxmedian]
+  if strategy not in minmaxmedian:
+    raise ValueError(f"Unknown strategy {strategy!r}: expected one of {minmaxmedian}.")
   return scale_by_strategy(strategy, scaling_factor, structure=structure)
 
 
@@ -261,7 +262,7 @@ def scale_by_depth(
   layers: the first layer gets nearly ``1 + g``, the last exactly 1. Leaves of
   uncounted layers get 1. ``g >= 0``.
 
-  Example:
+  Examples:
     >>> import jax.numpy as jnp, optax, caadam_jax
     >>> tx = optax.chain(optax.scale_by_adam(), caadam_jax.scale_by_depth(),
     ...                  optax.scale_by_learning_rate(1e-3))

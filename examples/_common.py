@@ -56,7 +56,7 @@ def load_images(
     dataset = "digits"
   if dataset == "digits":
     x_train, y_train, x_test, y_test = digits_split(seed)
-    x_train, x_test = x_train.reshape(-1, 8, 8), x_test.reshape(-1, 8, 8)
+    x_train, x_test = np.reshape(x_train, (-1, 8, 8)), np.reshape(x_test, (-1, 8, 8))
   else:
     x_train, y_train, x_test, y_test = data_files.load_mnist(data_dir, variant=dataset)
   if subset is not None:

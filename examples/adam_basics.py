@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -52,7 +53,7 @@ def numpy_adam_matches_optax(steps: int = 5) -> float:
     v = b2 * v + (1 - b2) * g**2
     theta = theta - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
     updates, state = tx.update(2 * params, state)
-    params = optax.apply_updates(params, updates)
+    params = jnp.asarray(optax.apply_updates(params, updates))
   return float(np.max(np.abs(np.asarray(params) - theta)))
 
 
@@ -77,7 +78,7 @@ def linear_regression(epochs: int, learning_rate: float):
   from sklearn.datasets import make_regression
   from sklearn.preprocessing import StandardScaler
 
-  x, y = make_regression(n_samples=1000, n_features=20, noise=0.1, random_state=42)
+  x, y = make_regression(n_samples=1000, n_features=20, noise=0.1, random_state=42)[:2]
   x = jnp.asarray(StandardScaler().fit_transform(x), dtype=jnp.float32)
   y = jnp.asarray(y, dtype=jnp.float32)[:, None]
   params = {"w": 0.01 * jax.random.normal(jax.random.key(0), (20, 1)), "b": jnp.zeros((1,))}
@@ -107,9 +108,9 @@ def breast_cancer(epochs: int, learning_rate: optax.ScalarOrSchedule):
   from sklearn.model_selection import train_test_split
   from sklearn.preprocessing import StandardScaler
 
-  data = load_breast_cancer()
+  features, labels = load_breast_cancer(return_X_y=True)
   x_train, x_test, y_train, y_test = train_test_split(
-      data.data, data.target, test_size=0.2, random_state=42
+      features, labels, test_size=0.2, random_state=42
   )
   scaler = StandardScaler().fit(x_train)  # fit on the training split only
   x_train, x_test = (jnp.asarray(scaler.transform(a), dtype=jnp.float32) for a in (x_train, x_test))
@@ -123,7 +124,8 @@ def breast_cancer(epochs: int, learning_rate: optax.ScalarOrSchedule):
     return optax.sigmoid_binary_cross_entropy(logits, y_train).mean()
 
   params, losses = full_batch_training(tx, params, loss_fn, epochs)
-  scores = np.asarray(jax.nn.sigmoid(model.apply({"params": params}, x_test)))
+  logits = jnp.asarray(model.apply({"params": params}, x_test))
+  scores = np.asarray(jax.nn.sigmoid(logits))
   accuracy = float(np.mean((scores > 0.5) == y_test))
   return losses, accuracy, float(roc_auc_score(y_test, scores))
 
@@ -133,7 +135,7 @@ def rosenbrock(p):
   return (1 - x) ** 2 + 100 * (y - x**2) ** 2
 
 
-def rosenbrock_race(optimizers: dict[str, optax.GradientTransformation], iterations: int):
+def rosenbrock_race(optimizers: Mapping[str, optax.GradientTransformation], iterations: int):
   """Part 4: every optimizer from (-1, 1) for ``iterations`` steps; loss and path per step."""
   runs = {}
   for name, tx in optimizers.items():
@@ -156,7 +158,7 @@ def rosenbrock_race(optimizers: dict[str, optax.GradientTransformation], iterati
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
   parser.add_argument("--epochs", type=int, default=300, help="full-batch steps for parts 1-3")
   parser.add_argument("--iterations", type=int, default=2000, help="Rosenbrock steps (part 4)")
   parser.add_argument("--regression-lr", type=float, default=1.0, help="Adam lr of part 1")
@@ -190,7 +192,7 @@ def main(argv=None):
   )
   print(
       f"3. same with exponential_decay(1e-2, {max(1, args.epochs // 4)}, 0.5) (lr at the end "
-      f"{float(schedule(args.epochs)):.2e}): train loss {decayed[0][-1]:.4f}, "
+      f"{float(jnp.asarray(schedule(args.epochs))):.2e}): train loss {decayed[0][-1]:.4f}, "
       f"test accuracy {decayed[1]:.4f}, ROC AUC {decayed[2]:.4f}"
   )
   print(

@@ -13,7 +13,7 @@ does not do: it trains a fixed number of epochs).
 Optimizers: ``optax.adam`` at lr, 2*lr and 5*lr (the controls the published
 comparison lacked: the published code effectively multiplied Adam's step by about 2
 (additive) or 5 (multiplicative)), ``caadam_jax.caadam`` with the three strategies
-(the method as described), and ``caadam_jax.keras_caadam`` (what the published
+(the method as described), and ``caadam_jax.published.keras_caadam`` (what the published
 Keras package ran).
 
     python examples/california_housing.py --data-dir ../shared/data
@@ -90,7 +90,9 @@ OPTIMIZERS = {
     "caadam-depth": lambda lr, structure: caadam_jax.caadam(
         lr, strategy="depth", structure=structure
     ),
-    "keras-caadam": lambda lr: caadam_jax.keras_caadam(lr),  # published: CaAdam(), additive 0.9
+    "keras-caadam": lambda lr: caadam_jax.published.keras_caadam(
+        lr
+    ),  # published: CaAdam(), additive 0.9
 }
 
 
@@ -109,7 +111,7 @@ def train(tx, params, model, data, epochs, batch_size, seed):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
   parser.add_argument(
       "--data-dir",
       default=None,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import functools
 import pathlib
+from typing import Literal
 
 import _common  # examples/_common.py: helpers shared by the examples
 import jax
@@ -53,7 +54,7 @@ class CNN(nn.Module):
 
 
 def make_optimizer(
-    strategy: str, learning_rate: float, structure=None
+    strategy: caadam_jax.StrategyName | Literal["adam"], learning_rate: float, structure=None
 ) -> optax.GradientTransformation:
   if strategy == "adam":
     return optax.adam(learning_rate)
@@ -96,7 +97,7 @@ def save_and_restore(state: train_state.TrainState, ckpt_dir: pathlib.Path):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
   _common.add_image_arguments(parser)  # --dataset, --data-dir, --subset, --test-subset
   # --epochs, --learning-rate, --batch-size, --seed, --ckpt-dir
   _common.add_training_arguments(parser, ckpt_dir="checkpoints/linen_trainstate")

@@ -68,7 +68,7 @@ OPTIMIZERS = {
     "caadam-additive": lambda lr: caadam_jax.caadam(lr, strategy="additive"),
     "caadam-multiplicative": lambda lr: caadam_jax.caadam(lr, strategy="multiplicative"),
     "caadam-depth": lambda lr: caadam_jax.caadam(lr, strategy="depth"),
-    "keras-caadam": caadam_jax.keras_caadam,
+    "keras-caadam": caadam_jax.published.keras_caadam,
     "adas": caadam_jax.adas,
 }
 RESULT_PREFIX = "RESULT "
@@ -296,6 +296,7 @@ def local_rows(batch_sharding: NamedSharding, global_shape: Sequence[int]) -> sl
       {
           index[0].indices(n)[:2]
           for index in batch_sharding.addressable_devices_indices_map(tuple(global_shape)).values()
+          if index is not None  # None: the device holds no part of the array
       }
   )
   if any(a[1] != b[0] for a, b in zip(blocks, blocks[1:], strict=False)):
@@ -430,7 +431,8 @@ def launch_local(
   address = f"127.0.0.1:{free_port()}"
   child_env = dict(os.environ if env is None else env)
   child_env["JAX_PLATFORMS"] = "cpu"
-  procs, ended = [], [None] * num_processes
+  procs = []
+  ended: list[float | None] = [None] * num_processes  # seconds to each worker's exit
   with contextlib.ExitStack() as files:
     outputs = [
         (
@@ -484,7 +486,7 @@ def reports(results: Sequence[WorkerResult]) -> list[dict]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
   parser.add_argument(
       "--launch",
       type=positive_int,

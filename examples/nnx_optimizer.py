@@ -101,7 +101,7 @@ def save_and_restore(model, optimizer, make_model, make_tx, ckpt_dir: pathlib.Pa
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
   _common.add_image_arguments(parser)  # --dataset, --data-dir, --subset, --test-subset
   # --epochs, --learning-rate, --batch-size, --seed, --ckpt-dir
   _common.add_training_arguments(parser, ckpt_dir="checkpoints/nnx_optimizer")

@@ -44,7 +44,7 @@ def probe_factors(tx, params) -> dict[str, float]:
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
   parser.add_argument("--epochs", type=int, default=20)
   parser.add_argument("--learning-rate", type=float, default=1e-3)
   parser.add_argument("--batch-size", type=int, default=64)
@@ -78,8 +78,11 @@ def main(argv=None):
 
   @jax.jit
   def three_steps(params):
-    grads = jax.grad(lambda p: jnp.mean(model.apply({"params": p}, data[0][:32]) ** 2))(params)
+    grads = jax.grad(
+        lambda p: jnp.mean(jnp.asarray(model.apply({"params": p}, data[0][:32])) ** 2)
+    )(params)
     state_a, state_b = unclipped.init(params), one_liner.init(params)
+    ua = ub = None
     for _ in range(3):
       ua, state_a = unclipped.update(grads, state_a, params)
       ub, state_b = one_liner.update(grads, state_b, params)
@@ -107,7 +110,8 @@ def main(argv=None):
   losses, accuracy, opt_state = _common.train_classifier(
       injected, params, model, data, args.epochs, args.batch_size, args.seed
   )
-  g_end = float(opt_state.hyperparams["scaling_factor"])
+  assert isinstance(opt_state, optax.InjectStatefulHyperparamsState)
+  g_end = float(jnp.asarray(opt_state.hyperparams["scaling_factor"]))
   print(
       f"2. inject_hyperparams(caadam)(scaling_factor=linear 0 -> 0.95 over {max(1, total_steps // 2)} steps): "
       f"g at the end {g_end:.3f}, final loss {losses[-1]:.4f}, test accuracy {accuracy:.4f}"

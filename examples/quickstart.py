@@ -67,7 +67,9 @@ def optimizers() -> dict[str, Callable[..., optax.GradientTransformation]]:
           learning_rate=lr, strategy="multiplicative"
       ),
       "caadam depth": lambda lr: inject(caadam_jax.caadam)(learning_rate=lr, strategy="depth"),
-      "keras_caadam (published)": lambda lr: inject(caadam_jax.keras_caadam)(learning_rate=lr),
+      "keras_caadam (published)": lambda lr: inject(caadam_jax.published.keras_caadam)(
+          learning_rate=lr
+      ),
   }
 
 
@@ -238,7 +240,7 @@ def plot(results, rows, grid: list[float], base_rate: float, title: str):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
   parser.add_argument("--epochs", type=int, default=30, help="epochs per run (default 30)")
   parser.add_argument("--seeds", type=int, default=5, help="seeds per cell (default 5)")
   parser.add_argument(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import doctest
+import inspect
 import json
 import pathlib
 import subprocess
 import sys
+from typing import Any
 
 import chex
 import flax.linen as nn
@@ -23,20 +25,20 @@ from caadam_jax import _adas
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHAPES = {"dense": (5, 3), "bias": (3,), "conv": (3, 3, 2, 4), "scalar": ()}
-# The oracle takes the reference's names (adasopt.py); the library takes Optax-style ones.
+# The oracle takes the reference's names (adasopt.py); the library takes descriptive ones.
 DEFAULTS = dict(lr=1e-3, lr2=5e-3, lr3=5e-4, beta_1=0.999, beta_2=0.999, beta_3=0.9999, eps=1e-7)
 OPTAX_NAMES = dict(
     lr="learning_rate",
     lr2="hyper_learning_rate",
     lr3="meta_learning_rate",
-    beta_1="b1",
-    beta_2="b2",
-    beta_3="b3",
+    beta_1="second_moment_decay",
+    beta_2="step_size_average_decay",
+    beta_3="update_average_decay",
     eps="eps",
 )
 
 
-def _library_kwargs(reference_kwargs):
+def _library_kwargs(reference_kwargs) -> dict[str, Any]:
   return {OPTAX_NAMES[k]: v for k, v in reference_kwargs.items()}
 
 
@@ -101,10 +103,12 @@ def _problem(seed=0):
   return init, grad_fn
 
 
-def _run_library(tx, params, grad_fn, steps, to_oracle=lambda p: p, from_oracle=lambda p: p):
+def _run_library(
+    tx, params: Any, grad_fn, steps, to_oracle=lambda p: p, from_oracle=lambda p: p
+) -> tuple[Any, list[Any]]:
   """Runs ``tx`` for ``steps`` steps; returns the final params and every state."""
   params = {k: jnp.asarray(from_oracle(v), jnp.float32) for k, v in params.items()}
-  states = [tx.init(params)]
+  states: list[Any] = [tx.init(params)]
   update = jax.jit(tx.update)
   for t in range(1, steps + 1):
     grads = grad_fn({k: to_oracle(np.asarray(v)) for k, v in params.items()}, t)
@@ -128,6 +132,19 @@ def test_matches_numpy_oracle():
   # The step sizes did move: the test would not see a wrong hypergradient otherwise.
   assert not np.allclose(est["dense"]["eta"], DEFAULTS["lr"])
   assert est["conv"]["mu"] != DEFAULTS["lr2"]
+
+
+def test_each_decay_name_reaches_its_decay_numpy_oracle():
+  # Distinct decays (the defaults of beta_1 and beta_2 are equal, so they cannot tell a
+  # swapped pair apart): each descriptive name must drive the reference's decay.
+  init, grad_fn = _problem(seed=2)
+  hp = dict(DEFAULTS, lr2=2e-2, lr3=1e-2, beta_1=0.99, beta_2=0.9, beta_3=0.95)
+  expected, est = _numpy_adas(init, grad_fn, 20, **hp)
+  params, states = _run_library(caadam_jax.adas(**_library_kwargs(hp)), init, grad_fn, 20)
+  for k in SHAPES:
+    np.testing.assert_allclose(params[k], expected[k], rtol=2e-5, atol=2e-6, err_msg=k)
+    np.testing.assert_allclose(states[-1].eta[k], est[k]["eta"], rtol=2e-5, err_msg=k)
+    np.testing.assert_allclose(states[-1].mu[k], est[k]["mu"], rtol=2e-5, err_msg=k)
 
 
 def test_matches_numpy_oracle_output_axis_0():
@@ -231,9 +248,11 @@ def test_jit_matches_eager():
 
 def test_inject_hyperparams_matches_plain():
   params = _params()
-  hp = dict(learning_rate=2e-3, hyper_learning_rate=1e-2, meta_learning_rate=1e-3)
+  hp: dict[str, Any] = dict(learning_rate=2e-3, hyper_learning_rate=1e-2, meta_learning_rate=1e-3)
   plain = caadam_jax.adas(**hp)
   injected = optax.inject_hyperparams(caadam_jax.adas)(**hp)
+  s_plain: Any
+  s_inj: Any
   s_plain, s_inj = plain.init(params), injected.init(params)
   up_plain, up_inj = jax.jit(plain.update), jax.jit(injected.update)
   for i in range(5):
@@ -257,7 +276,7 @@ def test_inject_hyperparams_matches_plain():
 def test_inject_hyperparams_static_output_axis():
   params = {"w": jnp.ones((4, 3))}
   tx = optax.inject_hyperparams(caadam_jax.adas, static_args=("output_axis",))(output_axis=0)
-  state = tx.init(params)
+  state: Any = tx.init(params)
   assert state.inner_state.eta["w"].shape == (3,)
   jax.jit(tx.update)({"w": jnp.ones((4, 3))}, state, params)
 
@@ -330,7 +349,7 @@ def test_linen_train_state_reduces_loss():
 
   @jax.jit
   def loss_fn(p):
-    logits = model.apply({"params": p}, x)
+    logits = jnp.asarray(model.apply({"params": p}, x))
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
   @jax.jit
@@ -385,9 +404,9 @@ def test_nnx_optimizer_reduces_loss():
         (dict(learning_rate=float("nan")), "learning_rate"),
         (dict(hyper_learning_rate=-1.0), "hyper_learning_rate"),
         (dict(meta_learning_rate=-1.0), "meta_learning_rate"),
-        (dict(b1=1.0), "b1"),
-        (dict(b2=-0.1), "b2"),
-        (dict(b3=1.5), "b3"),
+        (dict(second_moment_decay=1.0), "second_moment_decay"),
+        (dict(step_size_average_decay=-0.1), "step_size_average_decay"),
+        (dict(update_average_decay=1.5), "update_average_decay"),
         (dict(eps=0.0), "eps"),
         (dict(learning_rate=np.array([1e-3, 1e-3])), "learning_rate"),
     ],
@@ -398,12 +417,18 @@ def test_invalid_hyperparameters_raise(kwargs, name):
 
 
 def test_valid_edge_hyperparameters_and_traced_values():
-  caadam_jax.adas(hyper_learning_rate=0.0, meta_learning_rate=0.0, b1=0.0, b2=0.0, b3=0.0)
+  caadam_jax.adas(
+      hyper_learning_rate=0.0,
+      meta_learning_rate=0.0,
+      second_moment_decay=0.0,
+      step_size_average_decay=0.0,
+      update_average_decay=0.0,
+  )
   caadam_jax.adas(learning_rate=jnp.asarray(1e-3), eps=np.float32(1e-8))
 
   @jax.jit
   def build_and_step(lr):  # traced hyperparameters are not validated (no Python if)
-    tx = caadam_jax.adas(learning_rate=lr, b1=lr)
+    tx = caadam_jax.adas(learning_rate=lr, second_moment_decay=lr)
     params = {"w": jnp.ones(3)}
     return tx.update({"w": jnp.ones(3)}, tx.init(params))[0]
 
@@ -469,8 +494,9 @@ def test_reference_keywords_warn_and_give_the_same_steps(factory):
   with pytest.warns(DeprecationWarning) as caught:
     old = factory(**reference)
   messages = " ".join(str(w.message) for w in caught)
-  for name in ("learning_rate", "hyper_learning_rate", "meta_learning_rate", "b1", "b2", "b3"):
-    assert f"use {name!r}" in messages
+  for name in OPTAX_NAMES.values():
+    if name != "eps":  # eps keeps its name
+      assert f"use {name!r}" in messages
   new = factory(**_library_kwargs(reference))
   params = _params()
   s_old, s_new = old.init(params), new.init(params)
@@ -483,4 +509,56 @@ def test_reference_keywords_warn_and_give_the_same_steps(factory):
 
 def test_reference_and_new_keyword_together_raise():
   with pytest.raises(TypeError, match=r"both 'lr2' \(deprecated\) and 'hyper_learning_rate'"):
-    caadam_jax.adas(lr2=1e-2, hyper_learning_rate=1e-2)
+    caadam_jax.adas(lr2=1e-2, hyper_learning_rate=1e-2)  # pyright: ignore[reportCallIssue]
+
+
+@pytest.mark.parametrize("factory", [caadam_jax.adas, caadam_jax.scale_by_adas])
+def test_former_optax_style_decay_names_warn_and_give_the_same_steps(factory):
+  # b1, b2, b3 were the decays' names before they were named for what they are.
+  former = dict(b1=0.99, b2=0.98, b3=0.97)
+  with pytest.warns(DeprecationWarning) as caught:
+    old = factory(**former)
+  messages = [str(w.message) for w in caught]
+  assert messages == [
+      f"caadam_jax.{factory.__name__}: the keyword 'b1' is deprecated; use 'second_moment_decay'.",
+      f"caadam_jax.{factory.__name__}: the keyword 'b2' is deprecated; use "
+      "'step_size_average_decay'.",
+      f"caadam_jax.{factory.__name__}: the keyword 'b3' is deprecated; use 'update_average_decay'.",
+  ]
+  assert {w.filename for w in caught} == {__file__}  # attributed to the caller's line
+  new = factory(second_moment_decay=0.99, step_size_average_decay=0.98, update_average_decay=0.97)
+  params = _params()
+  s_old, s_new = old.init(params), new.init(params)
+  for i in range(3):
+    u_old, s_old = old.update(_grads(params, i), s_old, params)
+    u_new, s_new = new.update(_grads(params, i), s_new, params)
+    chex.assert_trees_all_equal(u_old, u_new, strict=True)
+  chex.assert_trees_all_equal(s_old, s_new, strict=True)
+  with pytest.raises(TypeError, match=r"both 'b1' \(deprecated\) and 'second_moment_decay'"):
+    factory(b1=0.9, second_moment_decay=0.9)
+
+
+def test_adas_is_scale_by_adas_with_its_signature():
+  # The alias declares no arguments of its own: inject_hyperparams and the docs see
+  # scale_by_adas's, and every argument reaches it.
+  assert inspect.signature(caadam_jax.adas) == inspect.signature(caadam_jax.scale_by_adas)
+  assert "update_average_decay" in inspect.signature(caadam_jax.adas).parameters
+  hp = dict(learning_rate=2e-3, hyper_learning_rate=1e-2, meta_learning_rate=1e-3, eps=1e-6)
+  decays = dict(second_moment_decay=0.99, step_size_average_decay=0.98, update_average_decay=0.97)
+  positional = (2e-3, 1e-2, 1e-3, 0.99, 0.98, 0.97, 1e-6)  # the declared order
+  alias = caadam_jax.adas(*positional, output_axis=0)
+  transform = caadam_jax.scale_by_adas(**hp, **decays, output_axis=0)
+  injected = optax.inject_hyperparams(caadam_jax.adas, static_args=("output_axis",))(
+      **hp, **decays, output_axis=0
+  )
+  params = _params()
+  states: list[Any] = [tx.init(params) for tx in (alias, transform, injected)]
+  assert set(states[2].hyperparams) == set(hp) | set(decays)
+  for i in range(2):
+    outs = [
+        tx.update(_grads(params, i), s, params)
+        for tx, s in zip((alias, transform, injected), states, strict=True)
+    ]
+    states = [s for _, s in outs]
+    chex.assert_trees_all_equal(outs[0][0], outs[1][0], strict=True)
+    chex.assert_trees_all_close(outs[0][0], outs[2][0], rtol=1e-6)

@@ -110,7 +110,7 @@ def test_early_stopping_nan():
   assert stop == 2 and es.best == 1.0 and snaps == [0]
   # ... but a NaN first value is the first "best" (reference None), as in Keras.
   snaps, stop, es = run_es([float("nan"), 0.5, 0.4], patience=2, restore_best_weights=True)
-  assert stop == 2 and math.isnan(es.best) and snaps == [0]
+  assert stop == 2 and es.best is not None and math.isnan(es.best) and snaps == [0]
 
 
 def test_early_stopping_mode_max():

@@ -16,11 +16,11 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
+from caadam_test_helpers import create_state
+from caadam_test_helpers import data
+from caadam_test_helpers import make_train_step
+from caadam_test_helpers import train
 from flax.training import train_state
-from helpers import create_state
-from helpers import data
-from helpers import make_train_step
-from helpers import train
 
 # Slow tier (in-process, run by every CI leg): Orbax writes and restores checkpoints.
 pytestmark = pytest.mark.slow

@@ -1,18 +1,19 @@
 """Optax's common optimizer checks, run on every entry of ``registry.ENTRIES``.
 
-The checks themselves are in ``common_checks.py``; the entries (every alias and
-structure transform of caadam_jax, with what the checks need to know) in ``registry.py``.
+The checks themselves are in ``caadam_test_common_checks.py``; the entries (every alias and
+structure transform of caadam_jax, with what the checks need to know) in
+``caadam_test_registry.py``.
 """
 
 from __future__ import annotations
 
+import caadam_test_common_checks as common_checks
+import caadam_test_registry as registry
 import chex
-import common_checks
 import jax
 import jax.numpy as jnp
 import optax
 import pytest
-import registry
 
 import caadam_jax
 
@@ -201,7 +202,7 @@ def _scale_leaf_by_two(name):
         state,
     )
 
-  return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
 @pytest.mark.standard_promotion  # its last check wraps optax.MultiSteps
@@ -223,8 +224,11 @@ def test_checks_detect_broken_optimizers():
     return optax.chain(
         optax.adam(0.1),
         optax.GradientTransformation(
-            lambda _: optax.EmptyState(),
-            lambda u, s, p=None: (jax.tree.map(lambda x: x.astype(jnp.float32), u), s),
+            lambda params: optax.EmptyState(),
+            lambda updates, state, params=None: (
+                jax.tree.map(lambda x: x.astype(jnp.float32), updates),
+                state,
+            ),
         ),
     )
 

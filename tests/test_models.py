@@ -24,7 +24,6 @@ from flax import nnx
 
 import caadam_jax
 from benchmarks import model_zoo as zoo
-from caadam_jax import _formulas
 from caadam_jax import _paths
 
 EqxCNN, EqxViT, eqx = zoo.equinox_zoo()
@@ -33,7 +32,8 @@ EqxCNN, EqxViT, eqx = zoo.equinox_zoo()
 def records(structure):
   """Counted layers as {'a/b': (connections, depth)}."""
   return {
-      _paths.path_to_str(layer): (r.connections, r.depth) for layer, r in structure.layers.items()
+      caadam_jax.path_to_str(layer): (r.connections, r.depth)
+      for layer, r in structure.layers.items()
   }
 
 
@@ -489,7 +489,7 @@ def check_first_step(structure, strategy, grads, updates):
 
   Adam's first step is ``-lr * g / (|g| + eps)`` (bias-corrected moments g and g**2).
   """
-  factor = structure.factors(*_formulas.resolve_strategy(strategy, None))
+  factor = structure.factors(strategy)
   flat = dict(leaves(updates))
   for path, g in leaves(grads):
     want = np.asarray(factor[path]) * (-1e-3 * np.asarray(g) / (np.abs(g) + 1e-8))
@@ -526,7 +526,7 @@ def test_training_steps_lm():
   targets = jnp.arange(12).reshape(2, 6) % 32
 
   def loss_fn(p):
-    logits = model.apply({"params": p}, zoo.LM_INPUT)
+    logits = jnp.asarray(model.apply({"params": p}, zoo.LM_INPUT))
     return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
 
   check_training(loss_fn, params, structure)

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import max_abs_diff  # run as a script, tests/ is first on the child's path
+from caadam_test_helpers import max_abs_diff  # run as a script, tests/ is first on the child's path
 from jax.sharding import AxisType
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P

@@ -4,8 +4,8 @@ The test starts separate Python processes on this machine with the launcher of
 ``examples/multihost.py`` (a coordinator on 127.0.0.1 at a free port, CPU collectives
 through gloo, each process with its own simulated CPU devices, every process in its own
 process group and killed at a deadline). Each process runs this file as a script (the
-worker below): it trains ``helpers.MLP`` with every optimizer of
-``helpers.OPTIMIZERS`` for ``2 * K`` steps in two layouts of
+worker below): it trains ``caadam_test_helpers.MLP`` with every optimizer of
+``caadam_test_helpers.OPTIMIZERS`` for ``2 * K`` steps in two layouts of
 ``multihost.mesh_and_shardings`` (``dp``: replicated state, batch split over all
 devices; ``fsdp``: params and optimizer state split over all devices, hence across
 processes), feeding only its own rows of each global batch through
@@ -34,13 +34,13 @@ import time
 import jax
 import numpy as np
 import pytest
-from helpers import OPTIMIZERS
-from helpers import create_state
-from helpers import data
-from helpers import init_params
-from helpers import make_train_step
-from helpers import max_abs_diff
-from helpers import train
+from caadam_test_helpers import OPTIMIZERS
+from caadam_test_helpers import create_state
+from caadam_test_helpers import data
+from caadam_test_helpers import init_params
+from caadam_test_helpers import make_train_step
+from caadam_test_helpers import max_abs_diff
+from caadam_test_helpers import train
 
 from examples import multihost
 
@@ -48,9 +48,9 @@ from examples import multihost
 pytestmark = [pytest.mark.slow, pytest.mark.external]
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# The workers run this file as a script: Python puts tests/ (helpers) on their path, and
-# PYTHONPATH adds the repository root for `from examples import multihost`, as pytest's
-# `pythonpath` setting does in this process.
+# The workers run this file as a script: Python puts tests/ (caadam_test_helpers) on their
+# path, and PYTHONPATH adds the repository root for `from examples import multihost`, as
+# pytest's `pythonpath` setting does in this process.
 WORKER_ENV = {
     **os.environ,
     "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),

@@ -14,10 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import mlp_params
+from caadam_test_helpers import mlp_params
 
 import caadam_jax
-from caadam_jax import _formulas
 
 # Slow tier (in-process, run by every CI leg): step-by-step parity with the Keras package.
 pytestmark = pytest.mark.slow
@@ -229,7 +228,7 @@ def test_parity_with_reference_shared_gradients(model_name, strategy, g):
   run_shared_gradients(
       model_name,
       keras_optimizer(strategy, g, learning_rate=LR),
-      caadam_jax.keras_caadam(LR, strategy=strategy, scaling_factor=g),
+      caadam_jax.published.keras_caadam(LR, strategy=strategy, scaling_factor=g),
   )
 
 
@@ -238,7 +237,7 @@ def test_parity_amsgrad(strategy):
   run_shared_gradients(
       "mlp_spread",
       keras_optimizer(strategy, None, learning_rate=LR, amsgrad=True),
-      caadam_jax.keras_caadam(LR, strategy=strategy, amsgrad=True),
+      caadam_jax.published.keras_caadam(LR, strategy=strategy, amsgrad=True),
   )
 
 
@@ -248,7 +247,9 @@ def test_parity_learning_rate_schedule_and_betas():
   run_shared_gradients(
       "mlp3",
       keras_optimizer("depth", None, learning_rate=keras_lr, beta_1=0.8, beta_2=0.99, epsilon=1e-5),
-      caadam_jax.keras_caadam(optax_lr, strategy="depth", beta_1=0.8, beta_2=0.99, epsilon=1e-5),
+      caadam_jax.published.keras_caadam(
+          optax_lr, strategy="depth", beta_1=0.8, beta_2=0.99, epsilon=1e-5
+      ),
   )
 
 
@@ -266,7 +267,7 @@ def test_parity_keras_computes_its_own_gradients(strategy, g):
   """Keras trains through its own model (train_on_batch), Flax through optax."""
   kmodel, module, params, mapping = build("mlp_spread")
   kmodel.compile(optimizer=keras_optimizer(strategy, g, learning_rate=LR), loss="mse")
-  tx = caadam_jax.keras_caadam(LR, strategy=strategy, scaling_factor=g)
+  tx = caadam_jax.published.keras_caadam(LR, strategy=strategy, scaling_factor=g)
   loss = loss_fn(module, "mse")
 
   @jax.jit
@@ -324,17 +325,17 @@ def test_factors_published_and_as_described_side_by_side(g_add, g_mul, g_depth):
   gs = {"additive": g_add, "multiplicative": g_mul, "depth": g_depth}
   structure = caadam_jax.infer_structure(params)
   for name, g in gs.items():
-    got = caadam_jax.keras_caadam_factors(params, strategy=name, scaling_factor=g)
+    got = caadam_jax.published.keras_caadam_factors(params, strategy=name, scaling_factor=g)
     assert list(got) == order
     np.testing.assert_allclose(
         [got[p] for p in order], [published[name][p] for p in order], rtol=1e-12
     )
-    described = structure.factors(_formulas.STRATEGIES[name], g)
+    described = structure.factors(name, g)
     for i, layer in enumerate(layers):
       for leaf in ("kernel", "bias"):
         np.testing.assert_allclose(described[(layer, leaf)], per_layer[name][i], rtol=1e-12)
   # The published additive factors are the same for all kernels; the biases' is the largest.
-  add = caadam_jax.keras_caadam_factors(params, strategy="additive", scaling_factor=g_add)
+  add = caadam_jax.published.keras_caadam_factors(params, strategy="additive", scaling_factor=g_add)
   assert max(add.values()) == add["Dense_0/bias"] > 1 + g_add
 
 
@@ -358,7 +359,7 @@ def test_factors_match_the_reference_package():
     kmodel, _, params, mapping = build(model_name)
     for strategy, g in CONFIGS:
       expected = reference_factors(kmodel, strategy, g)
-      got = caadam_jax.keras_caadam_factors(params, strategy=strategy, scaling_factor=g)
+      got = caadam_jax.published.keras_caadam_factors(params, strategy=strategy, scaling_factor=g)
       assert list(got) == [f"{layer}/{leaf}" for layer, leaf in mapping]
       # The package computes the multiplicative factor in float32.
       np.testing.assert_allclose(list(got.values()), expected, rtol=1e-6)
@@ -366,11 +367,11 @@ def test_factors_match_the_reference_package():
 
 def test_default_strategy_is_caadam_default():
   params = mlp_params([3, 4, 6, 5, 24])
-  assert caadam_jax.keras_caadam_factors(params) == caadam_jax.keras_caadam_factors(
-      params, strategy="additive", scaling_factor=0.9
-  )
-  assert caadam_jax.keras_caadam_factors(params, strategy="additive") == (
-      caadam_jax.keras_caadam_factors(params, strategy="additive", scaling_factor=0.95)
+  assert caadam_jax.published.keras_caadam_factors(
+      params
+  ) == caadam_jax.published.keras_caadam_factors(params, strategy="additive", scaling_factor=0.9)
+  assert caadam_jax.published.keras_caadam_factors(params, strategy="additive") == (
+      caadam_jax.published.keras_caadam_factors(params, strategy="additive", scaling_factor=0.95)
   )
   assert keras_optimizer().scaling_strategy.hyperparameters == {"scaling_factor": 0.9}
 
@@ -391,17 +392,17 @@ def test_default_strategy_is_caadam_default():
 @pytest.mark.parametrize("strategy", ["additive", "multiplicative"])
 def test_division_by_zero_raises_where_reference_produces_inf_nan(widths, bad, strategy):
   params = mlp_params(list(widths))
-  tx = caadam_jax.keras_caadam(strategy=strategy)
+  tx = caadam_jax.published.keras_caadam(strategy=strategy)
   with pytest.raises(ValueError, match=r"c_med == c_min") as info:
     tx.init(params)
   assert bad in str(info.value) and "caadam_jax.caadam" in str(info.value)
   with pytest.raises(ValueError, match=r"c_med == c_min"):
-    caadam_jax.keras_caadam_factors(params, strategy=strategy)
+    caadam_jax.published.keras_caadam_factors(params, strategy=strategy)
   with pytest.raises(ValueError, match=r"c_med == c_min"):  # at construction with a Structure
-    caadam_jax.keras_caadam(strategy=strategy, order=caadam_jax.infer_structure(params))
+    caadam_jax.published.keras_caadam(strategy=strategy, order=caadam_jax.infer_structure(params))
   # The method as described stays finite, and depth does not divide.
   caadam_jax.caadam(strategy=strategy).init(params)
-  caadam_jax.keras_caadam(strategy="depth").init(params)
+  caadam_jax.published.keras_caadam(strategy="depth").init(params)
 
   # The real package: non-finite parameters after one step.
   keras.utils.set_random_seed(0)
@@ -425,11 +426,11 @@ def test_degenerate_median_without_lower_branch_is_finite_and_matches():
   module = MLP(widths[1:], use_bias=False)
   params, mapping = copy_weights(kmodel, ["Dense_0", "Dense_1", "Dense_2"])
   # kernel sizes here: 16, 16, 64 -> c_med == c_min; all kernels get n = 1.
-  assert caadam_jax.keras_caadam_factors(params, strategy="additive") == pytest.approx(
+  assert caadam_jax.published.keras_caadam_factors(params, strategy="additive") == pytest.approx(
       {"Dense_0/kernel": 0.05, "Dense_1/kernel": 0.05, "Dense_2/kernel": 0.05}
   )
   opt = keras_optimizer("additive", None, learning_rate=LR)
-  tx = caadam_jax.keras_caadam(LR, strategy="additive")
+  tx = caadam_jax.published.keras_caadam(LR, strategy="additive")
   state = tx.init(params)
   grad_fn = jax.jit(jax.grad(loss_fn(module, "mse")))
   rng = np.random.default_rng(0)
@@ -448,7 +449,7 @@ def test_degenerate_median_without_lower_branch_is_finite_and_matches():
 def test_default_order_is_natural_kernel_before_bias():
   params = mlp_params([2] * 12)  # Dense_0 ... Dense_10: Dense_10 after Dense_2
   params["LayerNorm_0"] = {"scale": jnp.ones(2), "bias": jnp.zeros(2)}
-  got = list(caadam_jax.keras_caadam_factors(params, strategy="depth"))
+  got = list(caadam_jax.published.keras_caadam_factors(params, strategy="depth"))
   assert got[:4] == ["Dense_0/kernel", "Dense_0/bias", "Dense_1/kernel", "Dense_1/bias"]
   assert got.index("Dense_10/kernel") == 20
   assert got[-2:] == ["LayerNorm_0/scale", "LayerNorm_0/bias"]
@@ -457,9 +458,11 @@ def test_default_order_is_natural_kernel_before_bias():
 def test_explicit_order_changes_depth_factors():
   params = mlp_params([3, 4, 5, 2])
   g, D = 1.0, 6
-  default = caadam_jax.keras_caadam_factors(params, strategy="depth", scaling_factor=g)
+  default = caadam_jax.published.keras_caadam_factors(params, strategy="depth", scaling_factor=g)
   reverse = [f"Dense_{i}/{leaf}" for i in (2, 1, 0) for leaf in ("kernel", "bias")]
-  got = caadam_jax.keras_caadam_factors(params, strategy="depth", scaling_factor=g, order=reverse)
+  got = caadam_jax.published.keras_caadam_factors(
+      params, strategy="depth", scaling_factor=g, order=reverse
+  )
   assert list(got) == reverse
   for d, path in enumerate(reverse):
     assert got[path] == pytest.approx((1 + g) ** ((D - 1 - d) / D))
@@ -467,8 +470,8 @@ def test_explicit_order_changes_depth_factors():
   assert default["Dense_2/kernel"] == pytest.approx(2 ** (1 / 6))
   # Key tuples work as well as strings; the update follows the factors.
   as_tuples = [tuple(p.split("/")) for p in reverse]
-  assert caadam_jax.keras_caadam_factors(params, strategy="depth", order=as_tuples) == got
-  tx = caadam_jax.keras_caadam(1.0, strategy="depth", order=reverse)
+  assert caadam_jax.published.keras_caadam_factors(params, strategy="depth", order=as_tuples) == got
+  tx = caadam_jax.published.keras_caadam(1.0, strategy="depth", order=reverse)
   grads = jax.tree.map(jnp.ones_like, params)
   updates, _ = tx.update(grads, tx.init(params), params)
   # First Keras-Adam step with g = 1 and m/sqrt(v) ~ 1: the update is -S (up to eps).
@@ -480,7 +483,7 @@ def test_order_changes_the_kernel_lookup():
   # The last kernel in the order decides every kernel's connection count.
   params = mlp_params([3, 4, 6, 5, 24], use_bias=False)  # 12, 24, 30, 120
   order = ["Dense_3/kernel", "Dense_1/kernel", "Dense_2/kernel", "Dense_0/kernel"]
-  got = caadam_jax.keras_caadam_factors(
+  got = caadam_jax.published.keras_caadam_factors(
       params, strategy="additive", scaling_factor=0.5, order=order
   )
   assert list(got.values()) == pytest.approx([1 + 0.5 * (27 - 12) / (27 - 12)] * 4)  # 1.5
@@ -493,7 +496,7 @@ def test_order_from_structure_uses_its_depths():
   leaves = {p: (info.layer, info.shape) for p, info in inferred.leaves.items()}
   counted = [(("Dense_1",), 20), (("Dense_0",), 12), (("Dense_2",), 10)]
   structure = caadam_jax.Structure.from_layers(leaves, counted)
-  got = caadam_jax.keras_caadam_factors(params, strategy="depth", order=structure)
+  got = caadam_jax.published.keras_caadam_factors(params, strategy="depth", order=structure)
   # Counted layers take the natural slots of Dense_0..2 in depth order; the
   # uncounted LayerNorm_0 keeps its natural slot (after the Dense layers).
   assert list(got) == [
@@ -506,7 +509,7 @@ def test_order_from_structure_uses_its_depths():
       "LayerNorm_0/scale",
       "LayerNorm_0/bias",
   ]
-  tx = caadam_jax.keras_caadam(strategy="depth", order=structure)
+  tx = caadam_jax.published.keras_caadam(strategy="depth", order=structure)
   grads = jax.tree.map(jnp.ones_like, params)
   updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
   expected = -1e-3 * got["Dense_1/kernel"]
@@ -516,17 +519,17 @@ def test_order_from_structure_uses_its_depths():
 def test_order_errors():
   params = mlp_params([3, 4, 2])
   with pytest.raises(ValueError, match="not in order"):
-    caadam_jax.keras_caadam(order=["Dense_0/kernel", "Dense_0/bias"]).init(params)
+    caadam_jax.published.keras_caadam(order=["Dense_0/kernel", "Dense_0/bias"]).init(params)
   with pytest.raises(ValueError, match="not in the parameters"):
-    caadam_jax.keras_caadam_factors(
+    caadam_jax.published.keras_caadam_factors(
         params, order=["Dense_0/kernel", "Dense_0/bias", "Dense_1/kernel", "Dense_1/bias", "x/y"]
     )
   with pytest.raises(ValueError, match="more than once"):
-    caadam_jax.keras_caadam(order=["Dense_0/kernel", "Dense_0/kernel"])
+    caadam_jax.published.keras_caadam(order=["Dense_0/kernel", "Dense_0/kernel"])
   with pytest.raises(TypeError):
-    caadam_jax.keras_caadam(order="Dense_0/kernel")
+    caadam_jax.published.keras_caadam(order="Dense_0/kernel")
   with pytest.raises(ValueError, match="Unknown strategy"):
-    caadam_jax.keras_caadam(strategy="adam")
+    caadam_jax.published.keras_caadam(strategy="adam")
 
 
 def test_named_layers_need_an_explicit_order_to_match_keras():
@@ -555,9 +558,9 @@ def test_named_layers_need_an_explicit_order_to_match_keras():
       p, state = step_both(opt, kmodel, mapping, tx.update, state, p, grad_fn(p, x, y))
     return max_diff(p, kmodel, mapping)
 
-  assert next(iter(caadam_jax.keras_caadam_factors(params))) == "decoder/kernel"
-  assert run(caadam_jax.keras_caadam(LR, strategy="depth")) > 100 * ATOL
-  assert run(caadam_jax.keras_caadam(LR, strategy="depth", order=order)) <= ATOL
+  assert next(iter(caadam_jax.published.keras_caadam_factors(params))) == "decoder/kernel"
+  assert run(caadam_jax.published.keras_caadam(LR, strategy="depth")) > 100 * ATOL
+  assert run(caadam_jax.published.keras_caadam(LR, strategy="depth", order=order)) <= ATOL
 
 
 # ----------------------------------------------------------------------------
@@ -567,18 +570,20 @@ def test_named_layers_need_an_explicit_order_to_match_keras():
 def test_inject_hyperparams_and_traced_scaling_factor():
   params = mlp_params([3, 4, 6, 5, 24])
   params = jax.tree.map(lambda x: x + 0.1, params)
-  plain = caadam_jax.keras_caadam(0.01, strategy="multiplicative", scaling_factor=2.0)
+  plain = caadam_jax.published.keras_caadam(0.01, strategy="multiplicative", scaling_factor=2.0)
   # Betas stay Python floats, as in Keras: float32 (1 - 0.999) is 1.3e-5 off.
   injected = optax.inject_hyperparams(
-      caadam_jax.keras_caadam, static_args=("beta_1", "beta_2", "epsilon")
+      caadam_jax.published.keras_caadam, static_args=("beta_1", "beta_2", "epsilon")
   )(learning_rate=0.01, strategy="multiplicative", scaling_factor=2.0)
   s1, s2 = plain.init(params), injected.init(params)
+  grads = u2 = None
   for i in range(3):
     grads = jax.tree.map(lambda x, i=i: jnp.sin(x * (i + 1)), params)
     u1, s1 = jax.jit(plain.update)(grads, s1, params)
     u2, s2 = jax.jit(injected.update)(grads, s2, params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-9), u1, u2)
   # Changing the injected value changes the step.
+  assert isinstance(s2, optax.InjectStatefulHyperparamsState) and u2 is not None
   s2.hyperparams["scaling_factor"] = jnp.asarray(3.0)
   u3, _ = jax.jit(injected.update)(grads, s2, params)
   assert not np.allclose(u3["Dense_0"]["kernel"], u2["Dense_0"]["kernel"])
@@ -586,18 +591,20 @@ def test_inject_hyperparams_and_traced_scaling_factor():
 
 def test_state_is_adam_moments_only_and_edge_trees():
   params = mlp_params([3, 4, 2])
-  state = caadam_jax.keras_caadam().init(params)
+  state = caadam_jax.published.keras_caadam().init(params)
   n_param_leaves = len(jax.tree.leaves(params))
   assert len(jax.tree.leaves(state)) == 2 * n_param_leaves + 1  # mu, nu, count
-  assert len(jax.tree.leaves(caadam_jax.keras_caadam(amsgrad=True).init(params))) == (
+  assert len(jax.tree.leaves(caadam_jax.published.keras_caadam(amsgrad=True).init(params))) == (
       3 * n_param_leaves + 1
   )
   # optax.tree_utils.tree_map_params initializes with a tree without leaves.
-  tx = caadam_jax.keras_caadam()
+  tx = caadam_jax.published.keras_caadam()
   optax.tree_utils.tree_map_params(tx, lambda p: p, state)
   # A bare array: factor 1 (connection strategies) and depth D = 1 -> 1.
   for strategy in (None, "multiplicative", "depth"):
-    assert caadam_jax.keras_caadam_factors(jnp.ones((3, 3)), strategy=strategy) == {"<root>": 1.0}
+    assert caadam_jax.published.keras_caadam_factors(jnp.ones((3, 3)), strategy=strategy) == {
+        "<root>": 1.0
+    }
   # bf16 updates stay bf16.
   p16 = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
   u, _ = jax.jit(tx.update)(p16, tx.init(p16), p16)
@@ -649,6 +656,8 @@ def test_factors_match_reference_with_keras_paths_as_order(builder):
   params, order = _keras_path_params(kmodel)
   for strategy, g in CONFIGS:
     expected = reference_factors(kmodel, strategy, g)
-    got = caadam_jax.keras_caadam_factors(params, strategy=strategy, scaling_factor=g, order=order)
+    got = caadam_jax.published.keras_caadam_factors(
+        params, strategy=strategy, scaling_factor=g, order=order
+    )
     assert list(got) == order
     np.testing.assert_allclose(list(got.values()), expected, rtol=1e-6)

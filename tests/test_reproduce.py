@@ -64,6 +64,7 @@ def test_optimizers_inject_learning_rate():
     tx = spec.make(1e-3)
     state = tx.init(params)
     if spec.has_lr:
+      assert isinstance(state, optax.InjectStatefulHyperparamsState)
       np.testing.assert_allclose(state.hyperparams["learning_rate"], 1e-3 * spec.lr_mult, rtol=1e-6)
       state = optimizers.set_learning_rate(state, np.array(2.5e-4))
       assert float(state.hyperparams["learning_rate"]) == pytest.approx(2.5e-4)
@@ -115,7 +116,7 @@ def test_patch_conv_matches_flax_conv():
     # Full float32 products: GPUs default to TF32 convolutions and matmuls (~1e-3 error).
     with jax.default_matmul_precision("highest"):
       ref = nn.Conv(5, (3, 3), strides=2, padding="SAME").apply(variables, x)
-      np.testing.assert_allclose(pc.apply(variables, x), ref, atol=2e-6)
+      np.testing.assert_allclose(jnp.asarray(pc.apply(variables, x)), jnp.asarray(ref), atol=2e-6)
 
 
 def _synthetic():

@@ -16,7 +16,6 @@ import pytest
 from flax import linen as nn
 
 import caadam_jax
-from caadam_jax import _formulas
 
 NAMES = caadam_jax.STRATEGY_NAMES  # the one registry of names
 
@@ -120,6 +119,7 @@ def test_caadam_with_a_formula_under_inject_hyperparams():
       learning_rate=1e-2, strategy=fan_in_factor, scaling_factor=2.0
   )
   state = tx.init(PARAMS)
+  assert isinstance(state, optax.InjectStatefulHyperparamsState)
   state.hyperparams["scaling_factor"] = jnp.asarray(G)  # injected: a traced g
   grads = _grads()
   updates, state = jax.jit(tx.update)(grads, state, PARAMS)
@@ -130,7 +130,7 @@ def test_caadam_with_a_formula_under_inject_hyperparams():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_scale_by_strategy_is_scale_by_structure_of_the_registry_formula(name):
-  entry = _formulas.STRATEGIES[name]
+  entry = caadam_jax.STRATEGIES[name]
   g = entry.default_scaling_factor
   by_name = caadam_jax.scale_by_strategy(name, g)
   by_formula = caadam_jax.scale_by_structure(entry.formula, g)

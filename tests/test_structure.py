@@ -13,11 +13,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from caadam_test_helpers import mlp_params
 from flax import linen as nn
-from helpers import mlp_params
 
 import caadam_jax
-from caadam_jax import _formulas
 
 
 def reference_factors(connections, strategy, g):
@@ -47,8 +46,7 @@ def reference_factors(connections, strategy, g):
 
 def factors_by_str(params, strategy, g=None, structure=None):
   structure = structure or caadam_jax.infer_structure(params)
-  resolved, g = _formulas.resolve_strategy(strategy, g)
-  return {"/".join(map(str, p)): f for p, f in structure.factors(resolved, g).items()}
+  return {"/".join(map(str, p)): f for p, f in structure.factors(strategy, g).items()}
 
 
 def test_small_mlp_literal_values():

@@ -2,8 +2,8 @@
 
 import functools
 
+import caadam_test_helpers as helpers
 import chex
-import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -29,20 +29,29 @@ a ``ValueError`` instead.
 
 The modules: ``_keras_adam`` (the Keras form of Adam), ``_keras_order`` (the Keras
 variable order), ``_keras_records`` (caadam 0.1.1's per-variable records and
-statistics), ``_strategy`` (the factors as a transform) and ``_alias`` (the aliases). The public names are
-re-exported by :mod:`caadam_jax` as well.
+statistics), ``_strategy`` (the factors as a transform) and ``_alias`` (the aliases). Like
+``optax.contrib``, it is a namespace: ``caadam_jax.published.keras_caadam``. ``import caadam_jax``
+imports it (the former top-level names ``caadam_jax.keras_caadam`` and
+``caadam_jax.keras_caadam_factors`` still work for one release, with a ``DeprecationWarning``).
 """
 
+from caadam_jax import _describe
+from caadam_jax.published import _alias
 from caadam_jax.published._alias import keras_caadam
 from caadam_jax.published._alias import keras_caadam_factors
+from caadam_jax.published._alias import keras_caadam_records
 from caadam_jax.published._keras_adam import ScaleByKerasAdamState
 from caadam_jax.published._keras_adam import scale_by_keras_adam
 from caadam_jax.published._strategy import scale_by_published_strategy
+
+# describe(published=True) reports these factors; the core never imports this subpackage.
+_describe.register_published_factors(_alias.factors_by_path)
 
 __all__ = (
     "ScaleByKerasAdamState",
     "keras_caadam",
     "keras_caadam_factors",
+    "keras_caadam_records",
     "scale_by_keras_adam",
     "scale_by_published_strategy",
 )

@@ -10,6 +10,7 @@ from caadam_jax import _paths
 from caadam_jax import _validation
 from caadam_jax.published import _keras_records
 from caadam_jax.published._keras_adam import scale_by_keras_adam
+from caadam_jax.published._keras_order import KerasOrder
 from caadam_jax.published._keras_order import Order
 from caadam_jax.published._strategy import scale_by_published_strategy
 
@@ -79,16 +80,16 @@ def keras_caadam(
   schedule (evaluated at the pre-increment step count, like Keras's
   ``iterations``).
 
-  Example:
+  Examples:
     >>> import jax, jax.numpy as jnp, caadam_jax
     >>> params = {'Dense_0': {'kernel': jnp.ones((2, 8)), 'bias': jnp.zeros(8)},
     ...           'Dense_1': {'kernel': jnp.ones((8, 1)), 'bias': jnp.zeros(1)}}
-    >>> tx = caadam_jax.keras_caadam(1e-3, strategy='depth',
+    >>> tx = caadam_jax.published.keras_caadam(1e-3, strategy='depth',
     ...     order=['Dense_0/kernel', 'Dense_0/bias', 'Dense_1/kernel', 'Dense_1/bias'])
     >>> state = tx.init(params)
     >>> grads = jax.tree.map(jnp.ones_like, params)
     >>> updates, state = tx.update(grads, state, params)
-    >>> caadam_jax.keras_caadam_factors(params, strategy='depth')['Dense_0/bias']
+    >>> caadam_jax.published.keras_caadam_factors(params, strategy='depth')['Dense_0/bias']
     1.4142135623730951
 
   Args:
@@ -130,7 +131,7 @@ def keras_caadam(
       "learning_rate >= 0",
       lambda x: x >= 0,
       schedule=True,
-      owner="caadam_jax.keras_caadam",
+      owner="caadam_jax.published.keras_caadam",
   )
   return optax.chain(
       scale_by_keras_adam(beta_1, beta_2, epsilon, amsgrad),
@@ -153,12 +154,12 @@ def keras_caadam_factors(
   so ``list(keras_caadam_factors(params))`` is the order. The factors of the
   method as described are ``caadam_jax.infer_structure(params).factors(...)``.
 
-  Example:
+  Examples:
     >>> import jax.numpy as jnp, caadam_jax
     >>> params = {'Dense_0': {'kernel': jnp.ones((4, 8)), 'bias': jnp.zeros(8)},
     ...           'Dense_1': {'kernel': jnp.ones((8, 16)), 'bias': jnp.zeros(16)},
     ...           'Dense_2': {'kernel': jnp.ones((16, 1)), 'bias': jnp.zeros(1)}}
-    >>> f = caadam_jax.keras_caadam_factors(params)  # CaAdam(): additive, g = 0.9
+    >>> f = caadam_jax.published.keras_caadam_factors(params)  # CaAdam(): additive, g = 0.9
     >>> round(f['Dense_0/kernel'], 4), round(f['Dense_1/kernel'], 4), round(f['Dense_0/bias'], 4)
     (1.9, 1.9, 2.8)
 
@@ -202,3 +203,42 @@ def factors_by_path(
   """:func:`keras_caadam_factors` keyed by normalized key tuples (never ambiguous)."""
   resolver = _keras_records.Resolver(strategy, scaling_factor, order)
   return {p: float(f) for p, f in resolver.factors(params).items()}
+
+
+def keras_caadam_records(
+    params: optax.Params, *, order: Order | None = None
+) -> tuple[dict[str, _formulas.LayerRecord], _formulas.Statistics]:
+  """What caadam 0.1.1 knows about each leaf: its connection count, depth and statistics.
+
+  The inputs of :func:`keras_caadam`'s factors, to examine them: per leaf (not per
+  layer), the connection count the reference looks up by the leaf's short name (every
+  kernel gets the last kernel's size, a leaf with fewer than 2 dimensions 0), its
+  depth (the index in the variable order) and the statistics (``c_min``, ``c_med``,
+  ``c_max`` from the true sizes; ``D`` the number of leaves). Only paths and shapes
+  are read. The method as described has ``caadam_jax.infer_structure(params).layers``.
+
+  Args:
+    params: a parameter pytree.
+    order: as in :func:`keras_caadam`.
+
+  Returns:
+    ``({path string: LayerRecord}, Statistics)``, the records in Keras variable order.
+
+  Raises:
+    ValueError: an ``order`` that does not list every leaf once.
+    TypeError: an ``order`` that is not a sequence of paths.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from caadam_jax.published import keras_caadam_records
+    >>> params = {'Dense_0': {'kernel': jnp.ones((4, 8)), 'bias': jnp.zeros(8)},
+    ...           'Dense_1': {'kernel': jnp.ones((8, 1)), 'bias': jnp.zeros(1)}}
+    >>> records, stats = keras_caadam_records(params)
+    >>> [(path, r.connections, r.depth) for path, r in records.items()]
+    [('Dense_0/kernel', 8, 0), ('Dense_0/bias', 0, 1), ('Dense_1/kernel', 8, 2), ('Dense_1/bias', 0, 3)]
+    >>> stats
+    Statistics(c_min=8.0, c_med=20.0, c_max=32.0, num_layers=4)
+  """
+  leaves, ordered = KerasOrder(order).of(params)
+  records, stats = _keras_records.records_in_order(leaves, ordered)
+  return {_paths.path_to_str(p): records[p] for p in ordered}, stats

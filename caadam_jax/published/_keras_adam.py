@@ -44,9 +44,9 @@ def scale_by_keras_adam(
   ``optax.scale_by_adam``. With ``amsgrad=True``, ``v`` in the denominator is
   replaced by the running maximum of the uncorrected ``v`` (as in
   ``keras.optimizers.Adam``). The arguments keep Keras's names, as in
-  :func:`~caadam_jax.keras_caadam`.
+  :func:`~caadam_jax.published.keras_caadam`.
 
-  Example:
+  Examples:
     >>> import jax.numpy as jnp, optax
     >>> from caadam_jax.published import scale_by_keras_adam
     >>> tx = optax.chain(scale_by_keras_adam(), optax.scale_by_learning_rate(1e-3))
@@ -67,7 +67,7 @@ def scale_by_keras_adam(
     ValueError: a concrete hyperparameter is not finite or out of range
       (``0 <= beta_1, beta_2 < 1``, ``epsilon > 0``).
   """
-  owner = "caadam_jax.keras_caadam"
+  owner = "caadam_jax.published.keras_caadam"
   for name, value, allowed, ok in (
       ("beta_1", beta_1, "0 <= beta_1 < 1", lambda x: 0 <= x < 1),
       ("beta_2", beta_2, "0 <= beta_2 < 1", lambda x: 0 <= x < 1),

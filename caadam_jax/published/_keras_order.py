@@ -112,7 +112,7 @@ def parse_order(order: Sequence[Any]) -> list[_paths.Path]:
 
 
 class KerasOrder:
-  """The ``order`` argument of :func:`~caadam_jax.keras_caadam`, checked once.
+  """The ``order`` argument of :func:`~caadam_jax.published.keras_caadam`, checked once.
 
   ``None`` (the default rule), a sequence of leaf paths, or a Structure (whose
   leaves then give the shapes: statistics over the whole structure, as Keras builds

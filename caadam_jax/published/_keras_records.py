@@ -15,11 +15,10 @@ from caadam_jax.published import _keras_order
 # added to caadam_jax has no published behaviour). ``strategy=None`` is what
 # ``caadam.CaAdam()`` does without a strategy: AdditiveMinMaxMedianConnectionScaling
 # with scaling_factor=0.9 (not the class default 0.95).
-PUBLISHED_STRATEGIES = ("additive", "multiplicative", "depth")
-DEFAULT_STRATEGY = "additive"
+# The names are typed StrategyName, so each is one of caadam_jax.STRATEGIES.
+PUBLISHED_STRATEGIES: tuple[_formulas.StrategyName, ...] = ("additive", "multiplicative", "depth")
+DEFAULT_STRATEGY: _formulas.StrategyName = "additive"
 DEFAULT_STRATEGY_SCALING_FACTOR = 0.9
-# The strategies whose formula divides by ``c_med - c_min``.
-_MINMAXMEDIAN = frozenset({"additive", "multiplicative"})
 
 
 def _resolve(
@@ -40,7 +39,7 @@ def _resolve(
   return name, resolved, g
 
 
-def _keras_records(
+def records_in_order(
     leaves: dict[_paths.Path, tuple[int, ...]], ordered: Sequence[_paths.Path]
 ) -> tuple[dict[_paths.Path, _formulas.LayerRecord], _formulas.Statistics]:
   """Per-variable records and statistics exactly as caadam 0.1.1 computes them."""
@@ -66,10 +65,11 @@ def _keras_records(
 
 def _check_finite(
     name: str,
+    strategy: _formulas.Strategy,
     records: dict[_paths.Path, _formulas.LayerRecord],
     stats: _formulas.Statistics,
 ) -> None:
-  if name not in _MINMAXMEDIAN or not stats.c_min == stats.c_med < stats.c_max:
+  if not strategy.minmaxmedian or not stats.c_min == stats.c_med < stats.c_max:
     return
   lower = [p for p, r in records.items() if r.connections <= stats.c_med]
   if not lower:
@@ -122,8 +122,8 @@ class Resolver:
   ) -> tuple[dict[_paths.Path, _formulas.LayerRecord], _formulas.Statistics, list[_paths.Path]]:
     """``(records, stats, ordered paths)`` for the real leaves of ``tree``."""
     leaves, ordered = self.order.of(tree)
-    records, stats = _keras_records(leaves, ordered)
-    _check_finite(self.name, records, stats)
+    records, stats = records_in_order(leaves, ordered)
+    _check_finite(self.name, self.strategy, records, stats)
     return records, stats, ordered
 
   def factors(self, tree: Any) -> dict[_paths.Path, Any]:

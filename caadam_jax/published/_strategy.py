@@ -1,7 +1,6 @@
 """``scale_by_published_strategy``: the caadam 0.1.1 factors as a stateless transform.
 
-Its own module so that the source viewer's backlinks point at its
-``caadam_jax.published`` entry (the aliases beside it are documented in ``caadam_jax``).
+Its own module so that the source viewer keeps one backlink anchor per documented object.
 """
 
 from __future__ import annotations
@@ -24,14 +23,14 @@ def scale_by_published_strategy(
 ) -> optax.GradientTransformation:
   """Scales each leaf's update by its caadam 0.1.1 factor (stateless).
 
-  See :func:`~caadam_jax.keras_caadam` for the rules. The factors are computed at trace time
+  See :func:`~caadam_jax.published.keras_caadam` for the rules. The factors are computed at trace time
   from the updates' paths and shapes; the state is ``optax.EmptyState``.
 
   Args:
     strategy: ``None`` (additive, 0.9), ``"additive"`` (0.95),
       ``"multiplicative"`` (5.0) or ``"depth"`` (1.0).
     scaling_factor: the strategy's ``g``; may be traced.
-    order: the Keras variable order (see :func:`~caadam_jax.keras_caadam`).
+    order: the Keras variable order (see :func:`~caadam_jax.published.keras_caadam`).
 
   Returns:
     A stateless ``optax.GradientTransformation``.

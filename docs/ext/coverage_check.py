@@ -1,9 +1,8 @@
 """Fails the docs build when a public name has no API entry or no docstring.
 
 Every name in ``caadam_jax.__all__`` and ``caadam_jax.published.__all__`` must be
-documented (an ``autosummary``/``autodoc`` entry in ``docs/api.md``) and carry its own
-docstring. A name of ``caadam_jax.published`` re-exported from ``caadam_jax`` (the same
-object) is documented once, as ``caadam_jax.<name>``. The
+documented as ``<module>.<name>`` (an
+``autosummary``/``autodoc`` entry in ``docs/api.md``) and carry its own docstring. The
 check runs at the end of reading (``env-check-consistency``) and reports through
 Sphinx's logger, so ``sphinx-build -W`` turns a gap into a failed build.
 """
@@ -16,10 +15,7 @@ import typing
 from collections.abc import Iterable
 from typing import Any
 
-MODULE = "caadam_jax"
-# The public modules the check walks, each with the modules whose entries of the same
-# object also count (re-exports are documented once).
-MODULES: dict[str, tuple[str, ...]] = {MODULE: (), "caadam_jax.published": (MODULE,)}
+MODULES = ("caadam_jax", "caadam_jax.published")
 
 
 def own_docstring(obj: Any) -> str:
@@ -31,30 +27,20 @@ def own_docstring(obj: Any) -> str:
   return doc
 
 
-def coverage_problems(
-    module: str, documented: Iterable[str], also: Iterable[str] = ()
-) -> list[str]:
-  """Public names of ``module`` missing from ``documented`` (full names) or undocumented.
-
-  A name also counts as documented as ``<other>.<name>`` for a module ``other`` of
-  ``also`` that exports the same object.
-  """
+def coverage_problems(module: str, documented: Iterable[str]) -> list[str]:
+  """Public names of ``module`` missing from ``documented`` (full names) or undocumented."""
   mod = importlib.import_module(module)
-  others = [importlib.import_module(other) for other in also]
   documented = set(documented)
   problems = []
   for name in mod.__all__:
     full = f"{module}.{name}"
-    obj = getattr(mod, name)
-    elsewhere = any(
-        getattr(other, name, None) is obj and f"{other.__name__}.{name}" in documented
-        for other in others
-    )
-    if full not in documented and not elsewhere:
+    if full not in documented:
       problems.append(f"{full} has no API entry: add it to docs/api.md")
-    # A type alias (typing.Literal[...]) cannot carry a docstring: its API entry's
-    # text (a ``py:data`` directive in docs/api.md) documents it.
-    if typing.get_origin(obj) is None and not own_docstring(obj):
+    obj = getattr(mod, name)
+    # A type alias (typing.Literal[...]) or a constant (a tuple, a mapping) cannot carry
+    # a docstring: its API entry's text (a ``py:data`` directive in docs/api.md)
+    # documents it.
+    if callable(obj) and typing.get_origin(obj) is None and not own_docstring(obj):
       problems.append(f"{full} has no docstring: write one (Google style)")
   return problems
 
@@ -64,8 +50,8 @@ def _check(app: Any, env: Any) -> None:
 
   logger = logging.getLogger(__name__)
   objects = env.get_domain("py").objects
-  for module, also in MODULES.items():
-    for problem in coverage_problems(module, objects, also):
+  for module in MODULES:
+    for problem in coverage_problems(module, objects):
       logger.warning(problem, type="coverage_check")
 
 

@@ -243,7 +243,7 @@ ENTRIES: list[Entry] = [
     # optax.adam is no exact reference.
     Entry(
         "keras_caadam",
-        functools.partial(caadam_jax.keras_caadam, learning_rate=LR),
+        functools.partial(caadam_jax.published.keras_caadam, learning_rate=LR),
         # caadam 0.1.1 looks kernels up by their short name: every kernel gets
         # the last kernel's connection count, so all kernels share one factor.
         per_layer=False,

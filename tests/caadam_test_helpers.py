@@ -105,7 +105,7 @@ OPTIMIZERS = {
         f"caadam_{strategy}": functools.partial(caadam_jax.caadam, 1e-2, strategy=strategy)
         for strategy in caadam_jax.STRATEGY_NAMES
     },
-    "keras_caadam": functools.partial(caadam_jax.keras_caadam, 1e-2),
+    "keras_caadam": functools.partial(caadam_jax.published.keras_caadam, 1e-2),
     "adas": caadam_jax.adas,
 }
 
