@@ -118,14 +118,18 @@ def caadam(
     _validation.check_real_scalar(
         name, value, allowed, ok, schedule=name in ("learning_rate", "weight_decay"), owner=owner
     )
-  parts = [
+  adam_and_structure = _transforms.followed_by_stateless(
       optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype),
       _transforms.scale_by_strategy(strategy, scaling_factor, structure=structure),
-  ]
-  # A Python zero adds nothing: identity keeps the step as cheap as Adam's and the
-  # state tree the same as with decay (both EmptyState), which inject_hyperparams
-  # relies on (it turns the default 0.0 into an array).
+  )
+  # A Python zero adds nothing, so the chain (and its state) is optax.adam's; with decay
+  # it is optax.adamw's. Under inject_hyperparams the default 0.0 is an array: init and
+  # update then both take the add_decayed_weights branch.
   no_decay = isinstance(weight_decay, (int, float)) and weight_decay == 0 and mask is None
-  parts.append(optax.identity() if no_decay else optax.add_decayed_weights(weight_decay, mask))
-  parts.append(optax.scale_by_learning_rate(learning_rate))
-  return optax.chain(*parts)
+  if no_decay:
+    return optax.chain(adam_and_structure, optax.scale_by_learning_rate(learning_rate))
+  return optax.chain(
+      adam_and_structure,
+      optax.add_decayed_weights(weight_decay, mask),
+      optax.scale_by_learning_rate(learning_rate),
+  )
