@@ -128,7 +128,9 @@ def curve(layers: list[int], repeats: int, memory: bool) -> None:
       for name in (["make", "trace"] if rep % 2 == 0 else ["trace", "make"]):
         start = time.perf_counter()
         if name == "make":
-          jax.make_jaxpr(forward)(params, x)
+          # A fresh function each time, as trace_structure traces one: jax caches the
+          # trace of a function it has seen.
+          jax.make_jaxpr(lambda p, x, f=forward: f(p, x))(params, x)
           make.append(time.perf_counter() - start)
         else:
           structure = caadam_jax.trace_structure(forward, params, x)
@@ -140,7 +142,7 @@ def curve(layers: list[int], repeats: int, memory: bool) -> None:
     return
   n = layers[-1]
   forward, params, x = mlp(n)
-  make_peak = peak_bytes(lambda: jax.make_jaxpr(forward)(params, x))
+  make_peak = peak_bytes(lambda: jax.make_jaxpr(lambda p, x: forward(p, x))(params, x))
   trace_peak = peak_bytes(lambda: caadam_jax.trace_structure(forward, params, x))
   print(
       f"peak Python allocations (tracemalloc), {n} layers: make_jaxpr {make_peak / 2**20:.1f} MiB, "
