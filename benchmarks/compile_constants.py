@@ -1,38 +1,40 @@
-"""Why ``depth`` compiles slower on many-layer models: one kernel per distinct constant.
+"""Compile and step time of a jitted train step with per-layer factors, against Adam.
 
-A CaAdam factor is a compile-time constant per layer. XLA folds it into the
-layer's fused Adam kernel, and identical fused kernels are compiled once, so the
-compile cost follows the number of DISTINCT fused computations, not the number
-of layers. This script builds ``--layers`` dense layers of one shape (so plain
-Adam needs only a handful of distinct kernels) and compiles one
-``update + apply_updates`` step of:
+A CaAdam factor is a constant per layer. Handed to XLA as a literal, each distinct
+factor made its layer's fused Adam kernel distinct, and XLA compiles every distinct
+kernel anew: a train step of 125 equal layers compiled about 2x (on a loaded machine
+up to 5x) slower than Adam's. ``caadam_jax`` now hands distinct factors to XLA as
+runtime values (``apply_factors``: out of a ``lax.cond``), so equal layers share one
+kernel again. Two reports:
 
-* ``adam``: ``optax.adam``;
-* ``adam*1.5``: Adam times one shared constant (control: a constant by itself costs
-  nothing);
-* ``per-layer-lr``: Adam with a different constant learning-rate multiplier per layer,
-  written with ``optax.multi_transform`` (control: not specific to CaAdam);
-* ``caadam-additive``, ``caadam-multiplicative``: equal layers get equal factors;
-* ``caadam-depth``: every layer gets its own factor;
-* ``caadam-depth+barrier``: the depth factors passed through
-  ``jax.lax.optimization_barrier`` (an attempt to keep them out of the kernels).
+* the train step (default): forward, backward, update and apply, jitted and
+  compiled afresh (``jax.jit(step).lower(...).compile()``), for ``adam`` and
+  ``caadam`` with each named strategy and a user formula (fan-in), on MLPs of
+  ``--layers`` Dense layers (16x16 + bias, tanh; equal layers, so only ``depth``
+  and the formula give distinct factors there) and the model zoo's ResNet and
+  Transformer LM (``--models``; structures from ``trace_structure``). Each
+  optimizer is compiled ``--reps`` times, alternating, and each compiled step is
+  timed over ``--steps`` steps, alternating; medians and ratios to Adam.
+* ``--update-only``: the former report, one ``update + apply_updates`` of
+  ``--layers`` dense layers with the number of distinct fused computations in the
+  compiled HLO, for ``adam``, controls (one shared constant, per-layer learning
+  rates through ``multi_transform``) and the strategies.
 
-For each it prints the median compile wall and process-CPU time over
-``--reps`` alternating repetitions, the ratio to Adam, the number of top-level
-kernels and the number of distinct fused computations in the compiled HLO
-(bodies compared with instruction names and metadata stripped).
-
-    python -m benchmarks.compile_constants [--layers 100] [--reps 3]
+    python -m benchmarks.compile_constants [--layers 125] [--models resnet,transformer] [--reps 3]
+    python -m benchmarks.compile_constants --update-only [--layers 100] [--reps 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import statistics
 import sys
+import time
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +42,7 @@ import optax
 
 import caadam_jax
 
+from . import model_zoo
 from . import step_cost
 
 
@@ -131,20 +134,140 @@ def measure(layers: int, rows: int, cols: int, reps: int) -> dict[str, dict[str,
   }
 
 
+def fan_in(record: caadam_jax.LayerRecord, stats: caadam_jax.Statistics, g: Any) -> float:
+  """A user formula: ``1 / sqrt(fan_in)`` of the layer's first weight."""
+  del stats, g
+  return 1.0 / math.sqrt(math.prod(record.shapes[0][:-1]))
+
+
+def train_optimizers(structure: caadam_jax.Structure) -> dict[str, Callable[[], Any]]:
+  return {
+      "adam": lambda: optax.adam(1e-3),
+      **{
+          f"caadam-{s}": (lambda s=s: caadam_jax.caadam(1e-3, strategy=s, structure=structure))
+          for s in caadam_jax.STRATEGY_NAMES
+      },
+      "caadam-formula": lambda: caadam_jax.caadam(1e-3, strategy=fan_in, structure=structure),
+  }
+
+
+def train_models(layers: list[int], models: list[str]) -> dict[str, tuple[Any, Any, Any]]:
+  """Name -> (loss(params, batch), params, batch)."""
+  out: dict[str, tuple[Any, Any, Any]] = {}
+  for n in layers:
+    forward, abstract, x = _mlp(n)
+    params = step_cost.materialize(jax.tree.map(lambda a: a.shape, abstract), 0)
+    out[f"mlp-{n}"] = (
+        lambda p, b, forward=forward: jnp.mean(forward(p, b) ** 2),
+        params,
+        jnp.ones((8, x.shape[1])),
+    )
+  if "resnet" in models:
+    model = model_zoo.ResNet()
+    variables = model.init(jax.random.key(0), model_zoo.RESNET_INPUT, train=False)
+    rest = {k: v for k, v in variables.items() if k != "params"}
+    out["zoo-resnet"] = (
+        lambda p, b, model=model, rest=rest: jnp.mean(
+            model.apply({"params": p, **rest}, b, train=False) ** 2
+        ),
+        variables["params"],
+        model_zoo.RESNET_INPUT,
+    )
+  if "transformer" in models:
+    model = model_zoo.TransformerLM()
+    variables = model.init(jax.random.key(0), model_zoo.LM_INPUT)
+    out["zoo-transformer"] = (
+        lambda p, b, model=model: jnp.mean(model.apply({"params": p}, b) ** 2),
+        variables["params"],
+        model_zoo.LM_INPUT,
+    )
+  return out
+
+
+def _mlp(n: int):
+  from . import trace_cost
+
+  return trace_cost.mlp(n)
+
+
+def measure_train_step(loss, params, batch, reps: int, steps: int) -> dict[str, dict[str, float]]:
+  """Optimizer -> median compile seconds and median step seconds (alternating)."""
+  structure = caadam_jax.trace_structure(lambda p, b: loss(p, b), params, batch)
+  txs = {name: make() for name, make in train_optimizers(structure).items()}
+  names = list(txs)
+  compile_s: dict[str, list[float]] = {n: [] for n in names}
+  step_s: dict[str, list[float]] = {n: [] for n in names}
+  compiled, live = {}, {}
+  for rep in range(reps):
+    for name in names[rep % len(names) :] + names[: rep % len(names)]:
+      tx = txs[name]
+
+      def step(p, s, b, tx=tx):
+        grads = jax.grad(loss)(p, b)
+        updates, s = tx.update(grads, s, p)
+        return optax.apply_updates(p, updates), s
+
+      state = tx.init(params)
+      start = time.perf_counter()
+      compiled[name] = jax.jit(step).lower(params, state, batch).compile()
+      compile_s[name].append(time.perf_counter() - start)
+      live[name] = (params, state)
+  for name in names:  # warm up
+    live[name] = compiled[name](*live[name], batch)
+  for i in range(steps):
+    for name in names[i % len(names) :] + names[: i % len(names)]:
+      start = time.perf_counter()
+      live[name] = jax.block_until_ready(compiled[name](*live[name], batch))
+      step_s[name].append(time.perf_counter() - start)
+  return {
+      n: {"compile_s": statistics.median(compile_s[n]), "step_s": statistics.median(step_s[n])}
+      for n in names
+  }
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
-  parser.add_argument("--layers", type=int, default=100)
+  parser.add_argument("--layers", default=None, help="comma-separated layer counts")
+  parser.add_argument("--models", default="resnet,transformer")
+  parser.add_argument("--update-only", action="store_true")
   parser.add_argument("--rows", type=int, default=128)
   parser.add_argument("--cols", type=int, default=256)
   parser.add_argument("--reps", type=int, default=3)
+  parser.add_argument("--steps", type=int, default=30)
   args = parser.parse_args(argv)
-
+  if args.update_only:
+    return update_only(int(args.layers or 100), args.rows, args.cols, args.reps)
+  layers = [int(n) for n in (args.layers or "125").split(",") if n]
+  models = [m for m in args.models.split(",") if m]
+  unknown = set(models) - {"resnet", "transformer"}
+  if unknown or any(n < 1 for n in layers) or args.reps < 1 or args.steps < 1:
+    parser.error(f"bad --layers/--models/--reps/--steps: {args}")
   print("machine:", json.dumps(step_cost.machine_info()))
   print(
-      f"{args.layers} dense layers of kernel ({args.rows}, {args.cols}) + bias, "
-      f"{args.reps} alternating compiles each"
+      f"train step (grad + update + apply), fresh jit+lower+compile, {args.reps} alternating "
+      f"compiles and {args.steps} alternating steps each; medians; ratios to adam"
   )
-  results = measure(args.layers, args.rows, args.cols, args.reps)
+  for model, (loss, params, batch) in train_models(layers, models).items():
+    results = measure_train_step(loss, params, batch, args.reps, args.steps)
+    base = results["adam"]
+    leaves = len(jax.tree.leaves(params))
+    print(f"{model} ({leaves} leaves)")
+    print(f"  {'optimizer':<24}{'compile s':>10}{'ratio':>7}{'step ms':>9}{'ratio':>7}")
+    for name, r in results.items():
+      print(
+          f"  {name:<24}{r['compile_s']:>10.2f}{r['compile_s'] / base['compile_s']:>7.2f}"
+          f"{1e3 * r['step_s']:>9.3f}{r['step_s'] / base['step_s']:>7.2f}",
+          flush=True,
+      )
+  return 0
+
+
+def update_only(layers: int, rows: int, cols: int, reps: int) -> int:
+  print("machine:", json.dumps(step_cost.machine_info()))
+  print(
+      f"{layers} dense layers of kernel ({rows}, {cols}) + bias, {reps} alternating compiles each"
+  )
+  results = measure(layers, rows, cols, reps)
   base = results["adam"]
   print(
       f"{'optimizer':<24}{'compile s':>10}{'ratio':>7}{'cpu s':>8}{'ratio':>7}"

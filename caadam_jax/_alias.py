@@ -24,7 +24,7 @@ def caadam(
     strategy: _formulas.StrategyName | _formulas.Formula | None = None,
     scaling_factor: jax.typing.ArrayLike | None = None,
     mu_dtype: Any | None = None,
-    weight_decay: optax.ScalarOrSchedule = 0.0,
+    weight_decay: optax.ScalarOrSchedule | None = None,
     mask: Any | Callable[[optax.Params], Any] | None = None,
     structure: _structure.Structure | None = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -91,7 +91,8 @@ def caadam(
     scaling_factor: the strategy's ``g``; None for its default. Injected or
       traced values outside the range give a NaN step (see above).
     mu_dtype: dtype of the first moment (as in ``optax.adam``).
-    weight_decay: decoupled weight decay rate; 0 adds no transform.
+    weight_decay: decoupled weight decay rate (a number or a schedule); None (the
+      default) or 0 adds no transform, so the state is ``optax.adam``'s.
     mask: a pytree or callable selecting the leaves weight decay applies to (as
       in ``optax.adamw``).
     structure: a :class:`~caadam_jax.Structure`; None infers it from the
@@ -132,17 +133,26 @@ def caadam(
       ("eps_root", eps_root, "eps_root >= 0", lambda x: x >= 0),
       ("weight_decay", weight_decay, "weight_decay >= 0", lambda x: x >= 0),
   ):
+    if name == "weight_decay" and value is None:
+      continue
     _validation.check_real_scalar(
         name, value, allowed, ok, schedule=name in ("learning_rate", "weight_decay"), owner=owner
     )
-  parts = [
+  adam_and_structure = _transforms.followed_by_stateless(
       optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype),
       _transforms.scale_by_strategy(strategy, scaling_factor, structure=structure),
-  ]
-  # A Python zero adds nothing: identity keeps the step as cheap as Adam's and the
-  # state tree the same as with decay (both EmptyState), which inject_hyperparams
-  # relies on (it turns the default 0.0 into an array).
-  no_decay = isinstance(weight_decay, (int, float)) and weight_decay == 0 and mask is None
-  parts.append(optax.identity() if no_decay else optax.add_decayed_weights(weight_decay, mask))
-  parts.append(optax.scale_by_learning_rate(learning_rate))
-  return optax.chain(*parts)
+  )
+  # None or a Python zero adds nothing, so the chain (and its state) is optax.adam's;
+  # any other weight decay (a number, an array, a schedule) or a mask gives
+  # optax.adamw's. The default is None, not 0.0: inject_hyperparams would turn a numeric
+  # default into an array, and the injected state would then differ from the plain one.
+  no_decay = (
+      weight_decay is None or (isinstance(weight_decay, (int, float)) and weight_decay == 0)
+  ) and mask is None
+  if no_decay:
+    return optax.chain(adam_and_structure, optax.scale_by_learning_rate(learning_rate))
+  return optax.chain(
+      adam_and_structure,
+      optax.add_decayed_weights(0.0 if weight_decay is None else weight_decay, mask),
+      optax.scale_by_learning_rate(learning_rate),
+  )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import jax
 import numpy as np
@@ -26,39 +26,37 @@ _Element = tuple[int, Any]
 # Primitives whose parameter operand is multiplied into the activation: weights.
 _CONTRACTIONS = frozenset({"dot_general", "conv_general_dilated", "gather", "dynamic_slice"})
 
-
-class _Value:
-  """What a jaxpr variable is derived from.
-
-  ``params``: parameter elements it depends on while it does not depend on any
-  input (``is_activation`` False). ``ancestors``: for activations, the parameter
-  elements on any path from the inputs to it.
-  """
-
-  __slots__ = ("elements", "is_activation")
-
-  def __init__(self, is_activation: bool, elements: frozenset):
-    self.is_activation = is_activation
-    self.elements = elements
-
-
-_CONSTANT = _Value(False, frozenset())
-_INPUT = _Value(True, frozenset())
+# What a jaxpr variable is derived from. A value that does not depend on any input is
+# the frozenset of the parameter elements it depends on (empty for a constant). A value
+# that depends on an input (an activation) is the int id of a node of the dataflow
+# graph: the node's parents are the activations it is computed from, and it adds the
+# parameter elements used there. Nodes hold only their own edges, never the set of
+# everything upstream, so the walk stays linear in the size of the jaxpr.
+_ValueRef = int | frozenset
+_CONSTANT: frozenset = frozenset()
+_INPUT = 0  # the node of every input (and of the model's state)
 
 
 class _Tracer:
-  """Walks a jaxpr, recording every use of parameters by activations."""
+  """Walks a jaxpr, building the dataflow graph of activations and parameter uses."""
 
   def __init__(self):
-    self.uses: list[tuple[frozenset, frozenset]] = []  # (param elements, activation ancestors)
+    self.parents: list[tuple[int, ...]] = [()]  # node -> parent nodes (node 0: the inputs)
+    self.own: list[frozenset] = [frozenset()]  # node -> parameter elements it adds
+    self.uses: list[int] = []  # nodes where parameters meet activations, in trace order
     self.contracted: set[int] = set()  # leaves used as the parameter operand of a contraction
     self.used: set[int] = set()  # leaves that meet an activation anywhere
     self.scanned: dict[int, set[int]] = {}  # leaf -> lengths of scans slicing it
 
-  def run(self, jaxpr: Any, inputs: list[_Value]) -> list[_Value]:
+  def _node(self, parents: tuple[int, ...], own: frozenset) -> int:
+    self.parents.append(parents)
+    self.own.append(own)
+    return len(self.parents) - 1
+
+  def run(self, jaxpr: Any, inputs: list[_ValueRef]) -> list[_ValueRef]:
     if isinstance(jaxpr, jex_core.ClosedJaxpr):
       jaxpr = jaxpr.jaxpr
-    env: dict[Any, _Value] = {v: _CONSTANT for v in jaxpr.constvars}
+    env: dict[Any, _ValueRef] = {v: _CONSTANT for v in jaxpr.constvars}
     env.update(zip(jaxpr.invars, inputs, strict=False))
 
     def read(v):
@@ -69,7 +67,7 @@ class _Tracer:
       env.update(zip(eqn.outvars, outs, strict=False))
     return [read(v) for v in jaxpr.outvars]
 
-  def _equation(self, eqn: Any, ins: list[_Value]) -> list[_Value]:
+  def _equation(self, eqn: Any, ins: list[_ValueRef]) -> list[_ValueRef]:
     name, params = eqn.primitive.name, eqn.params
     if name == "scan":
       return self._scan(eqn, ins)
@@ -102,43 +100,53 @@ class _Tracer:
           return sub
     return None
 
-  def _combine(self, ins: list[_Value], contraction: bool = False) -> _Value:
-    activations = [v for v in ins if v.is_activation]
-    params = frozenset().union(*(v.elements for v in ins if not v.is_activation))
+  def _combine(self, ins: list[_ValueRef], contraction: bool = False) -> _ValueRef:
+    activations = tuple(dict.fromkeys(v for v in ins if isinstance(v, int)))
+    params = frozenset().union(*(v for v in ins if not isinstance(v, int)))
     if not activations:
-      return _Value(False, params)
-    ancestors = frozenset().union(*(v.elements for v in activations))
-    if params:
-      self.uses.append((params, ancestors))
-      self.used.update(leaf for leaf, _ in params)
-      if contraction:
-        self.contracted.update(leaf for leaf, _ in params)
-    return _Value(True, ancestors | params)
+      return params
+    if not params:
+      return activations[0] if len(activations) == 1 else self._node(activations, params)
+    node = self._node(activations, params)
+    self.uses.append(node)
+    self.used.update(leaf for leaf, _ in params)
+    if contraction:
+      self.contracted.update(leaf for leaf, _ in params)
+    return node
 
-  @staticmethod
-  def _merge(a: list[_Value], b: list[_Value]) -> list[_Value]:
-    return [
-        _Value(x.is_activation or y.is_activation, x.elements | y.elements)
-        for x, y in zip(a, b, strict=False)
-    ]
+  def _merge(self, a: list[_ValueRef], b: list[_ValueRef]) -> list[_ValueRef]:
+    """Values that may be either of two (a loop's carry, a cond's branches)."""
+    merged: list[_ValueRef] = []
+    for x, y in zip(a, b, strict=False):
+      if not isinstance(x, int) and not isinstance(y, int):
+        merged.append(x | y)
+      elif x == y:
+        merged.append(x)
+      else:
+        activations = tuple(v for v in (x, y) if isinstance(v, int))
+        params = frozenset().union(*(v for v in (x, y) if not isinstance(v, int)))
+        merged.append(self._node(activations, params))
+    return merged
 
-  def _scan(self, eqn: Any, ins: list[_Value]) -> list[_Value]:
+  def _scan(self, eqn: Any, ins: list[_ValueRef]) -> list[_ValueRef]:
     params = eqn.params
     length = params["length"]
     consts, carry, xs = _split_scan_inputs(params, ins)
     n_carry = len(carry)
-    stacked = [not x.is_activation and x.elements for x in xs]
+    stacked = [not isinstance(x, int) and bool(x) for x in xs]
     if any(stacked):
       for x in xs:
-        if not x.is_activation:
-          for leaf, _ in x.elements:
+        if not isinstance(x, int):
+          for leaf, _ in x:
             self.scanned.setdefault(leaf, set()).add(length)
       # Unroll: slice i of each stacked parameter is its own layer.
       order = range(length - 1, -1, -1) if params["reverse"] else range(length)
       ys = None
       for i in order:
         sliced = [
-            _Value(False, frozenset((leaf, i) for leaf, _ in x.elements)) if s else x
+            frozenset((leaf, i) for leaf, _ in x)
+            if s
+            else x  # pyright: ignore[reportGeneralTypeIssues]
             for x, s in zip(xs, stacked, strict=False)
         ]
         outs = self.run(params["jaxpr"], consts + carry + sliced)
@@ -178,16 +186,6 @@ def _split_static(tree: Any) -> tuple[list[Any], Callable[[list[Any]], Any]]:
     )
 
   return [x for x, a in zip(leaves, is_array, strict=False) if a], rebuild
-
-
-def _longest_path_depths(order: list, preds: Mapping[Any, set]) -> dict[Any, int]:
-  position = {layer: i for i, layer in enumerate(order)}
-  depths: dict[Any, int] = {}
-  for layer in order:
-    # Only edges from layers used earlier: tied weights would otherwise form cycles.
-    earlier = [depths[p] for p in preds.get(layer, ()) if position[p] < position[layer]]
-    depths[layer] = 1 + max(earlier) if earlier else 0
-  return depths
 
 
 def _as_function(
@@ -398,8 +396,9 @@ def trace_structure(
   }
   roles = _roles(tracer, shapes)
   base = _structure.assemble(shapes, stacked=stacked_table, weight_roles=roles)
-  order, preds = _forward_order(tracer, base, shapes)
-  depths = _depths(order, preds, set(base.layers), depth_rule)
+  layers_of = _layer_map(base, shapes)
+  order = _forward_order(tracer, layers_of)
+  depths = _depths(tracer, layers_of, order, set(base.layers), depth_rule)
   return _structure.assemble(shapes, stacked=stacked_table, weight_roles=roles, layer_depths=depths)
 
 
@@ -461,7 +460,7 @@ def _trace(
       (_paths.normalize_path(key_path), _leaves.shape_of(leaf))
       for key_path, leaf in jax.tree_util.tree_flatten_with_path(param_tree)[0]
   ]
-  inputs = [_Value(False, frozenset({(i, None)})) for i in range(len(shapes))]
+  inputs: list[_ValueRef] = [frozenset({(i, None)}) for i in range(len(shapes))]
   inputs += [_INPUT] * (len(jaxpr.jaxpr.invars) - len(inputs))  # state and inputs
   tracer = _Tracer()
   tracer.run(jaxpr, inputs)
@@ -491,50 +490,178 @@ def _roles(tracer: _Tracer, shapes: _Shapes) -> dict[_paths.Path, bool | None]:
   }
 
 
-def _forward_order(
-    tracer: _Tracer, base: _structure.Structure, shapes: _Shapes
-) -> tuple[list[Any], dict[Any, set]]:
-  """Counted layers in order of first use, and each one's counted predecessors."""
+def _layer_map(base: _structure.Structure, shapes: _Shapes) -> Callable[[_Element], frozenset]:
+  """Parameter element -> the counted layers it belongs to (cached)."""
   counted = set(base.layers)
+  cache: dict[_Element, frozenset] = {}
 
-  def layers_of(element: _Element) -> set[Any]:
-    leaf, index = element
-    path, shape = shapes[leaf]
-    info = base.leaves[path]
-    if info.stack_axis is None:
-      return {info.layer}
-    layer = cast(_paths.Path, info.layer)
-    # A stack used whole (nn.vmap, or sliced outside a scan): its slices are used here,
-    # side by side.
-    slices = [index] if index is not None else range(shape[info.stack_axis])
-    return {_structure.slice_layer(layer, i) for i in slices}
+  def layers_of(element: _Element) -> frozenset:
+    if element not in cache:
+      leaf, index = element
+      path, shape = shapes[leaf]
+      info = base.leaves[path]
+      if info.stack_axis is None:
+        layers = {info.layer}
+      else:
+        layer = cast(_paths.Path, info.layer)
+        # A stack used whole (nn.vmap, or sliced outside a scan): its slices are used
+        # here, side by side.
+        slices = [index] if index is not None else range(shape[info.stack_axis])
+        layers = {_structure.slice_layer(layer, i) for i in slices}
+      cache[element] = frozenset(layers & counted)
+    return cache[element]
 
+  return layers_of
+
+
+def _forward_order(tracer: _Tracer, layers_of: Callable[[_Element], frozenset]) -> list[Any]:
+  """Counted layers in order of first use (layers used together: natural path order)."""
   order: list[Any] = []
   seen: set[Any] = set()
-  preds: dict[Any, set] = {}
-  for params_used, ancestors in tracer.uses:
-    used = [layers_of(e) for e in params_used]
-    targets = set().union(*used) & counted
-    sources = set().union(*map(layers_of, ancestors)) & counted
-    for target in sorted(targets, key=_paths.natural_key):
-      if target not in seen:
-        seen.add(target)
-        order.append(target)
-      # No edges between the slices of a stack used whole: they are side by side.
-      siblings = set().union(*(layers for layers in used if target in layers))
-      preds.setdefault(target, set()).update(sources - siblings)
-  return order, preds
+  for node in tracer.uses:
+    targets = set().union(*map(layers_of, tracer.own[node]))
+    for target in sorted(targets - seen, key=_paths.natural_key):
+      seen.add(target)
+      order.append(target)
+  return order
 
 
 def _depths(
-    order: list[Any], preds: Mapping[Any, set], counted: set[Any], depth_rule: str
+    tracer: _Tracer,
+    layers_of: Callable[[_Element], frozenset],
+    order: list[Any],
+    counted: set[Any],
+    depth_rule: str,
 ) -> dict[Any, int]:
   """Layer -> depth under ``depth_rule``; unused counted layers after the last, naturally."""
   if depth_rule == "first_use":
     depths = {layer: i for i, layer in enumerate(order)}
   else:
-    depths = _longest_path_depths(order, preds)
+    depths = dict(zip(order, _longest_paths(tracer, layers_of, order), strict=True))
   unused = sorted(counted - set(order), key=_paths.natural_key)
   start = max(depths.values(), default=-1) + 1
   depths.update({layer: start + i for i, layer in enumerate(unused)})
   return depths
+
+
+# How many of the most recently first-used layers upstream of a value are kept by
+# position; the rest is summarized by their largest depth.
+_RECENT = 8
+
+
+class _Upstream(NamedTuple):
+  """The counted layers upstream of a value, as far as depths need them.
+
+  ``recent``: ``(position, depth)`` of the upstream layers with the largest first-use
+  positions, above ``cut``; ``below``: the largest depth of the upstream layers at or
+  below position ``cut`` (-1 if none). Exact for every question about layers first
+  used after ``cut``, which is every question a forward pass asks except a reuse of an
+  early layer downstream (tied weights); those walk the graph (``_exact_upstream``).
+  """
+
+  cut: int
+  below: int
+  recent: tuple[tuple[int, int], ...]
+
+
+_NOTHING = _Upstream(-1, -1, ())
+
+
+def _join(parts: list[_Upstream], own: list[tuple[int, int]]) -> _Upstream:
+  cut = max((p.cut for p in parts), default=-1)
+  below = max((p.below for p in parts), default=-1)
+  recent: dict[int, int] = {}
+  for position, depth in [e for p in parts for e in p.recent] + own:
+    if position <= cut:
+      below = max(below, depth)
+    elif recent.get(position, -1) < depth:
+      recent[position] = depth
+  kept = sorted(recent.items(), reverse=True)
+  if len(kept) > _RECENT:
+    cut = kept[_RECENT][0]
+    below = max(below, max(d for _, d in kept[_RECENT:]))
+    kept = kept[:_RECENT]
+  return _Upstream(cut, below, tuple(kept))
+
+
+def _longest_paths(
+    tracer: _Tracer, layers_of: Callable[[_Element], frozenset], order: list[Any]
+) -> list[int]:
+  """Depth of each layer of ``order``: the longest path of counted layers to its uses.
+
+  A layer's depth is 1 + the largest depth of the counted layers upstream of any of
+  its uses that were first used before it (edges from layers first used later, as
+  with tied weights, would form cycles), its side-by-side siblings (slices of a stack
+  used whole) excepted; 0 without such layers. One pass over the dataflow graph in
+  trace order, each value carrying only an ``_Upstream`` summary, gives these depths
+  unless a layer's depth grows after it was read (reuse of a layer on a later layer's
+  output); then the pass repeats until nothing changes (depths only grow, so this
+  reaches the least solution, which is the unique one: edges go from earlier to
+  later positions).
+  """
+  position = {layer: i for i, layer in enumerate(order)}
+  n_nodes = len(tracer.parents)
+  # Node -> (position, siblings' positions) of the counted layers its parameters belong
+  # to; the siblings of a layer are those of any element group holding it.
+  own_layers: list[list[tuple[int, frozenset]]] = []
+  for node in range(n_nodes):
+    groups: dict[int, frozenset] = {}
+    for element in tracer.own[node]:
+      group = frozenset(position[layer] for layer in layers_of(element) if layer in position)
+      for p in group:
+        groups[p] = groups.get(p, frozenset()) | group
+    own_layers.append(list(groups.items()))
+  uses = set(tracer.uses)
+  depth = [0] * len(order)
+  while True:
+    read: set[int] = set()
+    grew_after_read = False
+    upstream: list[_Upstream] = [_NOTHING] * n_nodes
+    for node in range(1, n_nodes):
+      parts = [upstream[p] for p in tracer.parents[node]]
+      before = _join(parts, []) if len(parts) != 1 else parts[0]
+      if node in uses:
+        for target, siblings in own_layers[node]:
+          deepest = _deepest_before(before, target, siblings)
+          if deepest is None:
+            deepest = _exact_upstream(tracer, node, target, siblings, own_layers, depth)
+          if 1 + deepest > depth[target]:
+            grew_after_read |= target in read
+            depth[target] = 1 + deepest
+      own = [(p, depth[p]) for p, _ in own_layers[node]]
+      read.update(p for p, _ in own)
+      upstream[node] = _join([before], own) if own else before
+    if not grew_after_read:
+      return depth
+
+
+def _deepest_before(up: _Upstream, target: int, siblings: frozenset) -> int | None:
+  """Largest depth upstream among layers first used before ``target``, siblings excepted.
+
+  -1 if there are none; None if the summary cannot tell (ask ``_exact_upstream``).
+  """
+  if target <= up.cut or any(s <= up.cut for s in siblings if s != target):
+    return None
+  return max([up.below] + [d for p, d in up.recent if p < target and p not in siblings], default=-1)
+
+
+def _exact_upstream(
+    tracer: _Tracer,
+    node: int,
+    target: int,
+    siblings: frozenset,
+    own_layers: list[list[tuple[int, frozenset]]],
+    depth: list[int],
+) -> int:
+  """``_deepest_before`` by walking the whole graph upstream of ``node``'s inputs."""
+  stack, seen, deepest = list(tracer.parents[node]), set(tracer.parents[node]), -1
+  while stack:
+    current = stack.pop()
+    for p, _ in own_layers[current]:
+      if p < target and p not in siblings:
+        deepest = max(deepest, depth[p])
+    for parent in tracer.parents[current]:
+      if parent not in seen:
+        seen.add(parent)
+        stack.append(parent)
+  return deepest

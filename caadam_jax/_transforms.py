@@ -8,9 +8,12 @@ transforms keep no state (``optax.EmptyState``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
 from caadam_jax import _deprecation
@@ -132,11 +135,7 @@ def scale_by_structure(
       # Shapes may be local shards under shard_map; the structure carries global ones.
       current = structure.for_tree(updates)
       current.check_matches(updates, check_shapes=False)
-    factors = current.factors(formula, scaling_factor)
-    updates = _paths.map_with_normalized_path(
-        lambda path, u: _leaves.scale_leaf(u, factors[path]), updates
-    )
-    return updates, state
+    return apply_factors(updates, current.factors(formula, scaling_factor)), state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -186,6 +185,105 @@ def scale_by_strategy(
   """
   formula, g, uses_depth = _formulas.resolve(strategy, scaling_factor)
   return scale_by_structure(formula, g, structure=structure, uses_depth=uses_depth)
+
+
+def apply_factors(updates: optax.Updates, factors: Mapping[_paths.Path, Any]) -> optax.Updates:
+  """Multiplies each leaf of ``updates`` by ``factors[its normalized path]``.
+
+  The one place where per-leaf factors meet the updates (every strategy, user
+  formulas and the published mode's structure go through it), so its compile-time
+  behaviour is everyone's. A factor of Python 1.0 adds no multiply. Several distinct
+  concrete factors enter the compiled step as runtime values, not literals: they
+  come out of a ``jax.lax.cond`` on a value of the updates (both branches give the
+  same factors, exactly), which XLA cannot fold. As literals, each distinct factor
+  makes its leaf's fused Adam kernel distinct, and XLA compiles every distinct kernel
+  anew (a train step of n equal layers then compiles several times slower than
+  ``optax.adam``'s; ``benchmarks/compile_constants.py`` measures it); as runtime
+  scalars, the kernels of equal leaves stay identical and are compiled once.
+
+  Args:
+    updates: a tree of updates (``optax.MaskedNode`` leaves are kept).
+    factors: normalized path -> factor (a Python number or a scalar array).
+
+  Returns:
+    The scaled updates, each in its own dtype.
+  """
+  dtypes: dict[_paths.Path, Any] = {}
+  _paths.map_with_normalized_path(lambda path, u: dtypes.setdefault(path, u.dtype), updates)
+  # (value, dtype) of each concrete factor other than 1, in the update's dtype (as
+  # scale_leaf casts it: one rounding, from the Python number).
+  concrete = {
+      path: (float(f), jnp.dtype(dtypes[path]))
+      for path, f in factors.items()
+      if path in dtypes and isinstance(f, (int, float, np.number)) and float(f) != 1.0
+  }
+  distinct = sorted(set(concrete.values()), key=lambda vd: (vd[0], str(vd[1])))
+  operand = _runtime_int(updates) if len(distinct) > 1 else None
+  if operand is not None:
+    values = tuple(np.asarray(v, dtype=d) for v, d in distinct)
+    runtime = jax.lax.cond(
+        operand >= 0, lambda k: values, lambda k: _same_values(values, k), operand
+    )
+    by_value = dict(zip(distinct, runtime, strict=True))
+    factors = {**factors, **{path: by_value[vd] for path, vd in concrete.items()}}
+  return _paths.map_with_normalized_path(
+      lambda path, u: _leaves.scale_leaf(u, factors[path]), updates
+  )
+
+
+def _runtime_int(updates: optax.Updates) -> jax.Array | None:
+  """An int32 scalar XLA cannot know at compile time: bits of an update element."""
+  for leaf in jax.tree.leaves(updates):
+    if isinstance(leaf, jax.Array) and leaf.size and jnp.issubdtype(leaf.dtype, jnp.floating):
+      element = jnp.ravel(leaf)[0].astype(jnp.float32)
+      return jax.lax.bitcast_convert_type(element, jnp.int32)
+  return None
+
+
+def _same_values(values: tuple[np.ndarray, ...], k: jax.Array) -> tuple[jax.Array, ...]:
+  """``values`` again, through ``v * 2**b / 2**b`` (exact) with a runtime bit ``b``."""
+  bit = jax.lax.shift_left(jnp.int32(1), k & 1)
+  return tuple(jnp.asarray(v) * bit.astype(v.dtype) / bit.astype(v.dtype) for v in values)
+
+
+def followed_by_stateless(
+    inner: optax.GradientTransformation, stateless: optax.GradientTransformation
+) -> optax.GradientTransformationExtraArgs:
+  """``optax.chain(inner, stateless)`` whose state is ``inner``'s alone.
+
+  ``stateless`` must keep no state (its ``init`` returns ``optax.EmptyState``; it
+  still runs, so its checks do). The CaAdam alias uses it to keep
+  ``optax.adam``'s state tree: ``followed_by_stateless(optax.scale_by_adam(),
+  scale_by_strategy(...))`` has the state of ``optax.scale_by_adam()``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax, caadam_jax
+    >>> from caadam_jax._transforms import followed_by_stateless
+    >>> tx = followed_by_stateless(optax.scale_by_adam(), caadam_jax.scale_by_depth())
+    >>> params = {'w': jnp.ones((2, 3))}
+    >>> type(tx.init(params)).__name__
+    'ScaleByAdamState'
+
+  Args:
+    inner: any transform.
+    stateless: a transform whose state is ``optax.EmptyState``.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` with ``inner``'s state.
+  """
+  inner = optax.with_extra_args_support(inner)
+  stateless = optax.with_extra_args_support(stateless)
+
+  def init_fn(params: optax.Params) -> optax.OptState:
+    stateless.init(params)
+    return inner.init(params)
+
+  def update_fn(updates, state, params=None, **extra_args):
+    updates, state = inner.update(updates, state, params, **extra_args)
+    updates, _ = stateless.update(updates, optax.EmptyState(), params, **extra_args)
+    return updates, state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 @_deprecation.renamed_keywords(mode="strategy")

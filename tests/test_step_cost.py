@@ -81,7 +81,13 @@ def test_sizes_and_trees():
 
 @pytest.mark.parametrize("layout", ["large", "many"])
 def test_caadam_step_compiles_to_adams_program(layout):
-  """Same kernel count, same bytes moved and same state bytes as optax.adam."""
+  """Adam's kernels and bytes, plus the scalar factors' cond; the same state bytes.
+
+  Distinct factors enter as runtime scalars out of one lax.cond on an element of the
+  first update (caadam_jax._transforms.apply_factors): a few scalar kernels more, and
+  the bytes of that first leaf's operands counted once more by the HLO summary (one
+  element is computed).
+  """
   shapes = (
       step_cost.large_tree_shapes(2**16)
       if layout == "large"
@@ -103,8 +109,8 @@ def test_caadam_step_compiles_to_adams_program(layout):
     assert sum(abs(row.factor - 1.0) > 1e-3 for row in factors) >= 2
     summary, state_bytes = compiled_summary(caadam_jax.caadam(1e-3, strategy=strategy))
     assert state_bytes == adam_state_bytes, strategy
-    assert summary["kernels"] == adam_summary["kernels"], strategy
-    assert summary["hlo_bytes_moved"] == adam_summary["hlo_bytes_moved"], strategy
+    assert 0 <= summary["kernels"] - adam_summary["kernels"] <= 4, strategy
+    assert 1 <= summary["hlo_bytes_moved"] / adam_summary["hlo_bytes_moved"] <= 1.01, strategy
   _, keras_state_bytes = compiled_summary(caadam_jax.published.keras_caadam(1e-3))
   assert keras_state_bytes == adam_state_bytes
 
@@ -150,11 +156,12 @@ def test_quick_run_writes_json_and_merges(tmp_path, capsys):
 def test_distinct_constants_are_what_costs_compile_time():
   results = compile_constants.measure(layers=6, rows=16, cols=8, reps=1)
   adam = results["adam"]
-  # A shared constant or equal factors add no distinct kernel; per-layer factors do.
+  # A shared constant or equal factors add no distinct kernel; distinct per-layer factors
+  # add the scalar fusions of their cond (apply_factors), one per factor.
   assert results["adam*1.5"]["distinct_fusions"] == adam["distinct_fusions"]
   assert results["caadam-additive"]["distinct_fusions"] == adam["distinct_fusions"]
   assert results["caadam-depth"]["distinct_fusions"] > adam["distinct_fusions"]
-  assert results["caadam-depth"]["kernels"] == adam["kernels"]
+  assert 0 <= results["caadam-depth"]["kernels"] - adam["kernels"] <= 4  # the factors' cond
 
 
 def test_resnet_layout_is_the_cifar_reference():

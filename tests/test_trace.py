@@ -618,3 +618,106 @@ def test_declared_stack_applied_in_a_python_loop():
   traced = caadam_jax.trace_structure(forward, params, X, stacked={"blocks": 0})
   assert traced.leaves[("blocks", "kernel")].connections == (64, 64, 64)
   assert depths(traced) == {"zeta": 0, "blocks/[0]": 1, "blocks/[1]": 2, "blocks/[2]": 3, "beta": 4}
+
+
+# ----------------------------------------------------------------------------
+# Longest-path depths on random graphs against a brute-force oracle (ancestor sets),
+# including reuse of earlier layers downstream (tied weights), which the walker's
+# bounded summaries must answer exactly by walking the graph.
+
+
+def _oracle_depths(program):
+  """Depths from explicit ancestor sets: the definition, computed the slow way."""
+  ancestors = [frozenset()]  # value index -> layers upstream of it (value 0: the input)
+  uses = []  # (layer, layers upstream of its inputs)
+  for layer, inputs in program:
+    upstream = frozenset().union(*(ancestors[i] for i in inputs))
+    uses.append((layer, upstream))
+    ancestors.append(upstream | {layer})
+  order = list(dict.fromkeys(layer for layer, _ in uses))
+  position = {layer: i for i, layer in enumerate(order)}
+  result = {}
+  for layer in order:
+    earlier = [
+        result[p]
+        for used, upstream in uses
+        if used == layer
+        for p in upstream
+        if position[p] < position[layer]
+    ]
+    result[layer] = 1 + max(earlier) if earlier else 0
+  return result
+
+
+def _random_program(rng, n_layers, n_steps):
+  """(layer, input values) per step: mostly new layers in order, some reused, skips."""
+  program, next_layer = [], 0
+  for step in range(n_steps):
+    if next_layer < n_layers and (rng.random() < 0.8 or next_layer == 0):
+      layer, next_layer = next_layer, next_layer + 1
+    else:
+      layer = int(rng.integers(0, next_layer))
+    inputs = sorted(set(rng.integers(0, step + 1, size=int(rng.integers(1, 3))).tolist()))
+    if rng.random() < 0.5:
+      inputs = sorted(set(inputs) | {step})  # mostly a chain
+    program.append((layer, inputs))
+  return program
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_longest_path_depths_match_brute_force_oracle(seed):
+  rng = np.random.default_rng(seed)
+  n_layers = int(rng.integers(3, 30))
+  program = _random_program(rng, n_layers, int(n_layers * 1.5))
+  used = sorted({layer for layer, _ in program})
+  params = {f"L{i}": {"kernel": jnp.ones((4, 4))} for i in used}
+
+  def forward(p, x):
+    values = [x]
+    for layer, inputs in program:
+      h = sum(values[i] for i in inputs)
+      values.append(jnp.tanh(h @ p[f"L{layer}"]["kernel"]))
+    return values[-1]
+
+  traced = caadam_jax.trace_structure(forward, params, X)
+  expected = {f"L{layer}": d for layer, d in _oracle_depths(program).items()}
+  assert depths(traced) == expected
+
+
+def _chain(n):
+  params = {
+      f"Dense_{i}": {
+          "kernel": jax.ShapeDtypeStruct((8, 8), jnp.float32),
+          "bias": jax.ShapeDtypeStruct((8,), jnp.float32),
+      }
+      for i in range(n)
+  }
+
+  def forward(p, x):
+    for i in range(n):
+      x = jnp.tanh(x @ p[f"Dense_{i}"]["kernel"] + p[f"Dense_{i}"]["bias"])
+    return x
+
+  return forward, params
+
+
+@pytest.mark.slow
+def test_trace_time_grows_linearly_with_depth():
+  """Twice the layers take at most ~2.5x the time; best of three, in one process.
+
+  Every value once carried all its ancestors: quadratic, 17x make_jaxpr at 1000 layers.
+  """
+  import time
+
+  x = jax.ShapeDtypeStruct((1, 8), jnp.float32)
+  best = {}
+  for n in (300, 600):
+    forward, params = _chain(n)
+    times = []
+    for _ in range(3):
+      start = time.perf_counter()
+      structure = caadam_jax.trace_structure(forward, params, x)
+      times.append(time.perf_counter() - start)
+    assert structure.layers[(f"Dense_{n - 1}",)].depth == n - 1
+    best[n] = min(times)
+  assert best[600] <= 2.5 * best[300], best

@@ -286,3 +286,51 @@ def test_minmaxmedian_mode_keyword_is_a_deprecated_strategy():
   assert float(got["Dense_0"]["kernel"][0, 0]) == 2.0  # c = c_min: g ** 1
   with pytest.raises(TypeError, match="both 'mode'"):
     caadam_jax.scale_by_connection_minmaxmedian(mode="additive", strategy="additive")
+
+
+# ----------------------------------------------------------------------------
+# Factors as runtime values (compile cost): distinct concrete factors leave the jitted
+# update through a lax.cond, never as literals multiplied into the updates, and the
+# numbers are exactly update * factor (rounded once to the update's dtype) whichever
+# branch runs (the branch follows the sign bit of the first update element).
+
+DEPTH4 = {f"Dense_{i}": {"kernel": jnp.ones((3, 3)), "bias": jnp.ones(3)} for i in range(4)}
+
+
+def _literal_muls(jaxpr):
+  """Multiplies of a non-scalar value by a literal, at any nesting level."""
+  found = []
+  for eqn in jaxpr.eqns:
+    for param in eqn.params.values():
+      if isinstance(param, jax.extend.core.ClosedJaxpr):
+        found += _literal_muls(param.jaxpr)
+    literal = any(isinstance(v, jax.extend.core.Literal) for v in eqn.invars)
+    if eqn.primitive.name == "mul" and eqn.outvars[0].aval.shape and literal:
+      found.append(eqn)
+  return found
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_distinct_factors_are_runtime_values_and_exact(dtype, sign):
+  tx = caadam_jax.scale_by_depth()
+  updates = jax.tree.map(lambda p: (sign * 0.3 * p).astype(dtype), DEPTH4)
+  jaxpr = jax.make_jaxpr(tx.update)(updates, tx.init(DEPTH4))
+  assert "cond" in {e.primitive.name for e in jaxpr.eqns}
+  assert _literal_muls(jaxpr.jaxpr) == []
+  out, _ = jax.jit(tx.update)(updates, tx.init(DEPTH4))
+  for i in range(4):
+    factor = 2.0 ** ((4 - (1 + i)) / 4)  # (1 + g) ** ((D - (1 + d)) / D), g = 1
+    for name in ("kernel", "bias"):
+      leaf = updates[f"Dense_{i}"][name]
+      expected = np.asarray(leaf * jnp.asarray(factor, dtype))
+      assert out[f"Dense_{i}"][name].dtype == dtype
+      np.testing.assert_array_equal(np.asarray(out[f"Dense_{i}"][name]), expected)
+
+
+def test_equal_factors_stay_literals():
+  """One factor (or none but 1) needs no cond: nothing to keep apart."""
+  params = {"Dense_0": {"kernel": jnp.ones((3, 3))}, "Dense_1": {"kernel": jnp.ones((3, 3))}}
+  tx = caadam_jax.scale_by_connection_minmaxmedian()
+  jaxpr = jax.make_jaxpr(tx.update)(params, tx.init(params))
+  assert "cond" not in {e.primitive.name for e in jaxpr.eqns}

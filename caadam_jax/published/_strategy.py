@@ -9,8 +9,7 @@ import jax
 import optax
 
 from caadam_jax import _formulas
-from caadam_jax import _leaves
-from caadam_jax import _paths
+from caadam_jax import _transforms
 from caadam_jax.published import _keras_records
 from caadam_jax.published._keras_order import Order
 
@@ -46,9 +45,7 @@ def scale_by_published_strategy(
   ) -> tuple[optax.Updates, optax.EmptyState]:
     del params
     factors = resolver.factors(updates)
-    updates = _paths.map_with_normalized_path(
-        lambda path, u: _leaves.scale_leaf(u, factors[path]), updates
-    )
+    updates = _transforms.apply_factors(updates, factors)
     return updates, state
 
   return optax.GradientTransformation(init_fn, update_fn)
