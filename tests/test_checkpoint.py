@@ -24,10 +24,10 @@ from caadam_test_helpers import make_train_step
 from caadam_test_helpers import train
 from flax.training import train_state
 
+import caadam_jax
+
 # Slow tier (in-process, run by every CI leg): Orbax writes and restores checkpoints.
 pytestmark = pytest.mark.slow
-
-import caadam_jax
 
 ocp = pytest.importorskip(
     "orbax.checkpoint", reason="orbax-checkpoint is not installed (pip install -e '.[test]')"

@@ -7,7 +7,6 @@ import optax
 
 from caadam_jax import _formulas
 from caadam_jax import _paths
-from caadam_jax import _transforms
 from caadam_jax import _validation
 from caadam_jax.published import _keras_records
 from caadam_jax.published._keras_adam import scale_by_keras_adam
