@@ -11,6 +11,13 @@ from caadam_jax._formulas import Formula
 from caadam_jax._formulas import LayerRecord
 from caadam_jax._formulas import Statistics
 from caadam_jax._formulas import StrategyName
+from caadam_jax._layer_decay import DEFAULT_STEM
+from caadam_jax._layer_decay import LayerDecayRow
+from caadam_jax._layer_decay import LayerIds
+from caadam_jax._layer_decay import adamw_layer_decay
+from caadam_jax._layer_decay import describe_layer_decay
+from caadam_jax._layer_decay import layer_ids
+from caadam_jax._layer_decay import scale_by_layer_decay
 from caadam_jax._structure import LeafInfo
 from caadam_jax._structure import Structure
 from caadam_jax._structure import infer_structure
@@ -26,9 +33,12 @@ from caadam_jax.published import keras_caadam_factors
 __version__ = "0.1.0"
 
 __all__ = (
+    "DEFAULT_STEM",
     "STRATEGY_NAMES",
     "DescribeRow",
     "Formula",
+    "LayerDecayRow",
+    "LayerIds",
     "LayerRecord",
     "LeafInfo",
     "ScaleByAdasState",
@@ -36,15 +46,19 @@ __all__ = (
     "Statistics",
     "StrategyName",
     "Structure",
+    "adamw_layer_decay",
     "adas",
     "caadam",
     "describe",
+    "describe_layer_decay",
     "infer_structure",
     "keras_caadam",
     "keras_caadam_factors",
+    "layer_ids",
     "scale_by_adas",
     "scale_by_connection_minmaxmedian",
     "scale_by_depth",
+    "scale_by_layer_decay",
     "scale_by_strategy",
     "scale_by_structure",
     "trace_structure",
