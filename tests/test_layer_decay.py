@@ -612,3 +612,40 @@ def test_describe_layer_decay_prints_ids_and_factors():
   assert re.split(r"\s+", line)[1:] == ["stem", "0", "0.1250"]
   line = next(x for x in text.splitlines() if x.startswith("head/kernel"))
   assert re.split(r"\s+", line)[1:] == ["head", "3", "1.0000"]
+
+
+# ---------------------------------------------------------------------------- the study
+
+
+def test_study_selects_on_validation_and_compares_paired():
+  from benchmarks import layer_decay_finetune as study
+
+  lrs, decays = [1e-3, 1e-2], [1.0, 0.5]
+  # (lr, decay, seed): AdamW is best at lr 1e-2 on validation, layer decay at lr 1e-3.
+  val = np.array([[[0.5, 0.5, 0.5], [0.9, 0.9, 0.9]], [[0.8, 0.8, 0.8], [0.1, 0.1, 0.1]]])
+  test = np.array([[[0.0, 0.0, 0.0], [0.9, 0.8, 0.7]], [[0.8, 0.8, 0.8], [0.0, 0.0, 0.0]]])
+  analysis = study.analyse(val, test, lrs, decays)
+  assert analysis["adamw"]["lr"] == 1e-2
+  assert analysis["adamw"]["test_err_mean"] == pytest.approx(0.2)
+  row, selected = analysis["comparisons"]
+  assert (row["lr"], row["decay"]) == (1e-3, 0.5) == (selected["lr"], selected["decay"])
+  assert row["test_err_mean"] == pytest.approx(0.2)
+  # Per seed: errors 0.1, 0.2, 0.3 against 0.2: relative -0.5, 0, +0.5.
+  assert row["rel"] == pytest.approx(0.0)
+  assert row["wins"] == 1
+
+
+@pytest.mark.slow
+def test_study_quick_end_to_end(tmp_path):
+  import json
+  import os
+
+  if not os.environ.get("CAADAM_JAX_DATA"):
+    pytest.skip("set CAADAM_JAX_DATA to the shared data directory")
+  from benchmarks import layer_decay_finetune as study
+
+  assert study.main(["--quick", "--out", str(tmp_path / "study")]) == 0
+  result = json.loads((tmp_path / "study.json").read_text())
+  assert np.asarray(result["val_acc"]).shape == (2, 2, 2)  # lrs, decays, seeds
+  assert (tmp_path / "study.png").stat().st_size > 0
+  assert "Tuned AdamW" in (tmp_path / "study.md").read_text()
