@@ -561,8 +561,8 @@ def scale_by_layer_decay(
     ...           'block_1': {'kernel': jnp.ones((4, 4))},
     ...           'head': {'kernel': jnp.ones((4, 2))}}
     >>> tx = optax.chain(optax.scale_by_adam(), caadam_jax.scale_by_layer_decay(0.5))
-    >>> updates, _ = tx.update(params, tx.init(params))  # Adam's first step: +-1
-    >>> {k: float(v[next(iter(v))][0, 0]) for k, v in updates.items()}
+    >>> updates, _ = tx.update(params, tx.init(params))  # Adam's first step: about 1
+    >>> {k: round(float(v[next(iter(v))][0, 0]), 4) for k, v in updates.items()}
     {'block_0': 0.25, 'block_1': 0.5, 'embed': 0.125, 'head': 1.0}
 
   Args:
