@@ -141,9 +141,9 @@ def _families(structure: _structure.Structure) -> list[_Family]:
       continue
     for k in range(len(path) - 1):  # module keys only: a leaf's own name is no module
       key = path[k]
-      if isinstance(key, int):
+      if isinstance(key, int) or key.isdigit():  # a list index ("0" in Hugging Face trees)
         name = str(path[k - 1]) if k else ""
-        number = key
+        number = int(key)
       else:
         match = _NUMBERED.match(key)
         if match is None:
@@ -161,7 +161,7 @@ def _families(structure: _structure.Structure) -> list[_Family]:
       for root, n in roots.items()
   ]
   for (parent, name), members in found.items():
-    int_keys = isinstance(next(iter(members.values()))[-1], int)
+    int_keys = str(next(iter(members.values()))[-1]).isdigit()
     label = (
         _paths.path_to_str(parent) + "/*"
         if int_keys

@@ -82,13 +82,16 @@ def factors_of(structure_or_params, decay=DECAY, **kwargs):
 
 
 def assert_factors(got, expected):
+  # Compared by path string: a parsed "0" key is the int 0, as describe_layer_decay prints it.
+  got = {_paths.path_to_str(p): v for p, v in got.items()}
+  expected = {_paths.path_to_str(p): v for p, v in expected.items()}
   assert set(got) == set(expected)
   for path, want in expected.items():
     np.testing.assert_allclose(
         np.asarray(got[path], np.float64).ravel(),
         np.asarray(want, np.float64).ravel(),
         rtol=1e-12,
-        err_msg=_paths.path_to_str(path),
+        err_msg=path,
     )
 
 
@@ -649,3 +652,25 @@ def test_study_quick_end_to_end(tmp_path):
   assert np.asarray(result["val_acc"]).shape == (2, 2, 2)  # lrs, decays, seeds
   assert (tmp_path / "study.png").stat().st_size > 0
   assert "Tuned AdamW" in (tmp_path / "study.md").read_text()
+
+
+def test_hugging_face_style_string_indices():
+  # GPT-2 as Hugging Face's Flax port names it: blocks under transformer/h/"0".."2".
+  w = jnp.ones
+  params = {
+      "transformer": {
+          "wte": {"embedding": w((10, 4))},
+          "wpe": {"embedding": w((6, 4))},
+          "h": {str(i): {"attn": {"kernel": w((4, 4))}, "ln_1": {"scale": w(4)}} for i in range(3)},
+          "ln_f": {"scale": w(4)},
+      },
+      "lm_head": {"kernel": w((4, 10))},
+  }
+  table = ids_table(
+      3,
+      ("transformer/wte", "transformer/wpe"),
+      lambda i: f"transformer/h/{i}",
+      ("transformer/ln_f", "lm_head"),
+  )
+  expected = expected_factors(params, table, 3, decay=0.5)
+  assert_factors(factors_of(params, decay=0.5), expected)
