@@ -19,6 +19,13 @@ from caadam_jax._formulas import LayerRecord
 from caadam_jax._formulas import Statistics
 from caadam_jax._formulas import Strategy
 from caadam_jax._formulas import StrategyName
+from caadam_jax._layer_decay import DEFAULT_STEM
+from caadam_jax._layer_decay import LayerDecayRow
+from caadam_jax._layer_decay import LayerIds
+from caadam_jax._layer_decay import adamw_layer_decay
+from caadam_jax._layer_decay import describe_layer_decay
+from caadam_jax._layer_decay import layer_ids
+from caadam_jax._layer_decay import scale_by_layer_decay
 from caadam_jax._paths import path_to_str
 from caadam_jax._structure import LeafInfo
 from caadam_jax._structure import Structure
@@ -33,10 +40,13 @@ from caadam_jax._transforms import scale_by_structure
 __version__ = "0.1.0"
 
 __all__ = (
+    "DEFAULT_STEM",
     "STRATEGIES",
     "STRATEGY_NAMES",
     "DescribeRow",
     "Formula",
+    "LayerDecayRow",
+    "LayerIds",
     "LayerRecord",
     "LeafInfo",
     "ScaleByAdasState",
@@ -45,14 +55,18 @@ __all__ = (
     "Strategy",
     "StrategyName",
     "Structure",
+    "adamw_layer_decay",
     "adas",
     "caadam",
     "describe",
+    "describe_layer_decay",
     "infer_structure",
+    "layer_ids",
     "path_to_str",
     "scale_by_adas",
     "scale_by_connection_minmaxmedian",
     "scale_by_depth",
+    "scale_by_layer_decay",
     "scale_by_strategy",
     "scale_by_structure",
     "trace_structure",

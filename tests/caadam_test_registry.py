@@ -142,6 +142,13 @@ NO_ARGUMENT_SCALERS: list[Scaler] = [
         True,
     ),
     Scaler("scale_by_adas", caadam_jax.scale_by_adas, False),
+    # scale_by_layer_decay needs its decay, and blocks: a tuple of 1-D leaves has no
+    # repeated module, so leaf 0 is named block 0 (factor decay) and leaf 1 is the head.
+    Scaler(
+        "scale_by_layer_decay-blocks",
+        functools.partial(caadam_jax.scale_by_layer_decay, 0.75, blocks={"0": 0}),
+        False,
+    ),
 ]
 
 # ----------------------------------------------------------------------------

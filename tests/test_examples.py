@@ -138,6 +138,21 @@ def test_optax_chain_tiny(capsys):
   assert "per-group factor" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_layer_decay_example(capsys):
+  import layer_decay
+
+  results = layer_decay.main([])
+  assert results["max_error"] < 1e-7
+  assert results["same_state"]
+  assert abs(results["final_decay"] - 0.75) < 1e-6
+  # Hand rule: 4 blocks, so the stem gets 0.75 ** 5, block 0 0.75 ** 4, the head 1.
+  assert abs(results["factors"]["cls_token"] - 0.75**5) < 1e-12
+  assert abs(results["factors"]["blocks_0/mlp/kernel"] - 0.75**4) < 1e-12
+  assert results["factors"]["norm/scale"] == 1.0
+  assert "blocks_3" in capsys.readouterr().out
+
+
 def test_california_housing_tiny(capsys):
   _require_data()
   import california_housing
