@@ -117,6 +117,33 @@ def test_placebo_factors_by_hand():
   ]
 
 
+def test_twenty_permutations_of_a_six_layer_mlp():
+  """The permutation test's placebos: [128]*5 has 6 Dense layers, so 20 distinct assignments.
+
+  Connection counts 1024, 16384 (x4), 128: the additive and multiplicative factors repeat on
+  the four middle layers, leaving 6!/4! - 1 = 29 other arrangements; depth has 6! - 1 = 719.
+  The first permutations do not depend on how many are asked for, so a longer run extends a
+  shorter one.
+  """
+  params = _mlp_params((128,) * 5)
+  for strategy in ("additive", "multiplicative", "depth"):
+    layers, factor, _ = placebo.layer_factors(params, strategy)
+    assert len(layers) == 6
+    real = tuple(factor[k] for k in layers)
+    tables = placebo.placebo_tables(params, strategy, n_permutations=20, seed=0)
+    perms = [tables[f"placebo_{strategy}_perm{k}"]["layers"] for k in range(20)]
+    values = {tuple(p[k] for k in layers) for p in perms}
+    assert len(values) == 20 and real not in values
+    assert all(sorted(v) == pytest.approx(sorted(real)) for v in values)
+    three = placebo.placebo_tables(params, strategy, n_permutations=3, seed=0)
+    for k in range(3):
+      name = f"placebo_{strategy}_perm{k}"
+      assert three[name]["layers"] == tables[name]["layers"]
+  args = sweep.parse_args(["--permutations", "20"])
+  names = sweep.optimizer_names(args)
+  assert sum(n.startswith("placebo_depth_perm") for n in names) == 20
+
+
 def test_fixed_factors_with_the_real_table_are_caadam():
   """The placebo machinery with the unpermuted factors is exactly as-described CaAdam."""
   params = _mlp_params((16, 8))
@@ -172,6 +199,7 @@ def test_learning_rates_in_one_batch_equal_separate_cells():
   assert batch["runs"][0]["val_loss"][0] != batch["runs"][1]["val_loss"][0]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not DATA, reason="CAADAM_JAX_DATA is not set: the quick sweep needs the data")
 def test_quick_sweep_end_to_end(tmp_path):
   """`--quick` runs a tiny sweep; the JSON, the statistics and the report are consistent."""
@@ -364,3 +392,22 @@ def test_committed_speed_and_permutation_rows_replay_by_hand():
     assert row["real"] == pytest.approx(real) and row["of"] == len(perms) + 1
     assert row["rank"] == 1 + sum(v <= real for v in values)
     assert row["p_worse"] == pytest.approx((1 + sum(v >= real for v in values)) / (len(perms) + 1))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not DATA, reason="CAADAM_JAX_DATA is not set: the quick sweep needs the data")
+def test_quick_fashion_sweep_end_to_end(tmp_path):
+  """The second task's sweep (small CNN on a Fashion-MNIST subsample) runs end to end."""
+  out = sweep.main(["--task", "fashion", "--quick", "--out-dir", str(tmp_path)])
+  with gzip.open(tmp_path / "sweep_fashion.json.gz", "rt") as f:
+    results = json.load(f)
+  assert results["protocol"]["train_subsample"] == 1024
+  assert {c["config"] for c in results["cells"].values()} == {"small_cnn"}
+  a = results["analysis"]
+  assert sorted(r["optimizer"] for r in a["best_vs_adam"]) == ["adas", "caadam_additive"]
+  for row in a["best_vs_adam"]:
+    assert 0.0 <= row["selection"]["changed_any"] <= 1.0 and row["wins"] <= 2
+  assert {r["optimizer"] for r in a["speed"]} == {"adas", "caadam_additive"}
+  md = (tmp_path / "sweep_fashion.md").read_text()
+  assert "test accuracy" in md and "Selection-aware" in md
+  assert all(pathlib.Path(p).exists() for p in out["plots"])
