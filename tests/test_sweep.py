@@ -242,7 +242,15 @@ def test_quick_sweep_end_to_end(tmp_path):
   )
 
   md = (tmp_path / "sweep_california.md").read_text()
-  for text in ("Best against best", "Placebo control", "p Holm", "Deviations", "min_delta"):
+  for text in (
+      "Selection-aware",
+      "placebo control",
+      "Convergence speed",
+      "Fixed-rate",
+      "p Holm",
+      "Deviations",
+      "min_delta",
+  ):
     assert text in md
   assert all(pathlib.Path(p).exists() for p in out["plots"])
   again = sweep.main(argv)  # resumable: nothing left to train
