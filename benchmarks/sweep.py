@@ -53,6 +53,7 @@ import numpy as np
 
 import caadam_jax
 
+from . import convergence
 from . import stats
 from ._shared import RESULTS_DIR
 from ._shared import load_results
@@ -82,6 +83,10 @@ SWEPT = (
 )
 STRATEGIES = caadam_jax.STRATEGY_NAMES
 REFERENCE = "adam"
+N_RESAMPLES = 4000  # seed-bootstrap resamples of the selection-aware intervals
+MDE_ALPHA = 0.05  # family-wise level of the minimum detectable effects (power 0.8)
+SPEED_TARGET = 1.01  # convergence target: tuned Adam's mean best validation loss x this
+SPEED_HORIZON = 50  # epochs of the area under the best-so-far validation curve
 
 
 def adas_spec(lr: float) -> OptSpec:
@@ -320,18 +325,151 @@ def best_cells(results: dict) -> dict[tuple[str, str], dict]:
   return out
 
 
-def _comparison_row(config, name, ref_name, best, metric, margin):
+def grid_arrays(
+    results: dict, config: str, name: str, metric: str
+) -> tuple[np.ndarray, np.ndarray]:
+  """``(validation loss, test metric)`` of every grid point of one optimizer: ``(rates, seeds)``.
+
+  Rows in grid order (smallest learning rate first); a diverged run's validation loss is inf.
+  """
+  cells = [c for _, c in sorted(cells_of(results, config, name).items())]
+  val = np.array(
+      [
+          [
+              math.inf if r["final_val_loss"] is None else r["final_val_loss"]
+              for r in sorted(c["runs"], key=lambda r: r["seed"])
+          ]
+          for c in cells
+      ],
+      np.float64,
+  )
+  return val, np.stack([_test_values(c, metric) for c in cells])
+
+
+def _comparison_row(results, config, name, ref_name, best, metric, margin):
   a, b = _test_values(best[(config, name)], metric), _test_values(best[(config, ref_name)], metric)
   c = stats.paired_comparison(a, b, margin=margin, lower_is_better=metric == "rmse")
-  return {"config": config, "optimizer": name, "reference": ref_name, **c._asdict()}
+  sel = stats.selection_aware_bootstrap(
+      *grid_arrays(results, config, name, metric),
+      *grid_arrays(results, config, ref_name, metric),
+      n_resamples=N_RESAMPLES,
+  )
+  r = stats.relative_differences(a, b)
+  return {
+      "config": config,
+      "optimizer": name,
+      "reference": ref_name,
+      **c._asdict(),
+      "sd_rel": float(np.std(r, ddof=1)) if len(r) > 1 else math.nan,
+      "selection": sel._asdict(),
+  }
 
 
 def _family(rows: list[dict], metric: str) -> list[dict]:
+  """Holm's adjustment, verdicts and minimum detectable effects across one table."""
+  lower = metric == "rmse"
   adjusted = stats.holm([r["p_t"] for r in rows])
-  for r, p in zip(rows, adjusted, strict=True):
+  adjusted_sel = stats.holm([r["selection"]["p_boot"] for r in rows])
+  m = sum(math.isfinite(r["p_t"]) for r in rows)
+  for r, p, p_sel in zip(rows, adjusted, adjusted_sel, strict=True):
     r["p_holm"] = p
     c = stats.PairedComparison(**{k: r[k] for k in stats.PairedComparison._fields})
-    r["verdict"] = stats.verdict(c, p, lower_is_better=metric == "rmse")
+    r["verdict"] = stats.verdict(c, p, lower_is_better=lower)
+    sel = stats.SelectionAwareComparison(**r["selection"])
+    r["selection"]["p_holm"] = p_sel
+    r["selection"]["verdict"] = stats.selection_aware_verdict(
+        sel, p_sel, r["margin"], lower_is_better=lower
+    )
+    # The per-seed spread the selection-aware test sees (its standard error times sqrt(n)), at
+    # Holm's strictest step (alpha / m): the effect the family-wise test detects with 80% power.
+    n = r["selection"]["n"]
+    r["mde"] = stats.minimum_detectable_effect(
+        r["selection"]["se"] * math.sqrt(n), n, MDE_ALPHA / max(m, 1)
+    )
+  return rows
+
+
+def speed_rows(results: dict, best: dict, names: Sequence[str], metric: str) -> list[dict]:
+  """Convergence speed of every optimizer at its selected rate against tuned Adam, paired.
+
+  The target is tuned Adam's mean best validation loss times ``SPEED_TARGET``; the area is
+  the mean best-so-far validation loss over the first ``SPEED_HORIZON`` epochs.
+  """
+  rows = []
+  max_epochs = results["protocol"]["max_epochs"]
+  configs = list(dict.fromkeys(c for c, _ in best))
+  for config in configs:
+    if (config, REFERENCE) not in best:
+      continue
+    ref_runs = sorted(best[(config, REFERENCE)]["runs"], key=lambda r: r["seed"])
+    target = SPEED_TARGET * float(np.mean([r["final_val_loss"] for r in ref_runs]))
+
+    def per_seed(runs, target=target):
+      hit = [convergence.epochs_to_target(r["val_loss"], target) for r in runs]
+      epochs = np.array([max_epochs + 1 if h is None else h for h in hit], np.float64)
+      area = np.array([convergence.best_so_far_area(r["val_loss"], SPEED_HORIZON) for r in runs])
+      return hit, epochs, area
+
+    hit_b, epochs_b, area_b = per_seed(ref_runs)
+    for name in names:
+      if name == REFERENCE or name.startswith("placebo_") or (config, name) not in best:
+        continue
+      runs = sorted(best[(config, name)]["runs"], key=lambda r: r["seed"])
+      hit_a, epochs_a, area_a = per_seed(runs)
+      c = stats.paired_comparison(area_a, area_b, lower_is_better=True)
+      rows.append(
+          {
+              "config": config,
+              "optimizer": name,
+              "reference": REFERENCE,
+              "target": target,
+              "n": len(runs),
+              "reached_a": sum(h is not None for h in hit_a),
+              "reached_b": sum(h is not None for h in hit_b),
+              # Not reached counts as max_epochs + 1: medians and ranks stay defined.
+              "median_epochs_a": float(np.median(epochs_a)),
+              "median_epochs_b": float(np.median(epochs_b)),
+              "faster": int(np.sum(epochs_a < epochs_b)),
+              "slower": int(np.sum(epochs_a > epochs_b)),
+              "p_epochs": stats.wilcoxon_p(epochs_a - epochs_b),
+              **{f"area_{k}": v for k, v in c._asdict().items()},
+          }
+      )
+  adjusted = stats.holm([r["area_p_t"] for r in rows])
+  for r, p in zip(rows, adjusted, strict=True):
+    r["area_p_holm"] = p
+    c = stats.PairedComparison(**{k: r[f"area_{k}"] for k in stats.PairedComparison._fields})
+    r["area_verdict"] = stats.verdict(c, p, lower_is_better=True)
+  return rows
+
+
+def permutation_rows(best: dict, metric: str) -> list[dict]:
+  """The real assignment's rank among its permutations (mean test value at each best rate)."""
+  rows = []
+  configs = list(dict.fromkeys(c for c, _ in best))
+  for config in configs:
+    for s in STRATEGIES:
+      real = (config, f"caadam_{s}")
+      perms = sorted(n for c, n in best if c == config and n.startswith(f"placebo_{s}_perm"))
+      if real not in best or not perms:
+        continue
+      value = float(np.nanmean(_test_values(best[real], metric)))
+      values = [float(np.nanmean(_test_values(best[(config, n)], metric))) for n in perms]
+      rank, total, p_better, p_worse = stats.permutation_rank(value, values, metric == "rmse")
+      rows.append(
+          {
+              "config": config,
+              "strategy": s,
+              "real": value,
+              "permuted_min": min(values),
+              "permuted_median": float(np.median(values)),
+              "permuted_max": max(values),
+              "rank": rank,
+              "of": total,
+              "p_better": p_better,
+              "p_worse": p_worse,
+          }
+      )
   return rows
 
 
@@ -347,14 +485,14 @@ def analyze(results: dict, task, names: Sequence[str]) -> dict:
     for name in names:
       if name == REFERENCE or name.startswith("placebo_") or (config, name) not in best:
         continue
-      vs_adam.append(_comparison_row(config, name, REFERENCE, best, metric, margin))
+      vs_adam.append(_comparison_row(results, config, name, REFERENCE, best, metric, margin))
     for s in STRATEGIES:
       real = f"caadam_{s}"
       if (config, real) not in best:
         continue
       for name in names:
         if name.startswith(f"placebo_{s}_") and (config, name) in best:
-          placebo.append(_comparison_row(config, real, name, best, metric, margin))
+          placebo.append(_comparison_row(results, config, real, name, best, metric, margin))
   return {
       "best": {
           f"{c}|{n}": {
@@ -369,6 +507,8 @@ def analyze(results: dict, task, names: Sequence[str]) -> dict:
       },
       "best_vs_adam": _family(vs_adam, metric),
       "placebo": _family(placebo, metric),
+      "speed": speed_rows(results, best, names, metric),
+      "permutation": permutation_rows(best, metric),
       "margin": margin,
   }
 
@@ -394,6 +534,64 @@ def _table(rows: list[dict], metric: str, left: str) -> list[str]:
         f"[{_pct(r['boot_low'])}, {_pct(r['boot_high'])}] | {r['wins']}/{r['n']} | "
         f"{_p(r['p_t'])} | {_p(r['p_wilcoxon'])} | {_p(r['p_holm'])} | {_p(r['p_tost'])} | "
         f"{r['verdict']} |"
+    )
+  return lines
+
+
+def _selection_table(rows: list[dict], left: str) -> list[str]:
+  """The primary table: selection-aware intervals, verdicts and minimum detectable effects."""
+  lines = [
+      f"| config | {left} | vs | rel. diff | 95% interval, rates re-selected | 90% interval | "
+      "selection changed (a / b / either) | p Holm | verdict | fixed-rate verdict | "
+      "MDE (80% power) |",
+      "|---|---|---|---|---|---|---|---|---|---|---|",
+  ]
+  for r in rows:
+    s = r["selection"]
+    mde = f"±{100 * r['mde']:.2f}%" if math.isfinite(r["mde"]) else "–"
+    lines.append(
+        f"| {r['config']} | {r['optimizer']} | {r['reference']} | {_pct(s['rel'])} | "
+        f"[{_pct(s['low'])}, {_pct(s['high'])}] | [{_pct(s['low90'])}, {_pct(s['high90'])}] | "
+        f"{100 * s['changed_a']:.0f}% / {100 * s['changed_b']:.0f}% / "
+        f"{100 * s['changed_any']:.0f}% | {_p(s['p_holm'])} | {s['verdict']} | {r['verdict']} | "
+        f"{mde} |"
+    )
+  return lines
+
+
+def _speed_table(rows: list[dict], max_epochs: int) -> list[str]:
+  lines = [
+      "| config | optimizer (a) | target val loss | reached (a / Adam) | median epochs to target "
+      "(a / Adam) | faster / slower seeds | p (Wilcoxon) | area, epochs 1-"
+      f"{SPEED_HORIZON} (a / Adam) | rel. diff of area [95% CI] | p Holm | verdict |",
+      "|---|---|---|---|---|---|---|---|---|---|---|",
+  ]
+
+  def med(x):
+    return f">{max_epochs}" if x > max_epochs else f"{x:g}"
+
+  for r in rows:
+    lines.append(
+        f"| {r['config']} | {r['optimizer']} | {r['target']:.5f} | {r['reached_a']}/{r['n']} / "
+        f"{r['reached_b']}/{r['n']} | {med(r['median_epochs_a'])} / {med(r['median_epochs_b'])} | "
+        f"{r['faster']} / {r['slower']} | {_p(r['p_epochs'])} | {r['area_mean_a']:.5f} / "
+        f"{r['area_mean_b']:.5f} | {_pct(r['area_rel'])} [{_pct(r['area_ci_low'])}, "
+        f"{_pct(r['area_ci_high'])}] | {_p(r['area_p_holm'])} | {r['area_verdict']} |"
+    )
+  return lines
+
+
+def _permutation_table(rows: list[dict], metric: str) -> list[str]:
+  lines = [
+      f"| config | strategy | real: mean test {metric} | permutations: min / median / max | "
+      "rank of the real one | p (better than random) | p (worse than random) |",
+      "|---|---|---|---|---|---|---|",
+  ]
+  for r in rows:
+    lines.append(
+        f"| {r['config']} | {r['strategy']} | {r['real']:.4f} | {r['permuted_min']:.4f} / "
+        f"{r['permuted_median']:.4f} / {r['permuted_max']:.4f} | {r['rank']} of {r['of']} | "
+        f"{r['p_better']:.2f} | {r['p_worse']:.2f} |"
     )
   return lines
 
@@ -501,16 +699,66 @@ def report(results: dict, task, args) -> str:
       "t-test rejects at 0.05, *equivalent (±1%)* if TOST does, otherwise *inconclusive* "
       "(not significant is not equal).",
       "",
-      "## Best against best: every optimizer vs Adam, each at its own best learning rate",
+      "## Selection-aware: every optimizer vs Adam, learning rates re-selected per resample",
+      "",
+      f"The primary verdict. Seeds are resampled with replacement ({N_RESAMPLES} resamples, "
+      "pairs kept together); in each resample both learning rates are selected again on the "
+      "resampled validation losses and the mean relative test difference is taken at the new "
+      "picks. The intervals and p-values are t-based (n - 1 degrees of freedom) on the "
+      "standard error of that bootstrap statistic, so they include the selection's variance. "
+      "*selection changed*: how often a resample picks another rate than all seeds do. "
+      "Verdict: *better*/*worse* if the Holm-adjusted p is below 0.05, *equivalent "
+      "(±1%)* if the 90% interval lies within ±1%, else *inconclusive*. *fixed-rate verdict*: "
+      "the verdict of the table below, which treats the selected rates as fixed. MDE: the "
+      "smallest true mean difference this test detects with 80% power at n seeds, two-sided "
+      "at 0.05/m (m comparisons in the table, Holm's strictest step), from the spread it "
+      "measured (standard error x sqrt(n)).",
+      "",
+      *_selection_table(a["best_vs_adam"], "optimizer (a)"),
+      "",
+      "## Selection-aware placebo control",
+      "",
+      "a = the as-described CaAdam strategy, b = its placebo (the same factors permuted across "
+      "layers, or one uniform factor with the same parameter-weighted mean step), each at its "
+      "own best learning rate, re-selected per resample as above. *worse* means the real "
+      "assignment is worse than that placebo; a real assignment no better than a permuted "
+      "one can be worse or within the power of the test (MDE).",
+      "",
+      *_selection_table(a["placebo"], "real (a)"),
+      "",
+      "## Permutation rank of the real assignment",
+      "",
+      f"Mean test {metric} of each placebo permutation at its own best rate against the real "
+      "assignment's. p (better than random) = (1 + permutations at least as good) / "
+      "(permutations + 1); p (worse than random) likewise with at least as bad. With N "
+      "permutations neither p can be below 1/(N + 1).",
+      "",
+      *_permutation_table(a.get("permutation", []), metric),
+      "",
+      "## Convergence speed: every optimizer vs Adam, each at its own best learning rate",
+      "",
+      f"From the stored validation curves, paired by seed. Target: tuned Adam's mean best "
+      f"validation loss x {SPEED_TARGET:g} (one per config); epochs to target: the first epoch "
+      f"at or below it (not reached: counted as more than the {proto['max_epochs']}-epoch cap "
+      "in the medians and the Wilcoxon test on per-seed differences). Area: mean best-so-far "
+      f"validation loss over epochs 1-{SPEED_HORIZON} (smaller: lower sooner), compared as "
+      "above (t-test, Holm, TOST ±1%). Epochs, not seconds: the runs train in vmapped "
+      "batches, so a run has no wall time of its own.",
+      "",
+      *_speed_table(a.get("speed", []), proto["max_epochs"]),
+      "",
+      "## Fixed-rate: every optimizer vs Adam, each at its own best learning rate",
+      "",
+      "The selected learning rates taken as fixed (the intervals omit the selection's "
+      "variance; see the selection-aware table above).",
       "",
       *_table(a["best_vs_adam"], metric, "optimizer (a)"),
       "",
-      "## Placebo control: connection-aware factors vs the same factors permuted across layers",
+      "## Fixed-rate placebo control: connection-aware factors vs the same factors permuted "
+      "across layers",
       "",
-      "a = the as-described CaAdam strategy, b = its placebo (permuted factors, or one uniform "
-      "factor with the same parameter-weighted mean step), each at its own best learning rate. "
-      "If the real factors do no better than permuted ones, the structure carries no "
-      "information.",
+      "a = the as-described CaAdam strategy, b = its placebo, each at its own best learning "
+      "rate taken as fixed.",
       "",
       *_table(a["placebo"], metric, "real (a)"),
       "",
@@ -529,14 +777,103 @@ def report(results: dict, task, args) -> str:
       *[f"- {d}" for d in deviations(results, task, args)],
       "",
       f"Plots: `sweep_{task.name}_<config>.png`: test {metric} against the base learning rate, "
-      "mean over seeds with a band from the minimum to the maximum seed; left the optimizers, "
-      "right (for the configs where placebos ran) the placebos next to their real strategy.",
+      "mean over seeds with a band from the minimum to the maximum seed (left Adam and the "
+      "as-described strategies, right Adam, the published mode and ADAS); "
+      f"`sweep_{task.name}_<config>_placebo.png` (where placebos ran): each as-described "
+      f"strategy with its placebos; `sweep_{task.name}_speed.png`: median best-so-far "
+      "validation loss per epoch of Adam and the as-described strategies at their selected "
+      "rates, with the speed target.",
       "",
   ]
   return "\n".join(lines)
 
 
+def _lr_panel(ax, by_opt: dict, names: Sequence[str], metric: str, title: str) -> None:
+  """Test metric against the base learning rate: mean over seeds, band from the min to the max."""
+  ax.set_title(title, fontsize=11)
+  shown = []
+  for name in names:
+    if name not in by_opt:
+      continue
+    cells = sorted(by_opt[name], key=lambda c: c["lr"])
+    lrs = np.array([c["lr"] for c in cells])
+    vals = np.stack([_test_values(c, metric) for c in cells])
+    many_perms = name.startswith("placebo_") and "_perm" in name and len(names) > 6
+    ls = ":" if name.startswith("placebo_") else ("--" if name.startswith("keras_") else "-")
+    if many_perms:  # many permutations: thin grey lines, one legend entry
+      first = not any(n.startswith("placebo_") and "_perm" in n for n in shown)
+      ax.plot(
+          lrs,
+          np.nanmean(vals, 1),
+          "-",
+          color="0.6",
+          lw=0.8,
+          label="permutations" if first else None,
+      )
+    else:
+      (line,) = ax.plot(lrs, np.nanmean(vals, 1), ls, marker="o", ms=3, lw=1.6, label=name)
+      ax.fill_between(
+          lrs, np.nanmin(vals, 1), np.nanmax(vals, 1), color=line.get_color(), alpha=0.10
+      )
+    shown.append(name)
+  finite = np.concatenate(
+      [_test_values(c, metric) for n in shown for c in by_opt[n]] or [np.zeros(1)]
+  )
+  finite = finite[np.isfinite(finite)]
+  if len(finite):
+    lo, hi = np.percentile(finite, [0, 80])
+    pad = 0.05 * (hi - lo + 1e-9)
+    ax.set_ylim(lo - pad, hi + pad)
+  ax.set_xscale("log")
+  ax.set_xlabel("base learning rate", fontsize=10)
+  ax.set_ylabel(f"test {metric}", fontsize=10)
+  ax.tick_params(labelsize=9)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=9)
+
+
+def _speed_panel(ax, best: dict, config: str, names: Sequence[str], target: float) -> None:
+  """Median over seeds of the best-so-far validation loss per epoch, each at its best rate."""
+  for name in names:
+    if (config, name) not in best:
+      continue
+    runs = best[(config, name)]["runs"]
+    horizon = max(len(r["val_loss"]) for r in runs)
+    curves = []
+    for r in runs:
+      curve = np.minimum.accumulate(
+          np.array([np.inf if v is None else v for v in r["val_loss"]], np.float64)
+      )
+      curves.append(np.concatenate([curve, np.full(horizon - len(curve), curve[-1])]))
+    ls = "--" if name.startswith("keras_") else "-"
+    ax.plot(np.arange(1, horizon + 1), np.median(curves, 0), ls, lw=1.6, label=name)
+  ax.axhline(target, color="k", lw=0.8, ls=":", label=f"target {target:.4f}")
+  ax.set_ylim(target * 0.97, target * 1.25)
+  ax.set_xlim(0, 2.5 * SPEED_HORIZON)
+  ax.set_title(f"{config}", fontsize=11)
+  ax.set_xlabel("epoch", fontsize=10)
+  ax.set_ylabel("best-so-far val loss (median)", fontsize=10)
+  ax.tick_params(labelsize=9)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=9)
+
+
+def _grid(plt, n: int):
+  """``n`` panels, two per row (readable at page width); unused axes hidden."""
+  rows = (n + 1) // 2
+  cols = min(n, 2)
+  fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4.6 * rows), squeeze=False)
+  flat = list(axes.flat)
+  for ax in flat[n:]:
+    ax.set_visible(False)
+  return fig, flat[:n]
+
+
 def write_plots(results: dict, task, out_dir: pathlib.Path) -> list[str]:
+  """Sensitivity plots (optimizers; placebos where they ran) per config and one speed plot.
+
+  At most five series per panel, so each reads at page width.
+  """
   try:
     import matplotlib
 
@@ -549,42 +886,39 @@ def write_plots(results: dict, task, out_dir: pathlib.Path) -> list[str]:
   for c in results["cells"].values():
     groups.setdefault(c["config"], {}).setdefault(c["optimizer"], []).append(c)
   written = []
-  for config, by_opt in groups.items():
-    panels = [[n for n in by_opt if not n.startswith("placebo_")]]
-    titles = [f"{config}: optimizers"]
-    if any(n.startswith("placebo_") for n in by_opt):  # the control panel only where it ran
-      panels.append([n for n in by_opt if n.startswith(("placebo_", "caadam_"))])
-      titles.append(f"{config}: placebo control")
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
-    for ax, names, title in zip(axes[0], panels, titles, strict=True):
-      ax.set_title(title)
-      for name in names:
-        cells = sorted(by_opt[name], key=lambda c: c["lr"])
-        lrs = np.array([c["lr"] for c in cells])
-        vals = np.stack([_test_values(c, metric) for c in cells])
-        ls = ":" if name.startswith("placebo_") else ("-" if "keras" not in name else "--")
-        (line,) = ax.plot(lrs, np.nanmean(vals, 1), ls, marker=".", lw=1.2, label=name)
-        ax.fill_between(
-            lrs, np.nanmin(vals, 1), np.nanmax(vals, 1), color=line.get_color(), alpha=0.12
-        )
-      finite = np.concatenate(
-          [_test_values(c, metric) for n in names for c in by_opt[n]] or [np.zeros(1)]
-      )
-      finite = finite[np.isfinite(finite)]
-      if len(finite):
-        lo, hi = np.percentile(finite, [0, 85])
-        pad = 0.05 * (hi - lo + 1e-9)
-        ax.set_ylim(lo - pad, hi + pad)
-      ax.set_xscale("log")
-      ax.set_xlabel("base learning rate")
-      ax.set_ylabel(f"test {metric}")
-      ax.legend(fontsize=6)
+
+  def save(fig, name):
     fig.tight_layout()
-    safe = config.strip("[]").replace(",", "-")
-    path = out_dir / f"sweep_{task.name}_{safe}.png"
-    fig.savefig(path, dpi=100)
+    path = out_dir / name
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     written.append(str(path))
+
+  for config, by_opt in groups.items():
+    safe = config.strip("[]").replace(",", "-")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), squeeze=False)
+    described = [REFERENCE, *(f"caadam_{s}" for s in STRATEGIES)]
+    published = [REFERENCE, *(f"keras_caadam_{s}" for s in STRATEGIES), "adas"]
+    _lr_panel(axes[0][0], by_opt, described, metric, f"{config}: Adam and CaAdam as described")
+    _lr_panel(axes[0][1], by_opt, published, metric, f"{config}: Adam, published mode, ADAS")
+    save(fig, f"sweep_{task.name}_{safe}.png")
+    with_placebo = [s for s in STRATEGIES if any(n.startswith(f"placebo_{s}_") for n in by_opt)]
+    if with_placebo:
+      fig, axes = _grid(plt, len(with_placebo))
+      for ax, s in zip(axes, with_placebo, strict=False):
+        names = [f"caadam_{s}", *sorted(n for n in by_opt if n.startswith(f"placebo_{s}_"))]
+        _lr_panel(ax, by_opt, names, metric, f"{config}: {s}, real vs placebos")
+      save(fig, f"sweep_{task.name}_{safe}_placebo.png")
+  speed = results.get("analysis", {}).get("speed", [])
+  configs = list(dict.fromkeys(r["config"] for r in speed))
+  if configs:
+    best = best_cells(results)
+    fig, axes = _grid(plt, len(configs))
+    for ax, config in zip(axes, configs, strict=False):
+      target = next(r["target"] for r in speed if r["config"] == config)
+      names = [REFERENCE, *(f"caadam_{s}" for s in STRATEGIES)]
+      _speed_panel(ax, best, config, names, target)
+    save(fig, f"sweep_{task.name}_speed.png")
   return written
 
 

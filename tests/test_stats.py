@@ -133,3 +133,117 @@ def test_bad_input_is_named():
     stats.paired_comparison([1.0, 2.0], [1.0])
   with pytest.raises(ValueError, match="margin must be a positive"):
     stats.tost([0.1, 0.2], margin=0.0)
+
+
+# ----------------------------------------------------------------------------
+# Selection-aware intervals, minimum detectable effect, permutation rank
+# ----------------------------------------------------------------------------
+
+
+def _loop_selection_bootstrap(val_a, test_a, val_b, test_b, idx):
+  """The documented procedure written as a plain loop: re-select both rates per resample."""
+
+  def pick(val, seeds):
+    means = [np.mean(row[seeds]) if np.all(np.isfinite(row[seeds])) else np.inf for row in val]
+    return min(range(len(means)), key=lambda k: (means[k], k))
+
+  out = []
+  for seeds in idx:
+    ka, kb = pick(val_a, seeds), pick(val_b, seeds)
+    out.append(np.mean([test_a[ka, s] / test_b[kb, s] - 1 for s in seeds]))
+  return np.array(out)
+
+
+def test_selection_aware_without_a_choice_is_the_paired_t_test():
+  """One learning rate each: nothing to re-select, so the t-based bootstrap is the paired t."""
+  val = np.full((1, len(A)), 0.2)
+  c = stats.selection_aware_bootstrap(val, A[None], val, B[None], n_resamples=40_000)
+  r = A / B - 1
+  assert c.changed_a == c.changed_b == c.changed_any == 0.0
+  assert c.rel == pytest.approx(np.mean(r))
+  # The rescaled bootstrap standard error is s / sqrt(n) up to Monte Carlo error.
+  assert c.se == pytest.approx(np.std(r, ddof=1) / math.sqrt(len(r)), rel=0.02)
+  assert c.p_boot == pytest.approx(st.ttest_1samp(r, 0).pvalue, rel=0.1)
+  low, high = stats.t_interval(r)
+  assert (c.low, c.high) == pytest.approx((low, high), abs=0.02 * (high - low))
+
+
+def test_selection_changes_as_often_as_the_binomial_says():
+  """Rate 1 of ``a`` wins only when seed 0 is drawn at least twice: P = 1 - P(0) - P(1)."""
+  n = 5
+  val_a = np.array([[0.20] * n, [0.10] + [0.24] * (n - 1)])  # all seeds: row 0 (0.2 < 0.212)
+  test_a = np.array([[0.50] * n, [0.40] * n])
+  val_b, test_b = np.full((1, n), 0.2), np.full((1, n), 0.5)
+  c = stats.selection_aware_bootstrap(val_a, test_a, val_b, test_b, n_resamples=20_000)
+  p_change = 1 - 0.8**5 - 5 * 0.2 * 0.8**4  # seed 0 drawn k >= 2 times: 0.26272
+  assert c.changed_a == pytest.approx(p_change, abs=0.01)
+  assert c.changed_b == 0.0 and c.changed_any == c.changed_a
+  assert c.rel == 0.0  # selected on all seeds: row 0, equal to b
+  # The statistic is -20% when the selection changes and 0 otherwise: a Bernoulli's spread.
+  sd = 0.2 * math.sqrt(p_change * (1 - p_change))
+  assert c.se == pytest.approx(sd * math.sqrt(n / (n - 1)), rel=0.03)
+
+
+def test_selection_aware_matches_a_plain_loop():
+  rng = np.random.default_rng(3)
+  n = 6
+  val_a, val_b = 0.2 + 0.01 * rng.random((4, n)), 0.2 + 0.01 * rng.random((3, n))
+  val_a[2, 1] = np.inf  # a diverged run: that rate is never picked when seed 1 is drawn
+  test_a, test_b = 0.45 + 0.02 * rng.random((4, n)), 0.45 + 0.02 * rng.random((3, n))
+  c = stats.selection_aware_bootstrap(val_a, test_a, val_b, test_b, n_resamples=500, seed=7)
+  idx = np.random.default_rng(7).integers(0, n, size=(500, n))
+  loop = _loop_selection_bootstrap(val_a, test_a, val_b, test_b, idx)
+  assert c.se == pytest.approx(np.std(loop) * math.sqrt(n / (n - 1)))
+  full = _loop_selection_bootstrap(val_a, test_a, val_b, test_b, [np.arange(n)])[0]
+  assert c.rel == pytest.approx(full)
+  t = st.t.ppf(0.975, n - 1)
+  assert (c.low, c.high) == pytest.approx((full - t * c.se, full + t * c.se))
+
+
+def test_selection_aware_verdicts():
+  def make(rel, se, p):
+    h95, h90 = st.t.ppf(0.975, 9) * se, st.t.ppf(0.95, 9) * se
+    return stats.SelectionAwareComparison(
+        10, rel, se, rel - h95, rel + h95, rel - h90, rel + h90, p, 0.0, 0.0, 0.0, 100
+    )
+
+  assert stats.selection_aware_verdict(make(0.02, 0.004, 1e-3), 0.01) == "worse"
+  assert stats.selection_aware_verdict(make(-0.02, 0.004, 1e-3), 0.01) == "better"
+  assert stats.selection_aware_verdict(make(0.001, 0.003, 0.7), 1.0) == "equivalent (±1%)"
+  assert stats.selection_aware_verdict(make(0.001, 0.008, 0.9), 1.0) == "inconclusive"
+  # Significant before the adjustment is not enough.
+  assert stats.selection_aware_verdict(make(0.02, 0.008, 0.03), 0.3) == "inconclusive"
+  with pytest.raises(ValueError, match="same number of seeds"):
+    stats.selection_aware_bootstrap(
+        np.ones((2, 3)), np.ones((2, 3)), np.ones((2, 4)), np.ones((2, 4))
+    )
+
+
+def test_minimum_detectable_effect_has_the_power_it_claims():
+  # Monte Carlo: at the MDE the two-sided t-test rejects in 80% of samples.
+  n, sd, alpha = 10, 0.012, 0.05 / 19
+  mde = stats.minimum_detectable_effect(sd, n, alpha)
+  rng = np.random.default_rng(0)
+  samples = mde + sd * rng.standard_normal((40_000, n))
+  power = np.mean(st.ttest_1samp(samples, 0, axis=1).pvalue < alpha)
+  assert power == pytest.approx(0.8, abs=0.01)
+  # Large n: the normal formula (z_{1-alpha/2} + z_{power}) sd / sqrt(n).
+  big = stats.minimum_detectable_effect(1.0, 5000, 0.05, 0.8)
+  assert big == pytest.approx((st.norm.ppf(0.975) + st.norm.ppf(0.8)) / math.sqrt(5000), rel=1e-3)
+  # Scales with sd, grows as alpha shrinks, undefined without spread or pairs.
+  assert stats.minimum_detectable_effect(2.0, 10) == pytest.approx(
+      2 * stats.minimum_detectable_effect(1.0, 10)
+  )
+  assert stats.minimum_detectable_effect(1.0, 10, 0.001) > stats.minimum_detectable_effect(1.0, 10)
+  assert math.isnan(stats.minimum_detectable_effect(0.0, 10))
+  assert math.isnan(stats.minimum_detectable_effect(1.0, 1))
+
+
+def test_permutation_rank_by_hand():
+  # RMSE: 0.44 beats the real 0.45, two permutations are worse: rank 2 of 4.
+  assert stats.permutation_rank(0.45, [0.44, 0.46, 0.47]) == (2, 4, 0.5, 0.75)
+  # The real one worst of 20 permutations: p (worse) = 1/21, the smallest possible.
+  rank, total, p_better, p_worse = stats.permutation_rank(0.5, np.linspace(0.40, 0.49, 20))
+  assert (rank, total) == (21, 21) and p_better == 1.0 and p_worse == pytest.approx(1 / 21)
+  # Accuracy: higher is better.
+  assert stats.permutation_rank(0.9, [0.8, 0.95], lower_is_better=False) == (2, 3, 2 / 3, 2 / 3)
