@@ -22,6 +22,7 @@ Adam optimizer using connection aware methods", arXiv:2410.24216, 2024.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np

@@ -361,7 +361,7 @@ def test_committed_speed_and_permutation_rows_replay_by_hand():
   Independent of benchmarks/convergence.py and stats.permutation_rank: the selection is redone
   from the stored runs, the target and epochs counted by hand.
   """
-  with gzip.open(ROOT / "benchmarks" / "results" / "sweep_california.json.gz", "rt") as f:
+  with gzip.open(results_dir() / "sweep_california.json.gz", "rt") as f:
     results = json.load(f)
   cells = results["cells"].values()
 
