@@ -34,7 +34,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -168,7 +168,7 @@ def train_models(layers: list[int], models: list[str]) -> dict[str, tuple[Any, A
     rest = {k: v for k, v in variables.items() if k != "params"}
     out["zoo-resnet"] = (
         lambda p, b, model=model, rest=rest: jnp.mean(
-            model.apply({"params": p, **rest}, b, train=False) ** 2
+            cast(jax.Array, model.apply({"params": p, **rest}, b, train=False)) ** 2
         ),
         variables["params"],
         model_zoo.RESNET_INPUT,
@@ -177,7 +177,7 @@ def train_models(layers: list[int], models: list[str]) -> dict[str, tuple[Any, A
     model = model_zoo.TransformerLM()
     variables = model.init(jax.random.key(0), model_zoo.LM_INPUT)
     out["zoo-transformer"] = (
-        lambda p, b, model=model: jnp.mean(model.apply({"params": p}, b) ** 2),
+        lambda p, b, model=model: jnp.mean(cast(jax.Array, model.apply({"params": p}, b)) ** 2),
         variables["params"],
         model_zoo.LM_INPUT,
     )

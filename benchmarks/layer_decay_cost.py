@@ -30,6 +30,7 @@ import re
 import statistics
 import sys
 import time
+from collections.abc import Hashable
 
 import jax
 import jax.numpy as jnp
@@ -88,7 +89,9 @@ def multi_transform_layer_decay(params, decay=DECAY, lr=LR, num_blocks=12):
     return "head"
 
   ids = {"stem": 0, "head": num_blocks + 1, **{f"block_{i}": i + 1 for i in range(num_blocks)}}
-  transforms = {g: optax.adamw(lr * decay ** (num_blocks + 1 - i)) for g, i in ids.items()}
+  transforms: dict[Hashable, optax.GradientTransformation] = {
+      g: optax.adamw(lr * decay ** (num_blocks + 1 - i)) for g, i in ids.items()
+  }
   return optax.multi_transform(transforms, jax.tree_util.tree_map_with_path(label, params))
 
 
@@ -102,7 +105,7 @@ def optimizers(params):
 
 def main(argv: list[str] | None = None) -> int:
   arg_list = sys.argv[1:] if argv is None else list(argv)
-  parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+  parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
   parser.add_argument("--rounds", type=int, default=15)
   parser.add_argument("--steps", type=int, default=10, help="back-to-back steps per sample")
   parser.add_argument("--compile-reps", type=int, default=3)

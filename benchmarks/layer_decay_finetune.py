@@ -133,6 +133,7 @@ def finetune_grid(model, backbone, data, lrs, decays, seeds, steps, batch=32):
     head = model.init(key, x_tr[:1])["params"]["head"]  # a fresh head per seed
     params = {**backbone, "head": head}
     state = opt.init(params)
+    assert isinstance(state, optax.InjectStatefulHyperparamsState)
     state.hyperparams["learning_rate"] = lr
     state.hyperparams["decay"] = decay
     return params, state
@@ -283,7 +284,7 @@ def plot(result: dict[str, Any], path: pathlib.Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
   arg_list = sys.argv[1:] if argv is None else list(argv)
-  parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+  parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
   parser.add_argument("--quick", action="store_true", help="tiny settings (a smoke test)")
   parser.add_argument("--pretrain-steps", type=int, default=400)
   parser.add_argument("--train", type=int, default=1000)

@@ -143,6 +143,7 @@ def main(argv=None):
   data = load(args.data_dir, args.variant)
   model = MLP(hidden)
   results: dict[str, list[tuple[list[float], float, float]]] = {}
+  structure: caadam_jax.Structure | None = None  # traced at seed 0
   for seed in range(args.seeds):
     params = model.init(jax.random.key(seed), data[0][:1])["params"]  # shared by all optimizers
     if seed == 0:

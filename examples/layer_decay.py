@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -47,7 +48,7 @@ class TinyViT(nn.Module):
 
 
 def main(argv=None) -> dict:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
   parser.add_argument("--decay", type=float, default=0.75)
   args = parser.parse_args(argv)
   model = TinyViT()
@@ -58,6 +59,7 @@ def main(argv=None) -> dict:
   # 1. The groups and factors, from the forward pass.
   structure = caadam_jax.trace_structure(model.apply, variables, patches)
   rows = caadam_jax.describe_layer_decay(structure, args.decay)
+  assert not isinstance(rows, str)  # as_string=False: the rows
 
   # 2. One step: Adam's update times each leaf's factor.
   grads = jax.tree.map(lambda p: jnp.cos(p) + 0.1, params)
@@ -67,7 +69,8 @@ def main(argv=None) -> dict:
   adam = optax.scale_by_adam()
   ours, _ = jax.jit(tx.update)(grads, tx.init(params), params)
   ref, _ = jax.jit(adam.update)(grads, adam.init(params), params)
-  factors = {r.leaf: r.factor for r in rows}
+  # No stacked leaves here, so every factor is a single float.
+  factors = {r.leaf: cast(float, r.factor) for r in rows}
   flat_ours = {
       jax.tree_util.keystr(k, simple=True, separator="/"): v
       for k, v in jax.tree_util.tree_flatten_with_path(ours)[0]
@@ -97,7 +100,8 @@ def main(argv=None) -> dict:
   step = jax.jit(scheduled.update)
   for _ in range(6):
     _, state = step(grads, state, params)
-  final_decay = float(state.hyperparams["decay"])
+  assert isinstance(state, optax.InjectStatefulHyperparamsState)
+  final_decay = float(jnp.asarray(state.hyperparams["decay"]))
   print(f"scheduled decay after 6 steps: {final_decay:.3f}")
   return {
       "factors": factors,
