@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -212,20 +212,20 @@ def bootstrap_ratio_interval(
   return float(low), float(high)
 
 
-def wilcoxon_p(r: Sequence[float]) -> float:
+def wilcoxon_p(r: npt.ArrayLike) -> float:
   """Two-sided Wilcoxon signed-rank p-value of ``r`` (1.0 when every value is 0).
 
   Examples:
     >>> wilcoxon_p([0.0, 0.0])
     1.0
   """
-  r = np.asarray(r, np.float64)
-  nonzero = r[r != 0]
+  values = np.asarray(r, np.float64)
+  nonzero = values[values != 0]
   if len(nonzero) == 0:
     return 1.0
-  if len(r) < 2:
+  if len(values) < 2:
     return float("nan")
-  return _pvalue(_st.wilcoxon(r))
+  return _pvalue(_st.wilcoxon(values))
 
 
 def paired_comparison(
@@ -564,7 +564,8 @@ def minimum_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: flo
   high = sd
   while shortfall(high) < 0:
     high *= 2
-  return float(_optimize.brentq(shortfall, 0.0, high, xtol=1e-12 * sd))
+  root = _optimize.brentq(shortfall, 0.0, high, xtol=1e-12 * sd)  # full_output=False: a float
+  return float(cast(float, root))
 
 
 def permutation_rank(real: float, permuted: Sequence[float], lower_is_better: bool = True):

@@ -554,7 +554,7 @@ def scale_by_layer_decay(
   :data:`DEFAULT_STEM` (``cls``, ``embed``, ``pos...``, ``patch``, ``stem``,
   ``wte``, ``wpe``, ``..._init``), else head. ``stem=`` replaces that rule.
 
-  Example:
+  Examples:
     >>> import jax.numpy as jnp, optax, caadam_jax
     >>> params = {'embed': {'embedding': jnp.ones((8, 4))},
     ...           'block_0': {'kernel': jnp.ones((4, 4))},
@@ -685,7 +685,7 @@ def adamw_layer_decay(
   Works with ``optax.inject_hyperparams`` (``decay`` may be injected or scheduled
   there).
 
-  Example:
+  Examples:
     >>> import jax, jax.numpy as jnp, optax, caadam_jax
     >>> params = {'embed': {'embedding': jnp.ones((8, 4))},
     ...           'layers_0': {'kernel': jnp.ones((4, 4))},
@@ -789,7 +789,7 @@ def describe_layer_decay(
   Raises:
     ValueError: as :func:`scale_by_layer_decay`.
 
-  Example:
+  Examples:
     >>> import jax.numpy as jnp, caadam_jax
     >>> params = {'embed': {'embedding': jnp.ones((8, 4))},
     ...           'h_0': {'kernel': jnp.ones((4, 4))},

@@ -256,7 +256,7 @@ def followed_by_stateless(
   ``optax.adam``'s state tree: ``followed_by_stateless(optax.scale_by_adam(),
   scale_by_strategy(...))`` has the state of ``optax.scale_by_adam()``.
 
-  Example:
+  Examples:
     >>> import jax.numpy as jnp, optax, caadam_jax
     >>> from caadam_jax._transforms import followed_by_stateless
     >>> tx = followed_by_stateless(optax.scale_by_adam(), caadam_jax.scale_by_depth())

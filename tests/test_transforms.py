@@ -313,7 +313,7 @@ def _literal_muls(jaxpr):
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_distinct_factors_are_runtime_values_and_exact(dtype, sign):
-  tx = caadam_jax.scale_by_depth()
+  tx = caadam_jax.scale_by_depth(structure=caadam_jax.infer_structure(DEPTH4))
   updates = jax.tree.map(lambda p: (sign * 0.3 * p).astype(dtype), DEPTH4)
   jaxpr = jax.make_jaxpr(tx.update)(updates, tx.init(DEPTH4))
   assert "cond" in {e.primitive.name for e in jaxpr.eqns}
