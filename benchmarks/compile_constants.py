@@ -75,13 +75,15 @@ def depth_behind_barrier() -> optax.GradientTransformation:
   )
 
 
-def candidates(layers: int) -> dict[str, Callable[[], optax.GradientTransformation]]:
+def candidates(
+    layers: int, structure: caadam_jax.Structure
+) -> dict[str, Callable[[], optax.GradientTransformation]]:
   return {
       "adam": lambda: optax.adam(1e-3),
       "adam*1.5": lambda: optax.chain(optax.adam(1e-3), optax.scale(1.5)),
       "per-layer-lr": lambda: per_layer_lr(layers),
       **{
-          f"caadam-{s}": (lambda s=s: caadam_jax.caadam(1e-3, strategy=s))
+          f"caadam-{s}": (lambda s=s: caadam_jax.caadam(1e-3, strategy=s, structure=structure))
           for s in caadam_jax.STRATEGY_NAMES
       },
       "caadam-depth+barrier": depth_behind_barrier,
@@ -111,7 +113,9 @@ def measure(layers: int, rows: int, cols: int, reps: int) -> dict[str, dict[str,
   """Name -> median compile wall/CPU seconds, kernels and distinct fused computations."""
   shapes = {f"Dense_{i}": {"kernel": (rows, cols), "bias": (cols,)} for i in range(layers)}
   params, grads = step_cost.materialize(shapes, 0), step_cost.materialize(shapes, 1)
-  txs = {name: make() for name, make in candidates(layers).items()}
+  # The layers are in natural path order by construction (depth refuses to guess it).
+  structure = caadam_jax.infer_structure(params)
+  txs = {name: make() for name, make in candidates(layers, structure).items()}
   states = {name: tx.init(params) for name, tx in txs.items()}
   wall: dict[str, list[float]] = {name: [] for name in txs}
   cpu: dict[str, list[float]] = {name: [] for name in txs}

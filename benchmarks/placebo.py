@@ -35,11 +35,17 @@ def scale_by_fixed_factors(table: dict[str, float]) -> optax.GradientTransformat
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
+def _natural_order(params) -> caadam_jax.Structure:
+  # The benchmark models name their layers in forward order (L0_..., Dense_0 ...), the order
+  # the real cells' structure has; structure=None refuses, for depth, to guess it.
+  return caadam_jax.infer_structure(params)
+
+
 def layer_factors(
     params, strategy: caadam_jax.StrategyName
 ) -> tuple[list[str], dict[str, float], dict[str, int]]:
   """Layers in depth order, each layer's as-described factor and its parameter count."""
-  rows = caadam_jax.describe(params, strategy=strategy, show=False)
+  rows = caadam_jax.describe(_natural_order(params), strategy=strategy, show=False)
   layers, factor, size = [], {}, {}
   for row in rows:
     if row.layer not in factor:
@@ -61,7 +67,7 @@ def placebo_tables(
     real one) and ``placebo_<strategy>_uniform``.
   """
   layers, factor, size = layer_factors(params, strategy)
-  rows = caadam_jax.describe(params, strategy=strategy, show=False)
+  rows = caadam_jax.describe(_natural_order(params), strategy=strategy, show=False)
   values = tuple(factor[lay] for lay in layers)
   if len(layers) <= 7:
     candidates = sorted({p for p in itertools.permutations(values) if p != values})

@@ -89,16 +89,25 @@ BASELINE = "adam"
 # ----------------------------------------------------------------------------- optimizers
 
 
-def optimizers() -> dict[str, Callable[[], optax.GradientTransformation]]:
-  """Name -> factory of every optimizer the benchmark compares."""
-  opts: dict[str, Callable[[], optax.GradientTransformation]] = {BASELINE: lambda: optax.adam(1e-3)}
+def optimizers() -> dict[str, Callable[[optax.Params], optax.GradientTransformation]]:
+  """Name -> factory (of the params tree) of every optimizer the benchmark compares.
+
+  The caadam strategies get ``infer_structure(params)``: the benchmark trees' natural path
+  order is their layer order by construction (``structure=None`` refuses, for depth, a
+  tree whose equal shapes leave the order a guess).
+  """
+  opts: dict[str, Callable[[optax.Params], optax.GradientTransformation]] = {
+      BASELINE: lambda params: optax.adam(1e-3)
+  }
   for s in caadam_jax.STRATEGY_NAMES:
-    opts[f"caadam-{s}"] = lambda s=s: caadam_jax.caadam(1e-3, strategy=s)
-  opts["keras_caadam"] = lambda: caadam_jax.published.keras_caadam(1e-3)
-  opts["adas"] = caadam_jax.adas
+    opts[f"caadam-{s}"] = lambda params, s=s: caadam_jax.caadam(
+        1e-3, strategy=s, structure=caadam_jax.infer_structure(params)
+    )
+  opts["keras_caadam"] = lambda params: caadam_jax.published.keras_caadam(1e-3)
+  opts["adas"] = lambda params: caadam_jax.adas()
   # Layer decay is AdamW with a per-group learning rate: its reference is optax.adamw.
-  opts["adamw"] = lambda: optax.adamw(1e-3)
-  opts["adamw_layer_decay"] = lambda: caadam_jax.adamw_layer_decay(1e-3, 0.75)
+  opts["adamw"] = lambda params: optax.adamw(1e-3)
+  opts["adamw_layer_decay"] = lambda params: caadam_jax.adamw_layer_decay(1e-3, 0.75)
   return opts
 
 
@@ -235,7 +244,7 @@ def _start(factories: dict[str, Callable], params0, log) -> tuple[dict, dict, di
   txs, live, errors = {}, {}, {}
   for name, factory in factories.items():
     try:
-      txs[name] = factory()
+      txs[name] = factory(params0)
       state = jax.jit(txs[name].init)(params0)
       live[name] = (jax.tree.map(jnp.copy, params0), state)
     except ValueError as e:  # e.g. keras_caadam's documented division-by-zero error

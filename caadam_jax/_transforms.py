@@ -234,10 +234,24 @@ def apply_factors(updates: optax.Updates, factors: Mapping[_paths.Path, Any]) ->
 def _runtime_int(updates: optax.Updates) -> jax.Array | None:
   """An int32 scalar XLA cannot know at compile time: bits of an update element."""
   for leaf in jax.tree.leaves(updates):
+    # Inside shard_map a leaf that varies over manual axes would make the factors vary
+    # too (and a replicated leaf scaled by them no longer replicated): skip such leaves;
+    # with none left the factors stay literals.
+    if _varies_over_manual_axes(leaf):
+      continue
     if isinstance(leaf, jax.Array) and leaf.size and jnp.issubdtype(leaf.dtype, jnp.floating):
       element = jnp.ravel(leaf)[0].astype(jnp.float32)
       return jax.lax.bitcast_convert_type(element, jnp.int32)
   return None
+
+
+def _varies_over_manual_axes(leaf: Any) -> bool:
+  """Whether ``leaf`` varies over shard_map's manual axes (JAX 0.7: ``vma``; 0.10: ``manual_axis_type``)."""
+  aval = jax.typeof(leaf)
+  manual = getattr(aval, "manual_axis_type", None)
+  if manual is not None:
+    return bool(getattr(manual, "varying", ()))
+  return bool(getattr(aval, "vma", ()))
 
 
 def _same_values(values: tuple[np.ndarray, ...], k: jax.Array) -> tuple[jax.Array, ...]:

@@ -639,12 +639,13 @@ def test_study_selects_on_validation_and_compares_paired():
 
 
 @pytest.mark.slow
+@pytest.mark.external
+@pytest.mark.data
+# The study's CNN uses nn.avg_pool, which divides a float32 sum by an int32 count.
+@pytest.mark.standard_promotion
 def test_study_quick_end_to_end(tmp_path):
   import json
-  import os
 
-  if not os.environ.get("CAADAM_JAX_DATA"):
-    pytest.skip("set CAADAM_JAX_DATA to the shared data directory")
   from benchmarks import layer_decay_finetune as study
 
   assert study.main(["--quick", "--out", str(tmp_path / "study")]) == 0
