@@ -123,7 +123,7 @@ _PRIVATE_ALIASES = {
     "PathKey": "str | int",
     "Order": "Sequence[str | Sequence[str | int]] | caadam_jax.Structure",
     "Factor": "ArrayLike",
-    # caadam_jax._layer_decay's argument types.
+    # The layer-decay transforms' argument types.
     "BlocksSpec": "str | re.Pattern[str] | Mapping[Any, int] | None",
     "StemSpec": "str | re.Pattern[str] | Iterable[Any] | None",
     "DecoderRule": 'Literal["sequential", "parallel"]',
