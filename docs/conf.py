@@ -70,7 +70,7 @@ nitpicky = True
 # Types from other packages have no inventory here (intersphinx needs the network): their
 # names in signatures are not links, and only they are exempt from the check.
 nitpick_ignore_regex = [
-    (r"py:.*", r"(jax|jaxlib|optax|chex|flax|numpy|np|typing|collections|pathlib|os)(\..*)?"),
+    (r"py:.*", r"(jax|jaxlib|optax|chex|flax|numpy|np|typing|collections|pathlib|os|re)(\..*)?"),
     (r"py:class", r"(Any|Callable|Sequence|Mapping|Iterable|NamedTuple|PathLike|ArrayLike)"),
     (r"py:class", r"(int|float|str|bool|tuple|list|dict|None|object)"),
     # The package's private names never reach a signature (_public_signature below), so
