@@ -125,19 +125,16 @@ def caadam(
         "were the better-supported ones, 'additive' was worse. See docs/benchmarks.md "
         '("Choosing a strategy").'
     )
-  for name, value, allowed, ok in (
-      ("learning_rate", learning_rate, "learning_rate >= 0", lambda x: x >= 0),
-      ("b1", b1, "0 <= b1 < 1", lambda x: 0 <= x < 1),
-      ("b2", b2, "0 <= b2 < 1", lambda x: 0 <= x < 1),
-      ("eps", eps, "eps > 0", lambda x: x > 0),
-      ("eps_root", eps_root, "eps_root >= 0", lambda x: x >= 0),
-      ("weight_decay", weight_decay, "weight_decay >= 0", lambda x: x >= 0),
-  ):
-    if name == "weight_decay" and value is None:
-      continue
-    _validation.check_real_scalar(
-        name, value, allowed, ok, schedule=name in ("learning_rate", "weight_decay"), owner=owner
-    )
+  _validation.check_adam_hyperparameters(
+      owner,
+      learning_rate=learning_rate,
+      b1=b1,
+      b2=b2,
+      eps=eps,
+      eps_root=eps_root,
+      weight_decay=weight_decay,
+      weight_decay_may_be_none=True,
+  )
   adam_and_structure = _transforms.followed_by_stateless(
       optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype),
       _transforms.scale_by_strategy(strategy, scaling_factor, structure=structure),

@@ -726,17 +726,15 @@ def adamw_layer_decay(
     Bao et al., "BEiT: BERT Pre-Training of Image Transformers", ICLR 2022.
   """
   owner = "caadam_jax.adamw_layer_decay"
-  for name, value, allowed, ok in (
-      ("learning_rate", learning_rate, "learning_rate >= 0", lambda x: x >= 0),
-      ("b1", b1, "0 <= b1 < 1", lambda x: 0 <= x < 1),
-      ("b2", b2, "0 <= b2 < 1", lambda x: 0 <= x < 1),
-      ("eps", eps, "eps > 0", lambda x: x > 0),
-      ("eps_root", eps_root, "eps_root >= 0", lambda x: x >= 0),
-      ("weight_decay", weight_decay, "weight_decay >= 0", lambda x: x >= 0),
-  ):
-    _validation.check_real_scalar(
-        name, value, allowed, ok, schedule=name in ("learning_rate", "weight_decay"), owner=owner
-    )
+  _validation.check_adam_hyperparameters(
+      owner,
+      learning_rate=learning_rate,
+      b1=b1,
+      b2=b2,
+      eps=eps,
+      eps_root=eps_root,
+      weight_decay=weight_decay,
+  )
   layer_decay = scale_by_layer_decay(
       decay, structure=structure, blocks=blocks, stem=stem, decoder=decoder
   )

@@ -151,3 +151,44 @@ def check_integer(name: str, value: Any, *, minimum: int | None = None, what: st
   if not number.is_integer() or (minimum is not None and number < minimum):
     raise ValueError(f"{name} must be {what}, got {value!r}.")
   return int(number)
+
+
+def check_adam_hyperparameters(
+    owner: str,
+    *,
+    learning_rate: Any,
+    b1: Any,
+    b2: Any,
+    eps: Any,
+    eps_root: Any,
+    weight_decay: Any,
+    weight_decay_may_be_none: bool = False,
+) -> None:
+  """Checks the Adam(W) hyperparameters of an alias.
+
+  Args:
+    owner: the alias's full name, for the messages.
+    learning_rate: a number or a schedule, ``>= 0``.
+    b1: ``0 <= b1 < 1``.
+    b2: ``0 <= b2 < 1``.
+    eps: ``> 0``.
+    eps_root: ``>= 0``.
+    weight_decay: a number or a schedule, ``>= 0`` (or None where allowed).
+    weight_decay_may_be_none: whether ``weight_decay=None`` (no decay) is allowed.
+
+  Raises:
+    TypeError, ValueError: as :func:`check_real_scalar`, naming the argument.
+  """
+  for name, value, allowed, ok in (
+      ("learning_rate", learning_rate, "learning_rate >= 0", lambda x: x >= 0),
+      ("b1", b1, "0 <= b1 < 1", lambda x: 0 <= x < 1),
+      ("b2", b2, "0 <= b2 < 1", lambda x: 0 <= x < 1),
+      ("eps", eps, "eps > 0", lambda x: x > 0),
+      ("eps_root", eps_root, "eps_root >= 0", lambda x: x >= 0),
+      ("weight_decay", weight_decay, "weight_decay >= 0", lambda x: x >= 0),
+  ):
+    if name == "weight_decay" and value is None and weight_decay_may_be_none:
+      continue
+    check_real_scalar(
+        name, value, allowed, ok, schedule=name in ("learning_rate", "weight_decay"), owner=owner
+    )
