@@ -199,7 +199,8 @@ def apply_factors(updates: optax.Updates, factors: Mapping[_paths.Path, Any]) ->
   makes its leaf's fused Adam kernel distinct, and XLA compiles every distinct kernel
   anew (a train step of n equal layers then compiles several times slower than
   ``optax.adam``'s; ``benchmarks/compile_constants.py`` measures it); as runtime
-  scalars, the kernels of equal leaves stay identical and are compiled once.
+  scalars, the kernels of equal leaves stay identical and are compiled once. Eagerly
+  (no leaf traced) the factors stay literals: there is no whole step to compile.
 
   Args:
     updates: a tree of updates (``optax.MaskedNode`` leaves are kept).
@@ -232,8 +233,16 @@ def apply_factors(updates: optax.Updates, factors: Mapping[_paths.Path, Any]) ->
 
 
 def _runtime_int(updates: optax.Updates) -> jax.Array | None:
-  """An int32 scalar XLA cannot know at compile time: bits of an update element."""
-  for leaf in jax.tree.leaves(updates):
+  """An int32 scalar XLA cannot know at compile time: bits of an update element.
+
+  None when no leaf is traced: an eager update compiles no whole step, so literal
+  factors cost nothing there, while an eager ``lax.cond`` is compiled anew on every
+  call (about 10x the rest of an eager step).
+  """
+  leaves = jax.tree.leaves(updates)
+  if not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+    return None
+  for leaf in leaves:
     # Inside shard_map a leaf that varies over manual axes would make the factors vary
     # too (and a replicated leaf scaled by them no longer replicated): skip such leaves;
     # with none left the factors stay literals.

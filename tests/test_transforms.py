@@ -328,6 +328,21 @@ def test_distinct_factors_are_runtime_values_and_exact(dtype, sign):
       np.testing.assert_array_equal(np.asarray(out[f"Dense_{i}"][name]), expected)
 
 
+def test_eager_update_needs_no_cond_and_equals_the_jitted_one(monkeypatch):
+  """Eagerly, literal factors cost no compile (an eager cond recompiles every call)."""
+  tx = caadam_jax.scale_by_depth(structure=caadam_jax.infer_structure(DEPTH4))
+  updates = jax.tree.map(lambda p: (0.3 * p).astype(jnp.bfloat16), DEPTH4)
+  jitted, _ = jax.jit(tx.update)(updates, tx.init(DEPTH4))
+
+  def no_cond(*args, **kwargs):
+    raise AssertionError("an eager update ran a lax.cond")
+
+  monkeypatch.setattr(jax.lax, "cond", no_cond)
+  eager, _ = tx.update(updates, tx.init(DEPTH4))
+  chex.assert_trees_all_equal(eager, jitted, strict=True)
+  assert len({float(u[0, 0]) for u in jax.tree.leaves(eager) if u.ndim == 2}) == 4
+
+
 def test_equal_factors_stay_literals():
   """One factor (or none but 1) needs no cond: nothing to keep apart."""
   params = {"Dense_0": {"kernel": jnp.ones((3, 3))}, "Dense_1": {"kernel": jnp.ones((3, 3))}}
