@@ -514,7 +514,11 @@ def _alias(name):
 @pytest.mark.parametrize(
     "alias, name, value, error, match",
     BAD_HYPERPARAMETERS,
-    ids=[f"{a}-{n}-{v!r}"[:60] for a, n, v, _, _ in BAD_HYPERPARAMETERS],
+    # A function's repr holds its address: ids must be the same in every process (xdist).
+    ids=[
+        f"{a}-{n}-{v.__name__ if callable(v) else repr(v)}"[:60]
+        for a, n, v, _, _ in BAD_HYPERPARAMETERS
+    ],
 )
 def test_concrete_hyperparameters_are_checked_at_construction(alias, name, value, error, match):
   """Input: a string, list, vector, bool, non-finite or out-of-range hyperparameter.
@@ -1061,7 +1065,8 @@ def test_issue28_unknown_configs_fail(monkeypatch):
     [
         ("california.json", b'{"format": 1, "cells": {'),
         ("sweep_california.json.gz", b"not gzip at all"),
-        ("sweep_california.json.gz", gzip.compress(b"[1, 2")),
+        # mtime=0: the same bytes, so the same test id, in every process (xdist).
+        ("sweep_california.json.gz", gzip.compress(b"[1, 2", mtime=0)),
         ("california.json", b"[1, 2]"),
     ],
 )
