@@ -397,6 +397,17 @@ def trace_structure(
   ``stacked`` declares or overrides stacks (path prefix -> axis), e.g. for an
   ``nnx.vmap``-created stack applied in a Python loop.
 
+  Loops: weight reuse is not depth. A loop over shared weights (a ``scan``
+  slicing no parameter, as ``nn.RNN`` over an ``LSTMCell``, or a
+  ``while_loop``) counts as one application of its body, one time step: the
+  carry entering the body sits at the depth of what flows into the loop, never
+  after the body's own layers, so the gates of a recurrent cell (reading
+  ``x_t`` and ``h_{t-1}`` side by side) share a depth, and a layer reading the
+  loop's outputs comes after them. Layers first used together in one product
+  (kernels concatenated as in ``OptimizedLSTMCell``) are side by side. A loop
+  unrolled in Python is no loop in the trace: its reused weights follow the
+  tied-weight rule above.
+
   Models:
 
   * linen: pass ``model.apply`` and the variables dict (or the params), then
