@@ -14,6 +14,7 @@ from caadam_jax import _transforms
 from caadam_jax import _validation
 
 
+@_formulas.binds_formula("strategy", "caadam_jax.caadam")
 def caadam(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     b1: jax.typing.ArrayLike = 0.9,
@@ -53,7 +54,11 @@ def caadam(
   Decoupled weight decay (AdamW-style) is applied after the structure factor,
   so it is not scaled by it. The state is exactly ``optax.adam``'s (the
   structure transform is stateless). Works with ``optax.inject_hyperparams``
-  (``learning_rate`` and ``scaling_factor`` may follow schedules there).
+  (``learning_rate`` and ``scaling_factor`` may follow schedules there); a
+  formula ``strategy`` is declared static there,
+  ``optax.inject_hyperparams(caadam_jax.caadam, static_args=("strategy",))``, or
+  ``init`` raises a ``TypeError`` that says so (optax would call it as a
+  schedule).
 
   Validation: concrete hyperparameters (Python numbers, NumPy scalars) are
   checked here, at construction: real, finite scalars with ``learning_rate >= 0``
@@ -107,7 +112,8 @@ def caadam(
     TypeError: a hyperparameter is not a real scalar (a string, None, a list, a
       bool; a callable other than a ``learning_rate`` or ``weight_decay``
       schedule), ``strategy`` is omitted (None) or neither a name nor a callable,
-      or ``structure`` is not a
+      or (from ``init``) a formula given to ``optax.inject_hyperparams`` without
+      ``static_args=("strategy",)``, or ``structure`` is not a
       :class:`~caadam_jax.Structure` or None.
     ValueError: a hyperparameter is an array that is not 0-d, or a concrete one
       is not finite or out of its range; or ``strategy`` is an unknown name.

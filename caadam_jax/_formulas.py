@@ -17,10 +17,12 @@ function here plus one entry in ``STRATEGIES`` (CONTRIBUTING.md, "Add a strategy
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import math
 import types
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, NamedTuple, cast, get_args
+from typing import Any, Literal, NamedTuple, TypeVar, cast, get_args
 
 import jax
 import jax.core
@@ -358,6 +360,7 @@ def resolve(
     TypeError: ``strategy`` is neither a name nor a callable.
     ValueError: as :func:`resolve_strategy`, for a name.
   """
+  strategy = unwrap(strategy)
   if isinstance(strategy, str):
     resolved, g = resolve_strategy(cast(StrategyName, strategy), scaling_factor, argument=argument)
     return resolved.formula, g, resolved.uses_depth
@@ -378,3 +381,84 @@ def resolve(
       f"(record: caadam_jax.LayerRecord, stats: caadam_jax.Statistics, g) -> factor; "
       f"got {type(strategy).__name__} {strategy!r}."
   )
+
+
+class BoundFormula:
+  """A formula bound to a transform's argument by ``inspect.signature(...).bind``.
+
+  That is what ``optax.inject_hyperparams`` does with its arguments before it calls
+  every callable one not declared in ``static_args`` as a schedule, with the step
+  count, before the transform runs (a formula ``(record, stats, g)`` would fail
+  there with Python's "missing 2 required positional arguments"). Called as a
+  formula, this is the formula; called with one argument, it raises the fix.
+  """
+
+  def __init__(self, formula: Formula, argument: str, owner: str):
+    functools.update_wrapper(self, formula)  # the formula's name in messages
+    self.formula, self.argument, self.owner = formula, argument, owner
+
+  def __call__(self, *args: Any, **kwargs: Any) -> Factor:
+    if len(args) == 1 and not kwargs:
+      raise TypeError(
+          f"{self.argument}={formula_name(self.formula)} is a formula, and "
+          "optax.inject_hyperparams calls every callable argument as a schedule (with the "
+          f"step count) unless it is static. Declare it static: optax.inject_hyperparams("
+          f"{self.owner}, static_args=({self.argument!r},))({self.argument}="
+          f"{formula_name(self.formula)}, ...)."
+      )
+    return self.formula(*args, **kwargs)
+
+  def __repr__(self) -> str:
+    return repr(self.formula)
+
+
+def unwrap(strategy: Any) -> Any:
+  """The formula a :class:`BoundFormula` holds; anything else unchanged."""
+  return strategy.formula if isinstance(strategy, BoundFormula) else strategy
+
+
+class _FormulaBindingSignature(inspect.Signature):
+  """A signature whose ``bind`` wraps a callable formula argument in :class:`BoundFormula`."""
+
+  formula_argument = ""
+  owner = ""
+
+  def bind(self, /, *args: Any, **kwargs: Any) -> inspect.BoundArguments:
+    bound = super().bind(*args, **kwargs)
+    value = bound.arguments.get(self.formula_argument)
+    if callable(value) and not isinstance(value, BoundFormula):
+      bound.arguments[self.formula_argument] = BoundFormula(
+          cast(Formula, value), self.formula_argument, self.owner
+      )
+    return bound
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def binds_formula(argument: str, owner: str) -> Callable[[_F], _F]:
+  """Decorates a transform whose ``argument`` takes a formula, for ``inject_hyperparams``.
+
+  ``optax.inject_hyperparams(fn)`` binds its arguments with ``inspect.signature(fn)``
+  and then calls each callable one not in ``static_args`` as a schedule. With this
+  decorator the binding wraps the formula in :class:`BoundFormula`, so that call
+  raises a ``TypeError`` that names ``argument`` and says to pass
+  ``static_args=(argument,)`` instead of Python's missing-argument error; declared
+  static, the wrapper reaches ``fn``, which unwraps it (:func:`unwrap`). Direct
+  calls of ``fn`` do not bind and are unaffected.
+
+  Args:
+    argument: the name of the formula argument (``"strategy"``, ``"formula"``).
+    owner: the public name of ``fn``, for the message (``"caadam_jax.caadam"``).
+
+  Returns:
+    A decorator that sets ``fn.__signature__`` and returns ``fn``.
+  """
+
+  def decorate(fn: _F) -> _F:
+    signature = _FormulaBindingSignature.from_callable(fn)
+    signature.formula_argument, signature.owner = argument, owner
+    fn.__signature__ = signature  # pyright: ignore[reportFunctionMemberAccess]
+    return fn
+
+  return decorate

@@ -74,9 +74,7 @@ class _Tracer:
     if name == "while":
       body_consts = ins[params["cond_nconsts"] : params["cond_nconsts"] + params["body_nconsts"]]
       carry = ins[params["cond_nconsts"] + params["body_nconsts"] :]
-      for _ in range(2):  # a second pass lets the carry's ancestry reach the body
-        carry = self._merge(carry, self.run(params["body_jaxpr"], body_consts + carry))
-      return carry
+      return self._loop(params["body_jaxpr"], body_consts, carry, [])
     if name == "cond":
       outs = [self.run(branch, ins[1:]) for branch in params["branches"]]
       merged = outs[0]
@@ -153,11 +151,88 @@ class _Tracer:
         carry, step_ys = outs[:n_carry], outs[n_carry:]
         ys = step_ys if ys is None else self._merge(ys, step_ys)
       return carry + (ys or [])
-    outs: list[Any] = []
-    for _ in range(2):  # a second pass lets the carry's ancestry reach the body
-      outs = self.run(params["jaxpr"], consts + carry + xs)
-      carry = self._merge(carry, outs[:n_carry])
-    return carry + outs[n_carry:]
+    return self._loop(params["jaxpr"], consts, carry, xs)
+
+  def _loop(self, body: Any, consts: list, carry: list, xs: list) -> list[_ValueRef]:
+    """A loop over shared weights (a ``while``, a ``scan`` slicing no parameter).
+
+    Weight reuse across iterations is not depth: the body is recorded once, as one
+    iteration (one time step), and the carry entering it stands for what the loop's
+    own inputs reach it through earlier iterations (the initial carry, and the consts
+    and ``xs`` that flow into it), never for the body's own layers. So the gates of a
+    recurrent cell, which read ``x_t`` and ``h_{t-1}`` side by side, share a depth,
+    and a layer fed the loop's outputs sits after all of them.
+
+    Returns:
+      The carry out, then the ``xs`` outputs (``ys``) of a scan.
+    """
+    n_consts, n_carry = len(consts), len(carry)
+    # Which carries are activations (a carry the body makes one is one from the first
+    # iteration on), what parameters flow around the others, and which loop inputs
+    # reach each carry out: repeated scratch runs until nothing changes.
+    carry_in = list(carry)
+    while True:
+      outs, reach = self._scratch(body, consts + carry_in + xs)
+      changed = False
+      for i, out in enumerate(outs[:n_carry]):
+        if isinstance(carry_in[i], int):
+          continue
+        if isinstance(out, int):
+          carry_in[i], changed = _INPUT, True  # placeholder: an activation from now on
+        elif not out <= carry_in[i]:
+          carry_in[i], changed = carry_in[i] | out, True
+      if not changed:
+        break
+    # The outer activations each activation carry derives from, through any chain of
+    # carries (a transitive closure over what one iteration reaches).
+    outer = consts + carry + xs
+    sources: dict[int, set[int]] = {
+        i: ({carry[i]} if isinstance(carry[i], int) else set())
+        for i in range(n_carry)
+        if isinstance(carry_in[i], int)
+    }
+    grew = True
+    while grew:
+      grew = False
+      for i, found in sources.items():
+        for j in reach[i]:
+          k = j - n_consts
+          extra = sources[k] if 0 <= k < n_carry else {cast(int, outer[j])}
+          if not extra <= found:
+            found |= extra
+            grew = True
+    for i, found in sources.items():
+      carry_in[i] = self._combine(sorted(found)) if found else _INPUT
+    outs = self.run(body, consts + carry_in + xs)
+    carry_out = [
+        out if isinstance(out, int) else cast(frozenset, carry_in[i]) | out
+        for i, out in enumerate(outs[:n_carry])
+    ]
+    return carry_out + outs[n_carry:]
+
+  def _scratch(self, body: Any, inputs: list[_ValueRef]) -> tuple[list[_ValueRef], list[set[int]]]:
+    """Runs ``body`` without recording anything.
+
+    Returns:
+      The outputs, and for each output the indices of the activation inputs it
+      depends on.
+    """
+    n_nodes, n_uses = len(self.parents), len(self.uses)
+    saved = (set(self.contracted), set(self.used), {k: set(v) for k, v in self.scanned.items()})
+    try:
+      marked = [self._node((), frozenset()) if isinstance(v, int) else v for v in inputs]
+      marker_of = {v: j for j, v in enumerate(marked) if isinstance(v, int)}
+      outs = self.run(body, marked)
+      reach: dict[int, set[int]] = {}
+      for node in range(n_nodes, len(self.parents)):
+        if node in marker_of:
+          reach[node] = {marker_of[node]}
+        else:
+          reach[node] = set().union(*(reach.get(p, set()) for p in self.parents[node]))
+      return outs, [reach.get(out, set()) if isinstance(out, int) else set() for out in outs]
+    finally:
+      del self.parents[n_nodes:], self.own[n_nodes:], self.uses[n_uses:]
+      self.contracted, self.used, self.scanned = saved
 
 
 def _split_scan_inputs(params: dict[str, Any], ins: list[Any]) -> tuple[list, list, list]:
@@ -321,6 +396,17 @@ def trace_structure(
   detected as stacked along axis 0, and each slice is its own layer;
   ``stacked`` declares or overrides stacks (path prefix -> axis), e.g. for an
   ``nnx.vmap``-created stack applied in a Python loop.
+
+  Loops: weight reuse is not depth. A loop over shared weights (a ``scan``
+  slicing no parameter, as ``nn.RNN`` over an ``LSTMCell``, or a
+  ``while_loop``) counts as one application of its body, one time step: the
+  carry entering the body sits at the depth of what flows into the loop, never
+  after the body's own layers, so the gates of a recurrent cell (reading
+  ``x_t`` and ``h_{t-1}`` side by side) share a depth, and a layer reading the
+  loop's outputs comes after them. Layers first used together in one product
+  (kernels concatenated as in ``OptimizedLSTMCell``) are side by side. A loop
+  unrolled in Python is no loop in the trace: its reused weights follow the
+  tied-weight rule above.
 
   Models:
 
@@ -592,7 +678,8 @@ def _longest_paths(
   A layer's depth is 1 + the largest depth of the counted layers upstream of any of
   its uses that were first used before it (edges from layers first used later, as
   with tied weights, would form cycles), its side-by-side siblings (slices of a stack
-  used whole) excepted; 0 without such layers. One pass over the dataflow graph in
+  used whole, layers first used at one node with it such as fused kernels) excepted;
+  0 without such layers. One pass over the dataflow graph in
   trace order, each value carrying only an ``_Upstream`` summary, gives these depths
   unless a layer's depth grows after it was read (reuse of a layer on a later layer's
   output); then the pass repeats until nothing changes (depths only grow, so this
@@ -601,17 +688,34 @@ def _longest_paths(
   """
   position = {layer: i for i, layer in enumerate(order)}
   n_nodes = len(tracer.parents)
-  # Node -> (position, siblings' positions) of the counted layers its parameters belong
-  # to; the siblings of a layer are those of any element group holding it.
-  own_layers: list[list[tuple[int, frozenset]]] = []
-  for node in range(n_nodes):
-    groups: dict[int, frozenset] = {}
-    for element in tracer.own[node]:
-      group = frozenset(position[layer] for layer in layers_of(element) if layer in position)
-      for p in group:
-        groups[p] = groups.get(p, frozenset()) | group
-    own_layers.append(list(groups.items()))
   uses = set(tracer.uses)
+  # Node -> positions of the counted layers its parameters belong to, grouped by
+  # element (a stack used whole is one element of many layers).
+  groups: list[list[frozenset]] = [
+      [
+          frozenset(position[layer] for layer in layers_of(element) if layer in position)
+          for element in tracer.own[node]
+      ]
+      for node in range(n_nodes)
+  ]
+  # The siblings of a layer, side by side with it: the layers of one element with it
+  # (slices of a stack used whole) and the layers first used at one node with it
+  # (kernels concatenated into one product, as in a fused LSTM cell).
+  side_by_side: dict[int, frozenset] = {}
+  for node in range(n_nodes):
+    for group in groups[node]:
+      for p in group:
+        side_by_side[p] = side_by_side.get(p, frozenset()) | group
+  seen: set[int] = set()
+  for node in tracer.uses:
+    first = frozenset().union(*groups[node]) - seen
+    seen |= first
+    for p in first:
+      side_by_side[p] = side_by_side.get(p, frozenset()) | first
+  # Node -> (position, siblings' positions) of its counted layers.
+  own_layers: list[list[tuple[int, frozenset]]] = [
+      [(p, side_by_side[p]) for p in frozenset().union(*node_groups)] for node_groups in groups
+  ]
   depth = [0] * len(order)
   while True:
     read: set[int] = set()

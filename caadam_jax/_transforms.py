@@ -27,6 +27,7 @@ from caadam_jax import _validation
 ScaleByStructureState = optax.EmptyState
 
 
+@_formulas.binds_formula("formula", "caadam_jax.scale_by_structure")
 def scale_by_structure(
     formula: _formulas.Formula,
     scaling_factor: Any = None,
@@ -88,6 +89,7 @@ def scale_by_structure(
     Genet & Inzirillo, "CaAdam: Improving Adam optimizer using connection aware
     methods", arXiv:2410.24216, 2024.
   """
+  formula = _formulas.unwrap(formula)
   if isinstance(formula, str) or not callable(formula):
     raise TypeError(
         "formula must be a callable (record: caadam_jax.LayerRecord, stats: "
@@ -140,6 +142,7 @@ def scale_by_structure(
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+@_formulas.binds_formula("strategy", "caadam_jax.scale_by_strategy")
 def scale_by_strategy(
     strategy: _formulas.StrategyName | _formulas.Formula,
     scaling_factor: jax.typing.ArrayLike | None = None,

@@ -645,19 +645,39 @@ def test_issue28_traced_formula_factor_follows_the_nan_rule():
     caadam_jax.describe(PARAMS, strategy=identity_of_g, scaling_factor=-2.0, show=False)
 
 
-def test_issue28_formula_in_inject_hyperparams_needs_static_args():
+def _three_argument_formula(record, stats, g):
+  del record, stats, g
+  return 2.0
+
+
+def _one_argument_formula(record, stats=None, g=None):
+  del record, stats, g
+  return 2.0
+
+
+@pytest.mark.parametrize("formula", [_three_argument_formula, _one_argument_formula])
+@pytest.mark.parametrize(
+    "transform,argument",
+    [
+        (caadam_jax.caadam, "strategy"),
+        (caadam_jax.scale_by_strategy, "strategy"),
+        (caadam_jax.scale_by_structure, "formula"),
+    ],
+)
+def test_issue28_formula_in_inject_hyperparams_needs_static_args(transform, argument, formula):
   """Input: inject_hyperparams(caadam)(strategy=formula) without static_args.
 
-  Expected: where optax hands caadam the formula's value at the step count (the formula
-  takes one argument), a TypeError that says to pass static_args=("strategy",).
+  Expected: optax calls the formula as a schedule (with the step count) at init; that
+  call raises a TypeError naming the argument, the formula and static_args=(argument,),
+  whatever the formula's signature (Python's own "missing 2 required positional
+  arguments" used to come out of optax for a (record, stats, g) formula).
   """
-
-  def one_argument_formula(record, stats=None, g=None):
-    del record, stats, g
-    return 2.0
-
-  tx = optax.inject_hyperparams(caadam_jax.caadam)(strategy=one_argument_formula)
-  with pytest.raises(TypeError, match=r"static_args=\('strategy',\)"):
+  tx = optax.inject_hyperparams(transform)(**{argument: formula})
+  name = formula.__name__
+  with pytest.raises(
+      TypeError,
+      match=rf"{argument}={name} is a formula.*static_args=\('{argument}',\)\)\({argument}={name}",
+  ):
     tx.init(PARAMS)
 
 

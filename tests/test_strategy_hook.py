@@ -6,6 +6,7 @@ computed by hand from the layer sizes in this file, and the expected updates fro
 ``optax.adam``'s own update times those factors.
 """
 
+import functools
 import math
 
 import jax
@@ -126,6 +127,37 @@ def test_caadam_with_a_formula_under_inject_hyperparams():
   adam = optax.inject_hyperparams(optax.adam)(learning_rate=1e-2)  # the same float32 b1, b2, eps
   reference, _ = adam.update(grads, adam.init(PARAMS), PARAMS)
   _assert_scaled(updates, reference)
+
+
+@pytest.mark.parametrize(
+    "transform,argument",
+    [
+        # An eager Adam step: ~3 s here (the jitted injected form is in the fast tier above).
+        pytest.param(caadam_jax.caadam, "strategy", marks=pytest.mark.slow),
+        (caadam_jax.scale_by_strategy, "strategy"),
+        (caadam_jax.scale_by_structure, "formula"),
+    ],
+)
+def test_formula_declared_static_in_inject_hyperparams_equals_the_plain_transform(
+    transform, argument
+):
+  # Without static_args optax would call the formula as a schedule (a TypeError that
+  # says to declare it: test_bad_input.py); declared static, the transform gets the
+  # formula and its step is the plain transform's. The scalings alone are equal bit for
+  # bit (grads times HAND); in caadam, inject_hyperparams also makes b1, b2, eps float32
+  # arrays, which moves Adam's step by float32 rounding (as it moves optax.adam's; the
+  # injected caadam is the injected Adam times HAND: the test above).
+  kwargs = {argument: fan_in_factor, "scaling_factor": G}
+  injected = optax.inject_hyperparams(transform, static_args=(argument,))(**kwargs)
+  plain = transform(**kwargs)
+  grads = _grads()
+  updates, _ = injected.update(grads, injected.init(PARAMS), PARAMS)
+  expected, _ = plain.update(grads, plain.init(PARAMS), PARAMS)
+  if transform is caadam_jax.caadam:
+    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=2e-5), updates, expected)
+  else:
+    jax.tree.map(np.testing.assert_array_equal, updates, expected)
+    _assert_scaled(updates, grads)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -721,3 +721,183 @@ def test_trace_time_grows_linearly_with_depth():
     assert structure.layers[(f"Dense_{n - 1}",)].depth == n - 1
     best[n] = min(times)
   assert best[600] <= 2.5 * best[300], best
+
+
+# ----------------------------------------------------------------------------
+# Recurrent cells over time steps (issue 28). Hand-derived from the cells' equations:
+# every gate kernel reads x_t or h_{t-1}, both entering the step at the loop's depth,
+# so the gates of one cell are side by side; reuse across steps is not depth. Abstract
+# parameters (eval_shape): an eager init of a scan compiles it, seconds per model. Sizes:
+# input 4, hidden 8, head 2: input kernels 4*8 = 32, hidden kernels 8*8 = 64, head 16.
+
+SEQ = jnp.ones((2, 5, 4))  # (batch, time, features)
+LSTM_GATES = ("i", "f", "g", "o")
+GRU_GATES = ("r", "z", "n")
+
+
+def _cell_expected(prefix, gates, depth, input_size=4, hidden=8, input_gate="i{}"):
+  """Layer -> (depth, connections) for a cell's input kernels and hidden kernels."""
+  expected = {f"{prefix}/{input_gate.format(g)}": (depth, input_size * hidden) for g in gates}
+  expected.update({f"{prefix}/h{g}": (depth, hidden * hidden) for g in gates})
+  return expected
+
+
+def _records(structure):
+  return {
+      "/".join(map(str, layer)): (record.depth, record.connections)
+      for layer, record in structure.layers.items()
+  }
+
+
+class LinenRNN(nn.Module):
+  cell: str
+
+  @nn.compact
+  def __call__(self, x):
+    cells = {"LSTMCell": nn.LSTMCell, "OptimizedLSTMCell": nn.OptimizedLSTMCell}
+    cells["GRUCell"] = nn.GRUCell
+    h = nn.RNN(cells[self.cell](8))(x)
+    return nn.Dense(2, name="head")(h[:, -1])
+
+
+@pytest.mark.parametrize(
+    "cell,gates",
+    [("LSTMCell", LSTM_GATES), ("OptimizedLSTMCell", LSTM_GATES), ("GRUCell", GRU_GATES)],
+)
+def test_linen_recurrent_cell_gates_share_one_depth(cell, gates):
+  # GRUCell: n = tanh(W_in x + r * (W_hn h + b_hn)); r scales W_hn's output, not its
+  # input, so W_hn reads h_{t-1} like the others (see the Cho form below).
+  model = LinenRNN(cell)
+  variables = jax.eval_shape(model.init, jax.random.key(0), SEQ)
+  traced = caadam_jax.trace_structure(model.apply, variables, SEQ)
+  assert _records(traced) == {**_cell_expected(f"{cell}_0", gates, 0), "head": (1, 16)}
+  assert traced.statistics.num_layers == 2
+
+
+def test_two_stacked_lstm_layers_are_ordered():
+  class Stacked(nn.Module):
+
+    @nn.compact
+    def __call__(self, x):
+      h = nn.RNN(nn.LSTMCell(8))(x)  # layer 1: reads x
+      h = nn.RNN(nn.LSTMCell(6))(h)  # layer 2: reads layer 1's outputs
+      return nn.Dense(2, name="head")(h[:, -1])
+
+  variables = jax.eval_shape(Stacked().init, jax.random.key(0), SEQ)
+  traced = caadam_jax.trace_structure(Stacked().apply, variables, SEQ)
+  assert _records(traced) == {
+      **_cell_expected("LSTMCell_0", LSTM_GATES, 0),
+      **_cell_expected("LSTMCell_1", LSTM_GATES, 1, input_size=8, hidden=6),
+      "head": (2, 12),
+  }
+
+
+@pytest.mark.parametrize("cell", ["LSTMCell", "OptimizedLSTMCell", "GRUCell"])
+def test_nnx_recurrent_cell_gates_share_one_depth(cell):
+  class Model(nnx.Module):
+
+    def __init__(self, rngs):
+      self.rnn = nnx.RNN(getattr(nnx, cell)(4, 8, rngs=rngs), rngs=rngs)
+      self.head = nnx.Linear(8, 2, rngs=rngs)
+
+    def __call__(self, x):
+      return self.head(self.rnn(x)[:, -1])
+
+  traced = caadam_jax.trace_structure(nnx.eval_shape(lambda: Model(nnx.Rngs(0))), SEQ)
+  if cell != "LSTMCell":  # NNX fuses the gates into one input and one hidden Dense
+    fused = 8 * (3 if cell == "GRUCell" else 4)
+    expected = {"rnn/cell/dense_i": (0, 4 * fused), "rnn/cell/dense_h": (0, 8 * fused)}
+  else:
+    expected = _cell_expected("rnn/cell", LSTM_GATES, 0, input_gate="i{}")
+    expected["rnn/cell/if_"] = expected.pop("rnn/cell/if")  # NNX: `if` is a keyword
+  assert _records(traced) == {**expected, "head": (1, 16)}
+
+
+def _gru_params():
+  params = {f"i{g}": {"kernel": jnp.ones((4, 8))} for g in GRU_GATES}
+  params.update({f"h{g}": {"kernel": jnp.ones((8, 8))} for g in GRU_GATES})
+  params["head"] = {"kernel": jnp.ones((8, 2))}
+  return params
+
+
+def _gru_step(p, h, x, cho):
+  gate = {g: x @ p[f"i{g}"]["kernel"] for g in GRU_GATES}
+  r = jax.nn.sigmoid(gate["r"] + h @ p["hr"]["kernel"])
+  z = jax.nn.sigmoid(gate["z"] + h @ p["hz"]["kernel"])
+  if cho:  # Cho et al. 2014: n = tanh(W_in x + W_hn (r * h)); W_hn reads r * h
+    n = jnp.tanh(gate["n"] + (r * h) @ p["hn"]["kernel"])
+  else:  # flax, cuDNN: n = tanh(W_in x + r * (W_hn h)); W_hn reads h
+    n = jnp.tanh(gate["n"] + r * (h @ p["hn"]["kernel"]))
+  return (1 - z) * n + z * h
+
+
+@pytest.mark.parametrize("cho", [False, True])
+def test_gru_in_lax_scan_candidate_depth_follows_its_equation(cho):
+  # Hand-derived within one step: W_hn reads r * h_{t-1} in Cho's form, and r comes
+  # from W_ir, W_hr (depth 0): W_hn is one deeper. In flax's form r multiplies W_hn's
+  # output: all six kernels at 0. The head reads the last h: 1 + the deepest gate.
+  params = _gru_params()
+
+  def forward(p, xs):
+    h0 = jnp.zeros((xs.shape[0], 8))
+    step = lambda h, x: (_gru_step(p, h, x, cho), None)  # noqa: E731
+    h, _ = jax.lax.scan(step, h0, jnp.swapaxes(xs, 0, 1))
+    return h @ p["head"]["kernel"]
+
+  traced = caadam_jax.trace_structure(forward, params, SEQ)
+  expected = _cell_expected("", GRU_GATES, 0)
+  expected = {k.lstrip("/"): v for k, v in expected.items()}
+  if cho:
+    expected["hn"] = (1, 64)
+  assert _records(traced) == {**expected, "head": (2 if cho else 1, 16)}
+
+
+def test_lstm_unrolled_in_a_python_loop_follows_the_tied_weight_rule():
+  """A loop unrolled in Python is no loop in the jaxpr: the tied-weight rule applies.
+
+  The cell's weights are reused on their own outputs, as tied weights: edges from
+  layers first used later are ignored, and nothing marks a time step.
+
+  Hand-derived: h_0 = 0 is a constant, so at step 1 each hidden kernel's product is a
+  constant added to its input gate's x_1 @ W_i*: first-use order ii, hi, if, hf, ig,
+  hg, io, ho; depths step 1: input kernels 0, hidden kernels 1. At step 2 h_1 depends
+  on every step-1 layer, and a hidden kernel counts those first used before it: hi
+  (ii) 1, hf (ii, hi, if) 2, hg 3, ho 4. Step 3 adds nothing; the head reads h_3: 5.
+  Use nn.RNN / nn.scan / jax.lax.scan to get one depth per cell.
+  """
+
+  class Unrolled(nn.Module):
+
+    @nn.compact
+    def __call__(self, x):
+      cell = nn.LSTMCell(8, name="cell")
+      carry = cell.initialize_carry(jax.random.key(0), x[:, 0].shape)
+      for t in range(3):
+        carry, y = cell(carry, x[:, t])
+      return nn.Dense(2, name="head")(y)
+
+  variables = jax.eval_shape(Unrolled().init, jax.random.key(0), SEQ)
+  traced = caadam_jax.trace_structure(Unrolled().apply, variables, SEQ)
+  expected = _cell_expected("cell", LSTM_GATES, 0)
+  expected.update({f"cell/h{g}": (1 + i, 64) for i, g in enumerate(LSTM_GATES)})
+  assert _records(traced) == {**expected, "head": (5, 16)}
+
+
+def test_fused_kernels_are_side_by_side_but_a_reused_layer_is_not():
+  # a and b are concatenated into one product (first used together): side by side at
+  # 0, their concatenated bias added after it adds no depth. c reads a's output through
+  # (c + a): a is reused there, not first used, so it stays upstream of c: c is 1.
+  params = {
+      "a": {"kernel": jnp.ones((4, 8)), "bias": jnp.zeros(8)},
+      "b": {"kernel": jnp.ones((4, 8)), "bias": jnp.zeros(8)},
+      "c": {"kernel": jnp.ones((8, 4))},
+  }
+
+  def forward(p, x):
+    kernel = jnp.concatenate([p["a"]["kernel"], p["b"]["kernel"]], axis=-1)
+    bias = jnp.concatenate([p["a"]["bias"], p["b"]["bias"]])
+    h = jnp.tanh(x @ kernel + bias)[:, :8]
+    return h @ (p["c"]["kernel"] + p["a"]["kernel"].T)
+
+  traced = caadam_jax.trace_structure(forward, params, X)
+  assert _records(traced) == {"a": (0, 32), "b": (0, 32), "c": (1, 32)}
