@@ -568,7 +568,9 @@ def minimum_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: flo
   return float(cast(float, root))
 
 
-def permutation_rank(real: float, permuted: Sequence[float], lower_is_better: bool = True):
+def permutation_rank(
+    real: float, permuted: Sequence[float] | np.ndarray, lower_is_better: bool = True
+):
   """Rank of the real assignment among random permutations, and one-sided p-values.
 
   With ``N`` random permutations, ``p_better = (1 + #{perm at least as good as

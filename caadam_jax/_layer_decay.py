@@ -20,7 +20,7 @@ import math
 import re
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, cast, overload
 
 import jax
 import jax.numpy as jnp
@@ -755,6 +755,34 @@ def adamw_layer_decay(
       optax.add_decayed_weights(weight_decay, mask),
       optax.GradientTransformationExtraArgs(init_fn, update_fn),
   )
+
+
+@overload
+def describe_layer_decay(
+    params_or_structure: optax.Params | _structure.Structure,
+    decay: float = ...,
+    *,
+    blocks: BlocksSpec = ...,
+    stem: StemSpec = ...,
+    decoder: DecoderRule = ...,
+    show: bool = ...,
+    as_string: Literal[False] = ...,
+) -> list[LayerDecayRow]:
+  ...
+
+
+@overload
+def describe_layer_decay(
+    params_or_structure: optax.Params | _structure.Structure,
+    decay: float = ...,
+    *,
+    blocks: BlocksSpec = ...,
+    stem: StemSpec = ...,
+    decoder: DecoderRule = ...,
+    show: bool = ...,
+    as_string: Literal[True],
+) -> str:
+  ...
 
 
 def describe_layer_decay(

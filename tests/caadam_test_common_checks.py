@@ -541,6 +541,7 @@ def check_bare_array(entry: Entry, shape: tuple[int, ...]) -> None:
       chex.assert_trees_all_equal_shapes_and_dtypes(updates, ref_updates)
       chex.assert_trees_all_equal(updates, ref_updates, strict=True)
     params = optax.apply_updates(params, updates)
+    assert isinstance(params, jax.Array)  # still a bare array
 
 
 def check_init_shape_dtype_struct(entry: Entry) -> None:

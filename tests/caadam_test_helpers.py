@@ -3,6 +3,8 @@
 * :func:`mlp_params`: Dense-layer params of given widths (the factor and transform tests).
 * :func:`nbytes` and :func:`assert_same_state`: an optimizer state holds exactly the
   reference's (Adam's) leaves and bytes.
+* :func:`as_dict` and :func:`as_tuple`: an update or state, checked to be the container it
+  is, typed as that for pyright.
 * A tiny linen model, its data, every optimizer of the library and a training step:
   ``test_checkpoint.py`` (Orbax save and resume), ``test_multiprocess.py`` (several JAX
   processes) and the child processes they start use these, so that every test trains the
@@ -18,6 +20,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Sequence
+from typing import Any
 
 import chex
 import jax
@@ -67,6 +70,23 @@ def assert_same_state(state, reference_state) -> None:
   leaves, reference_leaves = jax.tree.leaves(state), jax.tree.leaves(reference_state)
   chex.assert_trees_all_equal_shapes_and_dtypes(leaves, reference_leaves)
   chex.assert_trees_all_equal(leaves, reference_leaves, strict=True)
+
+
+# Optax types updates and states as any ``ArrayTree`` (an array, an iterable or a mapping),
+# so a type checker refuses ``updates["Dense_0"]`` or ``state[0]``: these check at run time
+# which container a tree is and return it typed as that.
+
+
+def as_dict(tree: object) -> dict[Any, Any]:
+  """``tree``, checked to be a dict (updates, or a state field, of a dict of params)."""
+  assert isinstance(tree, dict), type(tree)
+  return tree
+
+
+def as_tuple(tree: object) -> tuple[Any, ...]:
+  """``tree``, checked to be a tuple (the state of an ``optax.chain``)."""
+  assert isinstance(tree, tuple), type(tree)
+  return tree
 
 
 # ----------------------------------------------------------------------------

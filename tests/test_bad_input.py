@@ -18,6 +18,7 @@ import math
 import pathlib
 import re
 
+import caadam_test_helpers as helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -120,7 +121,9 @@ def test_traced_scaling_factor_out_of_range_gives_non_finite_steps(strategy, jit
       elif factor != 1.0:  # a layer whose factor depends on g
         assert np.all(np.isnan(got[layer])), (g, layer, got[layer])
         assert np.all(safe[layer] == 0.0), (g, layer, safe[layer])
-  assert int(states[2].total_notfinite) == sum(not in_range(strategy, g) for g in values)
+  checker_state = states[2]
+  assert isinstance(checker_state, optax.ApplyIfFiniteState)
+  assert int(checker_state.total_notfinite) == sum(not in_range(strategy, g) for g in values)
 
 
 @pytest.mark.parametrize("strategy", sorted(SCHEDULES))
@@ -279,14 +282,19 @@ def test_from_records_validates_each_record(record, error, match):
 def test_from_records_accepts_integral_numpy_and_float_values():
   """Input: numpy ints and integral floats. Expected: accepted as ints."""
   params = {"Dense_0": {"kernel": jnp.ones((4, 8))}, "Dense_1": {"kernel": jnp.ones((8, 2))}}
+  # The records' type says ints; integral values of other types are accepted on purpose.
   s = caadam_jax.Structure.from_records(
-      params, {"Dense_0": (np.int64(32), 0.0), "Dense_1": (16.0, 1)}
+      params,
+      {"Dense_0": (np.int64(32), 0.0), "Dense_1": (16.0, 1)},  # pyright: ignore[reportArgumentType]
   )
   layers = {k: (r.connections, r.depth) for k, r in s.layers.items()}
   assert layers == {("Dense_0",): (32, 0), ("Dense_1",): (16, 1)}
   assert type(s.layers[("Dense_0",)].depth) is int
   with pytest.raises(ValueError, match=r"records.*Dense_0.*depth"):  # but never truncated
-    caadam_jax.Structure.from_records(params, {"Dense_0": (np.int64(32), 0.5), "Dense_1": (16, 1)})
+    caadam_jax.Structure.from_records(
+        params,
+        {"Dense_0": (np.int64(32), 0.5), "Dense_1": (16, 1)},  # pyright: ignore[reportArgumentType]
+    )
 
 
 # --------------------------------------------------------------------------- item 7
@@ -297,7 +305,9 @@ def test_keras_caadam_amsgrad_must_be_a_bool(value):
   """Input: keras_caadam(amsgrad='no'). Expected: TypeError naming amsgrad; True/False/np.bool_ work."""
   with pytest.raises(TypeError, match=r"amsgrad must be a bool"):
     caadam_jax.published.keras_caadam(amsgrad=value)
-  caadam_jax.published.keras_caadam(amsgrad=np.bool_(True)).init(PARAMS)
+  caadam_jax.published.keras_caadam(
+      amsgrad=np.bool_(True)  # pyright: ignore[reportArgumentType]  # np.bool_ on purpose
+  ).init(PARAMS)
 
 
 # --------------------------------------------------------------------------- item 8
@@ -413,6 +423,7 @@ def test_zero_size_stacked_leaf_is_not_counted():
   grads = jax.tree.map(jnp.ones_like, params)
   updates, _ = tx.update(grads, tx.init(params), params)
   expected, _ = optax.adam(1.0).update(grads, optax.adam(1.0).init(params), params)
+  updates, expected = helpers.as_dict(updates), helpers.as_dict(expected)
   np.testing.assert_array_equal(updates["head"]["kernel"], expected["head"]["kernel"])
   assert updates["b"]["kernel"].shape == (0, 4, 4)
 
@@ -710,7 +721,9 @@ def test_issue28_stacked_values_are_checked(stacked, error, match):
 def test_issue28_stacked_int_axis_still_works():
   tree = {"blocks": {"kernel": jnp.ones((3, 4, 4)), "bias": jnp.ones((3, 4))}}
   for axis in (0, np.int64(0)):
-    structure = caadam_jax.infer_structure(tree, stacked={"blocks": axis})
+    structure = caadam_jax.infer_structure(
+        tree, stacked={"blocks": axis}  # pyright: ignore[reportArgumentType]  # np.int64 on purpose
+    )
     assert [r.connections for r in structure.layers.values()] == [16, 16, 16]
 
 
@@ -732,15 +745,18 @@ def test_issue28_with_factor_one_arguments(paths, error, match):
 
 
 def test_issue28_flag_arguments_are_checked():
+  # Arguments of the wrong type, on purpose: the checks at run time are under test.
   with pytest.raises(TypeError, match=r"uses_depth must be a bool.*str 'no'"):
-    caadam_jax.scale_by_structure(lambda r, s, g: 1.0, uses_depth="no")
+    caadam_jax.scale_by_structure(
+        lambda r, s, g: 1.0, uses_depth="no"  # pyright: ignore[reportArgumentType]
+    )
   with pytest.raises(TypeError, match=r"show must be a bool.*str 'yes'"):
-    caadam_jax.describe(PARAMS, show="yes")
+    caadam_jax.describe(PARAMS, show="yes")  # pyright: ignore[reportArgumentType]
   with pytest.raises(TypeError, match=r"as_string must be a bool"):
-    caadam_jax.describe(PARAMS, as_string=1)
+    caadam_jax.describe(PARAMS, as_string=1)  # pyright: ignore[reportCallIssue, reportArgumentType]
   for width in (-5, 0, 2.5):
     with pytest.raises(ValueError, match=r"width must be a positive number of columns"):
-      caadam_jax.describe(PARAMS, width=width, show=False)
+      caadam_jax.describe(PARAMS, width=width, show=False)  # pyright: ignore[reportArgumentType]
   assert caadam_jax.describe(PARAMS, width=40, show=False)
 
 
@@ -822,6 +838,7 @@ def test_issue28_class_tokens_and_position_embeddings_get_factor_one():
   for strategy in ("additive", "multiplicative"):
     assert inferred.factors(strategy) == traced.factors(strategy)
     assert inferred.factors(strategy)[("cls",)] == 1.0
+  assert inferred.statistics is not None and traced.statistics is not None
   assert inferred.statistics[:3] == traced.statistics[:3]  # c_min, c_med, c_max
 
 
@@ -835,6 +852,7 @@ def test_issue28_equinox_vit_tokens_are_not_one_root_layer():
   for strategy in ("additive", "multiplicative"):
     assert inferred.factors(strategy)[("cls_token",)] == 1.0
     assert inferred.factors(strategy)[("positional_embedding",)] == 1.0
+  assert inferred.statistics is not None and traced.statistics is not None
   assert inferred.statistics.c_max == traced.statistics.c_max == 128
 
 
@@ -921,7 +939,8 @@ def test_issue28_optax_groups_refuse_the_default_path_and_take_the_full_structur
 
 
 def test_issue28_refusals_name_the_equinox_form_for_equinox_trees():
-  _, _, eqx = _eqx_zoo()
+  pytest.importorskip("equinox")
+  import equinox as eqx
 
   class Named(eqx.Module):
     encoder: eqx.nn.Linear

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 import optax
 import pytest
+from caadam_test_helpers import as_tuple
 from caadam_test_helpers import create_state
 from caadam_test_helpers import data
 from caadam_test_helpers import make_train_step
@@ -119,7 +120,7 @@ def test_adam_checkpoint_restores_into_caadam_and_back(tmp_path, reference, stra
   for source, target in ((adam, caadam), (caadam, adam)):
     saved = _stepped(source, params)
     # The moments are those of the saved run (three steps), not a fresh init.
-    assert int(saved[0].count) == 3
+    assert int(as_tuple(saved)[0].count) == 3
     fresh = target.init(params)
 
     path = tmp_path / f"{reference}_{strategy}_{id(source)}"

@@ -99,6 +99,7 @@ def test_linen_and_nnx_give_identical_factors_and_steps():
   model = NnxMLP(nnx.Rngs(0))
   # Same weights in both frameworks.
   for i, layer in enumerate(model.layers):
+    assert layer.bias is not None
     layer.kernel[...] = linen_params[f"Dense_{i}"]["kernel"]
     layer.bias[...] = linen_params[f"Dense_{i}"]["bias"]
 
@@ -121,6 +122,7 @@ def test_linen_and_nnx_give_identical_factors_and_steps():
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   optimizer.update(model, nnx.grad(lambda m: jnp.mean((m(x) - y) ** 2))(model))
   for i, layer in enumerate(model.layers):
+    assert layer.bias is not None
     np.testing.assert_allclose(layer.kernel[...], linen_new[f"Dense_{i}"]["kernel"], atol=1e-6)
     np.testing.assert_allclose(layer.bias[...], linen_new[f"Dense_{i}"]["bias"], atol=1e-6)
 
@@ -136,4 +138,5 @@ def test_nnx_sequential_skips_parameterless_indices():
   structure = caadam_jax.infer_structure(nnx.state(model, nnx.Param))
   depths = {layer: record.depth for layer, record in structure.layers.items()}
   assert depths == {("layers", 0): 0, ("layers", 2): 1, ("layers", 4): 2}
+  assert structure.statistics is not None
   assert structure.statistics.c_med == 32.0

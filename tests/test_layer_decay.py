@@ -271,7 +271,8 @@ class NnxSame(nnx.Module):
 
 
 def equinox_same():
-  eqx = pytest.importorskip("equinox")
+  pytest.importorskip("equinox")
+  import equinox as eqx
 
   class Block(eqx.Module):
     ln: eqx.nn.LayerNorm
@@ -606,10 +607,13 @@ def test_bad_overrides():
         blocks={"Transformer/encoderblock_0": 0, "Transformer/encoderblock_1": 2},
         show=False,
     )
+  # Arguments of the wrong type, on purpose: the checks at run time are under test.
   with pytest.raises(ValueError, match="decoder must be"):
-    caadam_jax.describe_layer_decay(params, decoder="interleaved", show=False)
+    caadam_jax.describe_layer_decay(
+        params, decoder="interleaved", show=False  # pyright: ignore[reportArgumentType]
+    )
   with pytest.raises(TypeError, match="structure must be"):
-    caadam_jax.scale_by_layer_decay(DECAY, structure=params)
+    caadam_jax.scale_by_layer_decay(DECAY, structure=params)  # pyright: ignore[reportArgumentType]
 
 
 def test_stem_override():

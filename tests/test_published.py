@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from caadam_test_helpers import as_dict
 from caadam_test_helpers import mlp_params
 
 import caadam_jax
@@ -322,7 +323,11 @@ def test_factors_published_and_as_described_side_by_side(g_add, g_mul, g_depth):
       "multiplicative": [g_mul**k for k in n],
       "depth": [(1 + g_depth) ** ((4 - 1 - d) / 4) for d in range(4)],
   }
-  gs = {"additive": g_add, "multiplicative": g_mul, "depth": g_depth}
+  gs: dict[caadam_jax.StrategyName, float] = {
+      "additive": g_add,
+      "multiplicative": g_mul,
+      "depth": g_depth,
+  }
   structure = caadam_jax.infer_structure(params)
   for name, g in gs.items():
     got = caadam_jax.published.keras_caadam_factors(params, strategy=name, scaling_factor=g)
@@ -474,6 +479,7 @@ def test_explicit_order_changes_depth_factors():
   tx = caadam_jax.published.keras_caadam(1.0, strategy="depth", order=reverse)
   grads = jax.tree.map(jnp.ones_like, params)
   updates, _ = tx.update(grads, tx.init(params), params)
+  updates = as_dict(updates)
   # First Keras-Adam step with g = 1 and m/sqrt(v) ~ 1: the update is -S (up to eps).
   np.testing.assert_allclose(updates["Dense_2"]["kernel"], -got["Dense_2/kernel"], rtol=1e-5)
   np.testing.assert_allclose(updates["Dense_0"]["bias"], -got["Dense_0/bias"], rtol=1e-5)
@@ -529,7 +535,7 @@ def test_order_errors():
   with pytest.raises(TypeError):
     caadam_jax.published.keras_caadam(order="Dense_0/kernel")
   with pytest.raises(ValueError, match="Unknown strategy"):
-    caadam_jax.published.keras_caadam(strategy="adam")
+    caadam_jax.published.keras_caadam(strategy="adam")  # pyright: ignore[reportArgumentType]
 
 
 def test_named_layers_need_an_explicit_order_to_match_keras():

@@ -67,7 +67,7 @@ def test_optimizers_inject_learning_rate():
       assert isinstance(state, optax.InjectStatefulHyperparamsState)
       np.testing.assert_allclose(state.hyperparams["learning_rate"], 1e-3 * spec.lr_mult, rtol=1e-6)
       state = optimizers.set_learning_rate(state, np.array(2.5e-4))
-      assert float(state.hyperparams["learning_rate"]) == pytest.approx(2.5e-4)
+      assert float(np.asarray(state.hyperparams["learning_rate"])) == pytest.approx(2.5e-4)
     updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
     assert all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(updates)), name
 

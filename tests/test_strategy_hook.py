@@ -91,7 +91,7 @@ def test_traced_structure_records_carry_kernel_shapes():
 def test_fourth_strategy_in_user_code_gives_hand_computed_factors():
   factors = caadam_jax.infer_structure(PARAMS).factors(fan_in_factor, G)
   for path, factor in factors.items():
-    assert factor == pytest.approx(HAND[path[0]], rel=1e-12)
+    assert factor == pytest.approx(HAND[str(path[0])], rel=1e-12)
   rows = caadam_jax.describe(PARAMS, strategy=fan_in_factor, scaling_factor=G, show=False)
   assert isinstance(rows, list)
   assert {r.leaf: r.factor for r in rows} == pytest.approx(
@@ -203,13 +203,38 @@ def test_a_formula_needs_no_scaling_factor():
 
 @pytest.mark.parametrize(
     "make, message",
+    # Arguments of the wrong type, on purpose: the checks at run time are under test.
     [
-        (lambda: caadam_jax.scale_by_structure(3), r"formula must be a callable.*got int"),
-        (lambda: caadam_jax.scale_by_structure("additive"), r"use caadam_jax.scale_by_strategy"),
-        (lambda: caadam_jax.scale_by_strategy(None), r"strategy must be one of the names"),
-        (lambda: caadam_jax.caadam(strategy=3), r"strategy must be one of the names.*got int"),
-        (lambda: caadam_jax.infer_structure(PARAMS).factors(2.0), r"or a formula"),
-        (lambda: caadam_jax.describe(PARAMS, strategy=["depth"], show=False), r"got list"),
+        (
+            lambda: caadam_jax.scale_by_structure(3),  # pyright: ignore[reportArgumentType]
+            r"formula must be a callable.*got int",
+        ),
+        (
+            lambda: caadam_jax.scale_by_structure(
+                "additive"  # pyright: ignore[reportArgumentType]
+            ),
+            r"use caadam_jax.scale_by_strategy",
+        ),
+        (
+            lambda: caadam_jax.scale_by_strategy(None),  # pyright: ignore[reportArgumentType]
+            r"strategy must be one of the names",
+        ),
+        (
+            lambda: caadam_jax.caadam(strategy=3),  # pyright: ignore[reportArgumentType]
+            r"strategy must be one of the names.*got int",
+        ),
+        (
+            lambda: caadam_jax.infer_structure(PARAMS).factors(
+                2.0  # pyright: ignore[reportArgumentType]
+            ),
+            r"or a formula",
+        ),
+        (
+            lambda: caadam_jax.describe(
+                PARAMS, strategy=["depth"], show=False  # pyright: ignore[reportArgumentType]
+            ),
+            r"got list",
+        ),
         (
             lambda: caadam_jax.describe(PARAMS, strategy=fan_in_factor, published=True),
             r"published=False",

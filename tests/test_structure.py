@@ -6,6 +6,7 @@ the thing under test.
 """
 
 import math
+from typing import Any
 
 import hypothesis
 import hypothesis.strategies as st
@@ -186,12 +187,13 @@ def test_shape_dtype_struct_leaves():
     g_depth=st.floats(0.0, 5.0),
 )
 def test_factor_properties(connections, g_add, g_mul, g_depth):
-  # Structure reads shapes only: ShapeDtypeStruct leaves, no arrays allocated per example.
+  # Structure reads shapes only: ShapeDtypeStruct leaves, no arrays allocated per example
+  # (Optax's Params type, in infer_structure's signature, admits arrays only).
   params = {
       f"layer_{i}": {"kernel": jax.ShapeDtypeStruct((c, 1), jnp.float32)}
       for i, c in enumerate(connections)
   }
-  structure = caadam_jax.infer_structure(params)
+  structure = caadam_jax.infer_structure(params)  # pyright: ignore[reportArgumentType]
   order = [f"layer_{i}/kernel" for i in range(len(connections))]
   additive = factors_by_str(params, "additive", g_add, structure)
   multiplicative = factors_by_str(params, "multiplicative", g_mul, structure)
@@ -217,8 +219,15 @@ def test_factor_properties(connections, g_add, g_mul, g_depth):
   assert np.allclose(depth_values, reference_factors(connections, "depth", g_depth))
 
 
+# A Mapping's key type must match exactly: the paths are typed as from_layers takes them.
+Path = tuple[str | int, ...]
+
+
 def test_from_layers_explicit_order():
-  leaves = {("enc", "kernel"): (("enc",), (4, 8)), ("head", "kernel"): (("head",), (8, 2))}
+  leaves: dict[Path, tuple[Any, ...]] = {
+      ("enc", "kernel"): (("enc",), (4, 8)),
+      ("head", "kernel"): (("head",), (8, 2)),
+  }
   structure = caadam_jax.Structure.from_layers(leaves, [(("head",), 16), (("enc",), 32)])
   assert structure.leaves[("head", "kernel")].depth == 0
   assert structure.leaves[("enc", "kernel")].depth == 1
@@ -230,7 +239,7 @@ def test_from_layers_takes_leaf_infos_and_layer_records():
   """The record forms build the same structure as the tuple forms, stacks included."""
   LeafInfo, LayerRecord = caadam_jax.LeafInfo, caadam_jax.LayerRecord
   blocks = ("blocks",)
-  leaves = {
+  leaves: dict[Path, caadam_jax.LeafInfo] = {
       ("enc", "kernel"): LeafInfo(("enc",), (4, 8), None, None, weight=True),
       ("enc", "bias"): LeafInfo(("enc",), (8,), None, None),
       ("blocks", "kernel"): LeafInfo(blocks, (2, 8, 8), None, None, stack_axis=0, weight=True),

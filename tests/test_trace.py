@@ -3,6 +3,8 @@
 Expected depths, connection counts and factors are derived by hand in each test.
 """
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -74,6 +76,7 @@ def test_residual_block_longest_path():
   traced = caadam_jax.trace_structure(model.apply, variables, X)
   # c is reached through a -> b (longest path 2) and directly from x (0): depth 2.
   assert depths(traced) == {"a": 0, "b": 1, "c": 2}
+  assert traced.statistics is not None
   assert traced.statistics.num_layers == 3
   # LayerNorm has no weight tensor: not a layer, factor 1.
   assert traced.leaves[("norm", "scale")].connections is None
@@ -85,11 +88,12 @@ def test_two_branch_longest_path_and_first_use():
   variables = model.init(jax.random.key(0), X)
   traced = caadam_jax.trace_structure(model.apply, variables, X)
   assert depths(traced) == {"left_1": 0, "right": 0, "left_2": 1, "head": 2}
+  assert traced.statistics is not None
   assert traced.statistics.num_layers == 3  # D = longest path + 1
   first_use = caadam_jax.trace_structure(model.apply, variables, X, depth_rule="first_use")
   assert depths(first_use) == {"left_1": 0, "left_2": 1, "right": 2, "head": 3}
   # Connections: left_1 4*5=20, left_2 5*6=30, right 4*7=28, head 13*1=13.
-  assert {"/".join(k): r.connections for k, r in traced.layers.items()} == {
+  assert {"/".join(map(str, k)): r.connections for k, r in traced.layers.items()} == {
       "left_1": 20,
       "right": 28,
       "left_2": 30,
@@ -228,7 +232,7 @@ def test_attention_and_embedding_roles():
   model = AttentionModel()
   variables = model.init(jax.random.key(0), tokens)
   traced = caadam_jax.trace_structure(model.apply, variables, tokens)
-  layers = {"/".join(k): r for k, r in traced.layers.items()}
+  layers = {"/".join(map(str, k)): r for k, r in traced.layers.items()}
   # Embedding (50, 16): a weight, 800 connections.
   assert layers["embed"].connections == 800
   # q, k, v kernels (16, 4, 4): 256 each; out kernel (4, 4, 16): 256. 2-D biases are not weights.
@@ -498,7 +502,7 @@ def test_every_sub_jaxpr_kind_keeps_order_and_roles(kind):
   expected = {"zeta": 0, "alpha": 1, "beta": 2, **({"gamma": 1} if kind in HAS_GAMMA else {})}
   assert depths(traced) == expected
   # Roles: the kernels are contracted with activations; the norm scale is only multiplied.
-  connections = {"/".join(k): r.connections for k, r in traced.layers.items()}
+  connections = {"/".join(map(str, k)): r.connections for k, r in traced.layers.items()}
   assert connections == {
       "zeta": 32,
       "alpha": 64,
@@ -559,7 +563,7 @@ class Ensemble(nn.Module):
         nn.Dense,
         variable_axes={"params": 0},
         split_rngs={"params": True},
-        in_axes=None,
+        in_axes=None,  # pyright: ignore[reportArgumentType]  # flax leaves in_axes unannotated
         out_axes=0,
         axis_size=3,
     )
@@ -578,7 +582,7 @@ class PerExample(nn.Module):
 
 @pytest.mark.slow  # traces whole Flax models (compile-heavy)
 def test_linen_vmap_ensemble_and_per_example():
-  variables = Ensemble().init(jax.random.key(0), X)
+  variables: Any = Ensemble().init(jax.random.key(0), X)  # Flax types nested values as FrozenDict
   assert variables["params"]["alpha"]["kernel"].shape == (3, 8, 8)
   # Undeclared, the stack is one layer: 3 * 8 * 8 = 192 connections at depth 1.
   undeclared = caadam_jax.trace_structure(Ensemble().apply, variables, X)
@@ -718,7 +722,7 @@ def test_trace_time_grows_linearly_with_depth():
       start = time.perf_counter()
       structure = caadam_jax.trace_structure(forward, params, x)
       times.append(time.perf_counter() - start)
-    assert structure.layers[(f"Dense_{n - 1}",)].depth == n - 1
+      assert structure.layers[(f"Dense_{n - 1}",)].depth == n - 1
     best[n] = min(times)
   assert best[600] <= 2.5 * best[300], best
 

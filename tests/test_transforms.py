@@ -5,6 +5,7 @@ import functools
 import caadam_test_helpers as helpers
 import chex
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -39,13 +40,18 @@ def test_caadam_equals_adam_times_factor_over_steps():
     grads = jax.tree.map(lambda p, step=step: jnp.sin(p + step), params)
     adam_updates, adam_state = adam.update(grads, adam_state, params)
     ca_updates, ca_state = ca.update(grads, ca_state, params)
+    adam_updates, ca_updates = helpers.as_dict(adam_updates), helpers.as_dict(ca_updates)
     for layer, factor in ADDITIVE.items():
       for name in ("kernel", "bias"):
         np.testing.assert_allclose(
             ca_updates[layer][name], factor * adam_updates[layer][name], rtol=1e-5, atol=1e-9
         )
   # Same moments: the structure transform adds no state.
-  jax.tree.map(np.testing.assert_array_equal, ca_state[0], adam_state[0])
+  jax.tree.map(
+      np.testing.assert_array_equal,
+      helpers.as_tuple(ca_state)[0],
+      helpers.as_tuple(adam_state)[0],
+  )
 
 
 def test_explicit_chain_equals_alias():
@@ -62,6 +68,7 @@ def test_explicit_chain_equals_alias():
   jax.tree.map(np.testing.assert_array_equal, a, b)
   # D = 4 layers: the first gets 3 ** (3/4).
   adam_updates, _ = optax.adam(1e-3).update(grads, optax.adam(1e-3).init(params), params)
+  a, adam_updates = helpers.as_dict(a), helpers.as_dict(adam_updates)
   np.testing.assert_allclose(
       a["Dense_0"]["kernel"], 3**0.75 * adam_updates["Dense_0"]["kernel"], rtol=1e-5
   )
@@ -74,6 +81,7 @@ def test_weight_decay_is_not_scaled_and_respects_mask():
   mask = jax.tree.map(lambda p: p.ndim > 1, params)
   tx = caadam_jax.caadam(0.1, weight_decay=0.5, mask=mask, strategy="additive")
   updates, _ = tx.update(zeros, tx.init(params), params)
+  updates = helpers.as_dict(updates)
   # Zero gradients: Adam's step is 0, so the update is -lr * wd * param, unscaled by S.
   np.testing.assert_allclose(
       updates["Dense_2"]["kernel"], -0.05 * params["Dense_2"]["kernel"], rtol=1e-6
@@ -141,6 +149,7 @@ def test_partition_refuses_the_default_path_and_takes_group_or_global_structures
       labels,
   )
   updates, _ = per_group.update(grads, per_group.init(params))
+  updates = helpers.as_dict(updates)
   # Group "small": connections 12, 20 -> min 12, median 16, max 20.
   np.testing.assert_allclose(updates["Dense_0"]["kernel"], 1.95, rtol=1e-6)
   np.testing.assert_allclose(updates["Dense_1"]["kernel"], 0.05, rtol=1e-6)
@@ -157,6 +166,7 @@ def test_partition_refuses_the_default_path_and_takes_group_or_global_structures
       labels,
   )
   updates, _ = global_stats.update(grads, global_stats.init(params))
+  updates = helpers.as_dict(updates)
   for layer, factor in ADDITIVE.items():
     np.testing.assert_allclose(updates[layer]["kernel"], factor, rtol=1e-6)
 
@@ -168,6 +178,7 @@ def test_masked_leaves_pass_through():
   tx = optax.masked(caadam_jax.scale_by_connection_minmaxmedian(structure=structure), mask)
   grads = jax.tree.map(jnp.ones_like, params)
   updates, _ = tx.update(grads, tx.init(params))
+  updates = helpers.as_dict(updates)
   np.testing.assert_allclose(updates["Dense_0"]["kernel"], 1.95, rtol=1e-6)
   np.testing.assert_array_equal(updates["Dense_0"]["bias"], 1.0)
 
@@ -206,7 +217,12 @@ def test_bf16_updates_keep_dtype_and_scale():
             r"scaling_factor > 0",
         ),
         (lambda: caadam_jax.caadam(strategy="depth", scaling_factor=-1.0), r"scaling_factor >= 0"),
-        (lambda: caadam_jax.caadam(strategy="sideways"), r"Unknown strategy 'sideways'"),
+        (
+            lambda: caadam_jax.caadam(
+                strategy="sideways"  # pyright: ignore[reportArgumentType]  # bad on purpose
+            ),
+            r"Unknown strategy 'sideways'",
+        ),
         (
             lambda: caadam_jax.scale_by_connection_minmaxmedian(strategy="depth"),
             r"Unknown strategy 'depth'",
@@ -244,8 +260,10 @@ def test_inject_hyperparams_with_named_strategy():
   params = mlp_params(WIDTHS)
   tx = optax.inject_hyperparams(caadam_jax.caadam)(learning_rate=0.5, strategy="depth")
   state = tx.init(params)
+  assert isinstance(state, optax.InjectStatefulHyperparamsState)
   assert set(state.hyperparams) >= {"learning_rate", "b1", "b2", "eps"}
   updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
+  updates = helpers.as_dict(updates)
   depth = len(WIDTHS) - 1
   # First Adam step of a constant gradient is ~1; depth factor of layer 0 is 2**((D-1)/D).
   np.testing.assert_allclose(
@@ -279,13 +297,17 @@ def test_minmaxmedian_mode_keyword_is_a_deprecated_strategy():
   params = {"Dense_0": {"kernel": jnp.ones((4, 8))}, "Dense_1": {"kernel": jnp.ones((8, 16))}}
   new = caadam_jax.scale_by_connection_minmaxmedian(2.0, strategy="multiplicative")
   with pytest.warns(DeprecationWarning, match="'mode' is deprecated; use 'strategy'"):
-    old = caadam_jax.scale_by_connection_minmaxmedian(2.0, mode="multiplicative")
+    old = caadam_jax.scale_by_connection_minmaxmedian(
+        2.0, mode="multiplicative"  # pyright: ignore[reportCallIssue]  # deprecated: no parameter
+    )
   got, _ = old.update(params, old.init(params))
   expected, _ = new.update(params, new.init(params))
   chex.assert_trees_all_equal(got, expected, strict=True)
   assert float(got["Dense_0"]["kernel"][0, 0]) == 2.0  # c = c_min: g ** 1
   with pytest.raises(TypeError, match="both 'mode'"):
-    caadam_jax.scale_by_connection_minmaxmedian(mode="additive", strategy="additive")
+    caadam_jax.scale_by_connection_minmaxmedian(
+        mode="additive", strategy="additive"  # pyright: ignore[reportCallIssue]  # as above
+    )
 
 
 # ----------------------------------------------------------------------------
