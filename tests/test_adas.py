@@ -294,18 +294,6 @@ def test_bf16_params_give_bf16_updates_and_f32_state():
   assert all(p.dtype == jnp.bfloat16 for p in jax.tree.leaves(new_params))
 
 
-@pytest.mark.standard_promotion  # optax.MultiSteps divides by an int32 counter
-def test_multisteps_first_update_is_zero():
-  params = _params()
-  tx = optax.MultiSteps(caadam_jax.adas(), every_k_schedule=2)
-  state = tx.init(params)
-  update = jax.jit(tx.update)
-  u1, state = update(_grads(params, 0), state, params)
-  assert all(bool(jnp.all(u == 0)) for u in jax.tree.leaves(u1))
-  u2, state = update(_grads(params, 1), state, params)
-  assert all(bool(jnp.any(u != 0)) for u in jax.tree.leaves(u2))
-
-
 def test_masked():
   params = _params()
   mask = {"dense": True, "bias": False, "conv": True, "scalar": False}

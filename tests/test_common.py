@@ -17,7 +17,15 @@ import pytest
 
 import caadam_jax
 
-entry_params = pytest.mark.parametrize("entry", registry.ENTRIES, ids=lambda e: e.name)
+# The explicit chains (``optax.chain(scale_by_adam(), scale_by_*(...), ...)``) run the
+# caadam alias's code path: the fast tier checks the aliases, the slow tier the chains too.
+entry_params = pytest.mark.parametrize(
+    "entry",
+    [
+        pytest.param(e, id=e.name, marks=[pytest.mark.slow] if e.name.startswith("chain-") else [])
+        for e in registry.ENTRIES
+    ],
+)
 
 
 # ----------------------------------------------------------------------------
