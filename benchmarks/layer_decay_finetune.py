@@ -293,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--lrs", default="1e-4,3e-4,1e-3,3e-3")
   parser.add_argument("--decays", default="1,0.8,0.65,0.5")
   parser.add_argument("--seeds", type=int, default=5)
+  parser.add_argument(
+      "--test", type=int, default=None, help="test images (default: all 10000; --quick: 1000)"
+  )
   parser.add_argument("--data", default=None, help="data directory (default $CAADAM_JAX_DATA)")
   parser.add_argument("--out", default=str(RESULTS_DIR / "layer_decay_finetune"))
   parser.add_argument(
@@ -304,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
   if args.quick:
     args.pretrain_steps, args.train, args.val, args.steps, args.seeds = 20, 256, 256, 10, 2
     args.lrs, args.decays = "1e-3,3e-3", "1,0.65"
+    args.test = args.test or 1000
   lrs = [float(v) for v in args.lrs.split(",")]
   decays = [float(v) for v in args.decays.split(",")]
   if 1.0 not in decays:
@@ -312,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
   t0 = time.perf_counter()
   model = FineTuneCNN()
   mx, my, mxt, myt = map(downsample, data_files.load_mnist(args.data, variant="mnist"))
+  mxt, myt = mxt[: args.test], myt[: args.test]
   print(f"data loaded ({time.perf_counter() - t0:.0f} s)", flush=True)
   backbone = pretrain(model, mx, my, args.pretrain_steps)
   mnist_acc = float(accuracy(model, backbone, mxt, myt))
@@ -321,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
   )
   print(caadam_jax.describe_layer_decay(backbone, 0.65, as_string=True))
   fx, fy, fxt, fyt = map(downsample, data_files.load_mnist(args.data, variant="fashion-mnist"))
+  fxt, fyt = fxt[: args.test], fyt[: args.test]
   n, v = args.train, args.val
   data = (fx[:n], fy[:n], fx[n : n + v], fy[n : n + v], fxt, fyt)  # NumPy: sliced on the host
   backbone = {k: w for k, w in backbone.items() if k != "head"}
