@@ -322,6 +322,7 @@ def _toy_data():
   return jnp.asarray(x), jnp.asarray(y)
 
 
+@pytest.mark.slow  # a whole model: the slow tier
 def test_linen_train_state_reduces_loss():
   class MLP(nn.Module):
 
@@ -352,6 +353,7 @@ def test_linen_train_state_reduces_loss():
   assert float(loss_fn(state.params)) < 0.5 * first
 
 
+@pytest.mark.slow  # a whole model: the slow tier
 def test_nnx_optimizer_reduces_loss():
   x, y = _toy_data()
 

@@ -797,6 +797,7 @@ def test_issue28_undeclared_stack_refusal_names_the_stack_prefix():
   assert [r.connections for r in advised.layers.values()] == [16, 16, 16]
 
 
+@pytest.mark.slow  # a whole model: the slow tier
 def test_issue28_equinox_cnn_one_liner_equals_the_traced_factors():
   """Input: Equinox's MNIST CNN (conv bias (3, 1, 1)). Expected: no stack refusal.
 
@@ -842,6 +843,7 @@ def test_issue28_class_tokens_and_position_embeddings_get_factor_one():
   assert inferred.statistics[:3] == traced.statistics[:3]  # c_min, c_med, c_max
 
 
+@pytest.mark.slow  # a whole model: the slow tier
 def test_issue28_equinox_vit_tokens_are_not_one_root_layer():
   _, vit_class, eqx = _eqx_zoo()
   vit = vit_class(key=jax.random.key(0))

@@ -221,6 +221,7 @@ def _scale_leaf_by_two(name):
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
+@pytest.mark.slow  # a test of the checks themselves, not of the library
 @pytest.mark.standard_promotion  # its last check wraps optax.MultiSteps
 def test_checks_detect_broken_optimizers():
   def entry(factory, **fields):
