@@ -3,24 +3,30 @@
 A CaAdam factor is a constant per layer. Handed to XLA as a literal, each distinct
 factor made its layer's fused Adam kernel distinct, and XLA compiles every distinct
 kernel anew: a train step of 125 equal layers compiled about 2x (on a loaded machine
-up to 5x) slower than Adam's. ``caadam_jax`` now hands distinct factors to XLA as
-runtime values (``apply_factors``: out of a ``lax.cond``), so equal layers share one
-kernel again. Two reports:
+up to 5x) slower than Adam's. ``caadam_jax`` hands distinct factors to XLA as runtime
+values (``apply_factors``: the outputs of a ``lax.cond`` whose branches return the
+same literals and compute nothing), so equal layers share one kernel again. Two
+reports:
 
 * the train step (default): forward, backward, update and apply, jitted and
-  compiled afresh (``jax.jit(step).lower(...).compile()``), for ``adam`` and
-  ``caadam`` with each named strategy and a user formula (fan-in), on MLPs of
-  ``--layers`` Dense layers (16x16 + bias, tanh; equal layers, so only ``depth``
-  and the formula give distinct factors there) and the model zoo's ResNet and
-  Transformer LM (``--models``; structures from ``trace_structure``). Each
-  optimizer is compiled ``--reps`` times, alternating, and each compiled step is
-  timed over ``--steps`` steps, alternating; medians and ratios to Adam.
-* ``--update-only``: the former report, one ``update + apply_updates`` of
-  ``--layers`` dense layers with the number of distinct fused computations in the
-  compiled HLO, for ``adam``, controls (one shared constant, per-layer learning
-  rates through ``multi_transform``) and the strategies.
+  compiled afresh (``jax.jit(step).lower(...).compile()``), for ``adam``,
+  ``caadam`` with each named strategy and a user formula (``fan_in_depth``), and
+  ``adamw_layer_decay`` against ``optax.adamw``, on MLPs of ``--layers`` Dense
+  layers (16x16 + bias, tanh; equal layers, so ``additive`` and
+  ``multiplicative`` give one factor there, ``depth``, the formula and layer
+  decay one per layer) and the model zoo's ResNet and Transformer LM
+  (``--models``; structures from ``trace_structure``). Each round compiles every
+  optimizer once (the first one rotating), then each compiled step is timed one
+  step per round for ``--steps`` rounds; medians, and ratios to the baseline as
+  the median over rounds of the ratio within a round; the number of distinct fused
+  computations in each compiled HLO.
+* ``--update-only``: one ``update + apply_updates`` of ``--layers`` dense layers
+  with the number of distinct fused computations in the compiled HLO, for
+  ``adam``, controls (one shared constant, per-layer learning rates through
+  ``multi_transform``, factors behind an ``optimization_barrier``) and the
+  strategies.
 
-    python -m benchmarks.compile_constants [--layers 125] [--models resnet,transformer] [--reps 3]
+    python -m benchmarks.compile_constants [--layers 125,1000] [--models resnet,transformer] [--reps 3]
     python -m benchmarks.compile_constants --update-only [--layers 100] [--reps 3]
 """
 
@@ -138,20 +144,38 @@ def measure(layers: int, rows: int, cols: int, reps: int) -> dict[str, dict[str,
   }
 
 
-def fan_in(record: caadam_jax.LayerRecord, stats: caadam_jax.Statistics, g: Any) -> float:
-  """A user formula: ``1 / sqrt(fan_in)`` of the layer's first weight."""
+def fan_in_depth(record: caadam_jax.LayerRecord, stats: caadam_jax.Statistics, g: Any) -> float:
+  """A user formula: ``1 / sqrt(fan_in * (1 + depth))``, distinct per layer even on equal layers."""
   del stats, g
-  return 1.0 / math.sqrt(math.prod(record.shapes[0][:-1]))
+  return 1.0 / math.sqrt(math.prod(record.shapes[0][:-1]) * (1 + record.depth))
 
 
-def train_optimizers(structure: caadam_jax.Structure) -> dict[str, Callable[[], Any]]:
+# Near 1, as for deep models: 0.75 ** 1000 would underflow float32 to 0 (one shared factor).
+LAYER_DECAY = 0.99
+
+
+def train_optimizers(structure: caadam_jax.Structure) -> dict[str, tuple[Callable[[], Any], str]]:
+  """Name -> (make the optimizer, the name of its baseline: adam, or adamw for layer decay)."""
   return {
-      "adam": lambda: optax.adam(1e-3),
+      "adam": (lambda: optax.adam(1e-3), "adam"),
       **{
-          f"caadam-{s}": (lambda s=s: caadam_jax.caadam(1e-3, strategy=s, structure=structure))
+          f"caadam-{s}": (
+              lambda s=s: caadam_jax.caadam(1e-3, strategy=s, structure=structure),
+              "adam",
+          )
           for s in caadam_jax.STRATEGY_NAMES
       },
-      "caadam-formula": lambda: caadam_jax.caadam(1e-3, strategy=fan_in, structure=structure),
+      "caadam-formula": (
+          lambda: caadam_jax.caadam(1e-3, strategy=fan_in_depth, structure=structure),
+          "adam",
+      ),
+      "adamw": (lambda: optax.adamw(1e-3, weight_decay=1e-4), "adamw"),
+      "adamw-layer-decay": (
+          lambda: caadam_jax.adamw_layer_decay(
+              1e-3, LAYER_DECAY, weight_decay=1e-4, structure=structure
+          ),
+          "adamw",
+      ),
   }
 
 
@@ -194,14 +218,45 @@ def _mlp(n: int):
   return trace_cost.mlp(n)
 
 
-def measure_train_step(loss, params, batch, reps: int, steps: int) -> dict[str, dict[str, float]]:
-  """Optimizer -> median compile seconds and median step seconds (alternating)."""
+def measure_train_step(
+    loss,
+    params,
+    batch,
+    reps: int,
+    steps: int,
+    only: set[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, dict[str, Any]]:
+  """Optimizer -> compile and step seconds, their ratios to its baseline, distinct fusions.
+
+  Each round compiles every optimizer once (fresh ``jit``, ``lower``, ``compile``), the
+  first one rotating; ``ratio`` is the median over rounds of the ratio to the baseline
+  compiled in the same round (pairing cancels most of a loaded machine's drift). The
+  steps are timed alike, one step per optimizer per round. ``only``: the optimizers
+  to measure (with their baselines); None for all.
+  """
   structure = caadam_jax.trace_structure(lambda p, b: loss(p, b), params, batch)
-  txs = {name: make() for name, make in train_optimizers(structure).items()}
+  txs, baseline = {}, {}
+  table = train_optimizers(structure)
+  if only is not None:
+    unknown = only - set(table)
+    if unknown:
+      raise ValueError(f"unknown optimizers {sorted(unknown)}; known: {list(table)}")
+    only = only | {table[name][1] for name in only}
+  for name, (make, base) in table.items():
+    if only is not None and name not in only:
+      continue
+    try:
+      txs[name] = make()
+      txs[name].init(params)
+      baseline[name] = base
+    except ValueError as e:  # e.g. layer decay on a model without repeated blocks
+      txs.pop(name, None)
+      log(f"  {name}: skipped ({type(e).__name__}: {str(e)[:100]})")
   names = list(txs)
   compile_s: dict[str, list[float]] = {n: [] for n in names}
   step_s: dict[str, list[float]] = {n: [] for n in names}
-  compiled, live = {}, {}
+  compiled, live, fusions = {}, {}, {}
   for rep in range(reps):
     for name in names[rep % len(names) :] + names[: rep % len(names)]:
       tx = txs[name]
@@ -216,6 +271,7 @@ def measure_train_step(loss, params, batch, reps: int, steps: int) -> dict[str, 
       compiled[name] = jax.jit(step).lower(params, state, batch).compile()
       compile_s[name].append(time.perf_counter() - start)
       live[name] = (params, state)
+      fusions[name] = distinct_fusions(compiled[name].as_text())
   for name in names:  # warm up
     live[name] = compiled[name](*live[name], batch)
   for i in range(steps):
@@ -223,8 +279,20 @@ def measure_train_step(loss, params, batch, reps: int, steps: int) -> dict[str, 
       start = time.perf_counter()
       live[name] = jax.block_until_ready(compiled[name](*live[name], batch))
       step_s[name].append(time.perf_counter() - start)
+
+  def paired(times: dict[str, list[float]], name: str) -> float:
+    base = times[baseline[name]]
+    return statistics.median(t / b for t, b in zip(times[name], base, strict=True))
+
   return {
-      n: {"compile_s": statistics.median(compile_s[n]), "step_s": statistics.median(step_s[n])}
+      n: {
+          "baseline": baseline[n],
+          "compile_s": statistics.median(compile_s[n]),
+          "compile_ratio": paired(compile_s, n),
+          "step_s": statistics.median(step_s[n]),
+          "step_ratio": paired(step_s, n),
+          "distinct_fusions": fusions[n],
+      }
       for n in names
   }
 
@@ -238,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--cols", type=int, default=256)
   parser.add_argument("--reps", type=int, default=3)
   parser.add_argument("--steps", type=int, default=30)
+  parser.add_argument(
+      "--optimizers", default=None, help="comma-separated train-step optimizers (default all)"
+  )
   args = parser.parse_args(argv)
   if args.update_only:
     return update_only(int(args.layers or 100), args.rows, args.cols, args.reps)
@@ -246,21 +317,31 @@ def main(argv: list[str] | None = None) -> int:
   unknown = set(models) - {"resnet", "transformer"}
   if unknown or any(n < 1 for n in layers) or args.reps < 1 or args.steps < 1:
     parser.error(f"bad --layers/--models/--reps/--steps: {args}")
+  print(
+      "command: python -m benchmarks.compile_constants "
+      + " ".join(sys.argv[1:] if argv is None else argv)
+  )
   print("machine:", json.dumps(step_cost.machine_info()))
   print(
-      f"train step (grad + update + apply), fresh jit+lower+compile, {args.reps} alternating "
-      f"compiles and {args.steps} alternating steps each; medians; ratios to adam"
+      f"train step (grad + update + apply), fresh jit+lower+compile; {args.reps} rounds, each "
+      f"compiling every optimizer once (first one rotating), then {args.steps} rounds of one "
+      "step each; seconds are medians, ratios the median over rounds of the ratio to the "
+      "baseline of the same round (adam; adamw for layer decay); fusions: distinct fused "
+      "computations in the compiled HLO"
   )
   for model, (loss, params, batch) in train_models(layers, models).items():
-    results = measure_train_step(loss, params, batch, args.reps, args.steps)
-    base = results["adam"]
     leaves = len(jax.tree.leaves(params))
-    print(f"{model} ({leaves} leaves)")
-    print(f"  {'optimizer':<24}{'compile s':>10}{'ratio':>7}{'step ms':>9}{'ratio':>7}")
+    print(f"{model} ({leaves} leaves)", flush=True)
+    only = set(args.optimizers.split(",")) if args.optimizers else None
+    results = measure_train_step(loss, params, batch, args.reps, args.steps, only)
+    print(
+        f"  {'optimizer':<22}{'vs':>6}{'compile s':>10}{'ratio':>7}{'step ms':>9}{'ratio':>7}"
+        f"{'fusions':>9}"
+    )
     for name, r in results.items():
       print(
-          f"  {name:<24}{r['compile_s']:>10.2f}{r['compile_s'] / base['compile_s']:>7.2f}"
-          f"{1e3 * r['step_s']:>9.3f}{r['step_s'] / base['step_s']:>7.2f}",
+          f"  {name:<22}{r['baseline']:>6}{r['compile_s']:>10.2f}{r['compile_ratio']:>7.2f}"
+          f"{1e3 * r['step_s']:>9.3f}{r['step_ratio']:>7.2f}{r['distinct_fusions']:>9d}",
           flush=True,
       )
   return 0

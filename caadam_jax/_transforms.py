@@ -195,16 +195,20 @@ def apply_factors(updates: optax.Updates, factors: Mapping[_paths.Path, Any]) ->
   """Multiplies each leaf of ``updates`` by ``factors[its normalized path]``.
 
   The one place where per-leaf factors meet the updates (every strategy, user
-  formulas and the published mode's structure go through it), so its compile-time
-  behaviour is everyone's. A factor of Python 1.0 adds no multiply. Several distinct
-  concrete factors enter the compiled step as runtime values, not literals: they
-  come out of a ``jax.lax.cond`` on a value of the updates (both branches give the
-  same factors, exactly), which XLA cannot fold. As literals, each distinct factor
-  makes its leaf's fused Adam kernel distinct, and XLA compiles every distinct kernel
-  anew (a train step of n equal layers then compiles several times slower than
-  ``optax.adam``'s; ``benchmarks/compile_constants.py`` measures it); as runtime
-  scalars, the kernels of equal leaves stay identical and are compiled once. Eagerly
-  (no leaf traced) the factors stay literals: there is no whole step to compile.
+  formulas, layer decay and the published mode's structure go through it), so its
+  compile-time behaviour is everyone's. A factor of Python 1.0 adds no multiply.
+  Several distinct concrete factors enter the compiled step as runtime values, not
+  literals: they are the outputs of one ``jax.lax.cond`` on a value of the updates
+  whose branches both return the same literal tuple (exactly the factors), which XLA
+  cannot fold into its consumers. As literals, each distinct factor makes its leaf's
+  fused Adam kernel distinct, and XLA compiles every distinct kernel anew (a train
+  step of n equal layers then compiles about 2x slower than ``optax.adam``'s); as
+  runtime scalars, the kernels of equal leaves stay identical and are compiled once.
+  The branches compute nothing: a branch that derived each factor at run time (say
+  ``c * 2**b / 2**b``) would itself be one distinct scalar kernel per factor, which
+  cost as much compile time as the literals saved. ``benchmarks/compile_constants.py``
+  measures it. Eagerly (no leaf traced) the factors stay literals: there is no whole
+  step to compile.
 
   Args:
     updates: a tree of updates (``optax.MaskedNode`` leaves are kept).
@@ -226,8 +230,10 @@ def apply_factors(updates: optax.Updates, factors: Mapping[_paths.Path, Any]) ->
   operand = _runtime_int(updates) if len(distinct) > 1 else None
   if operand is not None:
     values = tuple(np.asarray(v, dtype=d) for v, d in distinct)
+    # Literals in one branch, the same literals as the cond's operands in the other:
+    # neither branch has a kernel, and the outputs are unknown to XLA until run time.
     runtime = jax.lax.cond(
-        operand >= 0, lambda k: values, lambda k: _same_values(values, k), operand
+        operand >= 0, lambda c: values, lambda c: c, tuple(map(jnp.asarray, values))
     )
     by_value = dict(zip(distinct, runtime, strict=True))
     factors = {**factors, **{path: by_value[vd] for path, vd in concrete.items()}}
@@ -265,12 +271,6 @@ def _varies_over_manual_axes(leaf: Any) -> bool:
   if manual is not None:
     return bool(getattr(manual, "varying", ()))
   return bool(getattr(aval, "vma", ()))
-
-
-def _same_values(values: tuple[np.ndarray, ...], k: jax.Array) -> tuple[jax.Array, ...]:
-  """``values`` again, through ``v * 2**b / 2**b`` (exact) with a runtime bit ``b``."""
-  bit = jax.lax.shift_left(jnp.int32(1), k & 1)
-  return tuple(jnp.asarray(v) * bit.astype(v.dtype) / bit.astype(v.dtype) for v in values)
 
 
 def followed_by_stateless(

@@ -371,3 +371,28 @@ def test_equal_factors_stay_literals():
   tx = caadam_jax.scale_by_connection_minmaxmedian()
   jaxpr = jax.make_jaxpr(tx.update)(params, tx.init(params))
   assert "cond" not in {e.primitive.name for e in jaxpr.eqns}
+
+
+def test_distinct_factors_add_no_kernel_per_factor():
+  """The compiled update of 12 layers with 11 distinct factors has Adam's kernels, not 11 more.
+
+  XLA compiles each distinct fused computation anew; a factor that reached a kernel as a
+  literal (or came from a kernel of its own) would make one distinct computation per
+  layer, and compile time grows with them (``benchmarks/compile_constants.py``).
+  """
+  from benchmarks import compile_constants  # the HLO parser the benchmark reports with
+
+  params = {f"Dense_{i}": {"kernel": jnp.ones((4, 4)), "bias": jnp.ones(4)} for i in range(12)}
+  structure = caadam_jax.infer_structure(params)
+  adam = optax.scale_by_adam()
+  depth = optax.chain(optax.scale_by_adam(), caadam_jax.scale_by_depth(structure=structure))
+  factors = structure.factors("depth")
+  assert len({f for f in factors.values() if f != 1.0}) == 11
+
+  def distinct(tx):
+    step = jax.jit(tx.update).lower(params, tx.init(params)).compile()
+    return compile_constants.distinct_fusions(step.as_text())
+
+  # A few more for the last layer's unscaled kernels and the cond's predicate (4 with
+  # jax 0.10), not one per factor (16 with a computed factor per cond output).
+  assert distinct(adam) <= distinct(depth) <= distinct(adam) + 5
