@@ -30,6 +30,8 @@ included, runs strictly.
 
 Tiers (markers in pyproject.toml): ``python -m pytest -q`` deselects ``slow`` tests (the
 ``addopts`` there); ``-m ""`` runs everything and ``-m slow`` the slow tier alone.
+A module whose ``pytestmark`` names ``pytest.mark.slow`` is not even imported under the
+default ``-m 'not slow'`` (``pytest_ignore_collect`` below).
 ``external`` (always with ``slow``) marks tests of code outside the library or that launch
 processes; ``-m "not external"`` is every in-process test (.ci/run's version legs). A test
 marked ``data`` needs ``$CAADAM_JAX_DATA`` and is skipped, with that reason, when it is unset.
@@ -37,6 +39,7 @@ marked ``data`` needs ``$CAADAM_JAX_DATA`` and is skipped, with that reason, whe
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import os
@@ -61,6 +64,33 @@ _NO_DATA = pytest.mark.skip(
     reason="CAADAM_JAX_DATA is not set: this test reads the datasets (set it to the "
     "project's shared/data; README.md, set-up)"
 )
+
+
+def _marks_the_whole_module_slow(path) -> bool:
+  """Whether a module's top-level ``pytestmark`` names ``pytest.mark.slow``."""
+  tree = ast.parse(path.read_text())
+  for node in tree.body:
+    if isinstance(node, ast.Assign) and any(
+        isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets
+    ):
+      return "pytest.mark.slow" in ast.unparse(node.value)
+  return False
+
+
+def pytest_ignore_collect(collection_path, config):
+  """The fast tier (the default ``-m 'not slow'``) skips importing all-slow modules.
+
+  They would be deselected anyway; not importing them (Keras, Orbax, SciPy, the
+  benchmarks) saves each pytest-xdist worker seconds of collection.
+  """
+  if (
+      config.option.markexpr == "not slow"
+      and collection_path.suffix == ".py"
+      and collection_path.name.startswith("test_")
+      and _marks_the_whole_module_slow(collection_path)
+  ):
+    return True
+  return None
 
 
 def pytest_collection_modifyitems(config, items):

@@ -88,7 +88,10 @@ def _injected(strategy, values, alias):
   )
 
 
-@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+# Eager steps in the slow tier (op by op, seconds each); jitted ones in the fast.
+@pytest.mark.parametrize(
+    "jit", [pytest.param(False, marks=pytest.mark.slow), True], ids=["eager", "jit"]
+)
 @pytest.mark.parametrize("strategy", sorted(SCHEDULES))
 def test_traced_scaling_factor_out_of_range_gives_non_finite_steps(strategy, jit):
   """Input: inject_hyperparams(caadam)(scaling_factor=schedule leaving the range).

@@ -56,19 +56,18 @@ def test_registry_lists_every_alias_and_transform():
 # Optimization on known targets.
 
 
-# Complex parameters on the parabolas only: Rosenbrock adds compile time, not coverage.
-_OPTIMIZATION_CASES = [(t, jnp.float32) for t in common_checks.TARGETS] + [
-    ("parabola", jnp.complex64),
-    ("layered_parabola", jnp.complex64),
+# Complex parameters on the parabolas only (Rosenbrock adds compile time, not coverage),
+# in the slow tier; the fast tier checks complex states in test_state_shape_dtype_stability.
+_OPTIMIZATION_CASES = [
+    pytest.param(t, jnp.float32, id=f"{t}-float32") for t in common_checks.TARGETS
+] + [
+    pytest.param(t, jnp.complex64, id=f"{t}-complex64", marks=pytest.mark.slow)
+    for t in ("parabola", "layered_parabola")
 ]
 
 
 @entry_params
-@pytest.mark.parametrize(
-    "target,dtype",
-    _OPTIMIZATION_CASES,
-    ids=[f"{t}-{jnp.dtype(d).name}" for t, d in _OPTIMIZATION_CASES],
-)
+@pytest.mark.parametrize("target,dtype", _OPTIMIZATION_CASES)
 def test_optimization(entry, target, dtype):
   common_checks.check_optimization(entry, target, dtype)
 
@@ -100,7 +99,8 @@ def test_entry_check(entry, check):
 
 @entry_params
 @pytest.mark.parametrize("layered", [False, True], ids=["bare", "layered"])
-@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+# float32 in the slow tier: the fast tier's other checks all run float32.
+@pytest.mark.parametrize("dtype", ["bfloat16", pytest.param("float32", marks=pytest.mark.slow)])
 def test_preserve_dtype(entry, dtype, layered):
   common_checks.check_preserve_dtype(entry, dtype, layered)
 
@@ -131,10 +131,10 @@ def test_caadam_explicit_mu_dtype(params_dtype, state_dtype):
     ids=["float16", "bfloat16", "float32", "complex64"],
 )
 def test_state_shape_dtype_stability(entry, dtype):
-  # Every dtype is traced (lax.cond checks the branches agree); the jitted step runs
-  # for float32 and bfloat16 only, to keep compile time down (XLA's CPU compile of
-  # bfloat16 steps is the slowest, so that case is in the slow tier).
-  common_checks.check_state_stability(entry, dtype, execute=dtype in (jnp.bfloat16, jnp.float32))
+  # Every dtype is traced (lax.cond checks the branches agree); the jitted step runs for
+  # bfloat16 only, in the slow tier (XLA's CPU compile of bfloat16 steps is the slowest
+  # of the suite); float32 steps run in every other check of the fast tier.
+  common_checks.check_state_stability(entry, dtype, execute=dtype == jnp.bfloat16)
 
 
 # ----------------------------------------------------------------------------
@@ -142,10 +142,21 @@ def test_state_shape_dtype_stability(entry, dtype):
 
 
 @pytest.mark.standard_promotion  # optax.MultiSteps divides by an int32 counter
-@entry_params
-# bfloat16 in the slow tier: its CPU compile is the slowest of the suite, and the fast
-# tier already checks bfloat16 updates (test_preserve_dtype).
-@pytest.mark.parametrize("dtype", [pytest.param("bfloat16", marks=pytest.mark.slow), "float32"])
+# The fast tier: float32 on the caadam alias (a drop-in for optax.adam under MultiSteps);
+# the slow tier: every entry, and bfloat16 (its CPU compile is the slowest of the suite).
+@pytest.mark.parametrize(
+    "entry,dtype",
+    [
+        pytest.param(
+            e,
+            dtype,
+            id=f"{dtype}-{e.name}",
+            marks=[] if (e.name, dtype) == ("caadam-additive", "float32") else [pytest.mark.slow],
+        )
+        for e in registry.ENTRIES
+        for dtype in ("bfloat16", "float32")
+    ],
+)
 def test_gradient_accumulation(entry, dtype):
   common_checks.check_gradient_accumulation(entry, dtype)
 
@@ -178,7 +189,14 @@ def test_bare_array(entry, shape):
   common_checks.check_bare_array(entry, shape)
 
 
-@pytest.mark.parametrize("strategy", caadam_jax.STRATEGY_NAMES)
+# One strategy in the fast tier: the check is of init's structure check, not the formulas.
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        s if s == "depth" else pytest.param(s, marks=pytest.mark.slow)
+        for s in caadam_jax.STRATEGY_NAMES
+    ],
+)
 def test_init_shape_dtype_struct_explicit_structure(strategy):
   """With a given Structure, ``init`` checks it against ShapeDtypeStruct leaves."""
   params = common_checks.layered_params()

@@ -148,6 +148,7 @@ def _imported_modules(path: pathlib.Path) -> set[str]:
   return names
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_describe_published_needs_no_import_of_the_published_mode_by_the_core():
   code = (
       "import sys, jax.numpy as jnp\n"
