@@ -390,8 +390,9 @@ def test_distinct_factors_add_no_kernel_per_factor():
   assert len({f for f in factors.values() if f != 1.0}) == 11
 
   def distinct(tx):
-    step = jax.jit(tx.update).lower(params, tx.init(params)).compile()
-    return compile_constants.distinct_fusions(step.as_text())
+    hlo_text = jax.jit(tx.update).lower(params, tx.init(params)).compile().as_text()
+    assert hlo_text is not None
+    return compile_constants.distinct_fusions(hlo_text)
 
   # A few more for the last layer's unscaled kernels and the cond's predicate (4 with
   # jax 0.10), not one per factor (16 with a computed factor per cond output).
