@@ -349,7 +349,7 @@ def run_case(
   grads = materialize(shapes, 1)
   param_bytes = tree_bytes(params0)
   txs, live, errors = _start(factories, params0, log)
-  names = [n for n in factories if n in txs]
+  names = [n for n in factories if n in live]  # txs holds one whose init refused too
   compiled, compile_times, compile_cpu = _compile_all(names, txs, live, grads, compile_reps)
   hlo = {n: hlo_summary(compiled[n].as_text()) for n in names}
   state_bytes = {n: tree_bytes(live[n][1]) for n in names}
