@@ -141,9 +141,9 @@ def caadam(
       weight_decay=weight_decay,
       weight_decay_may_be_none=True,
   )
-  adam_and_structure = _transforms.followed_by_stateless(
+  adam_and_structure = _transforms.with_stateless(
       optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype),
-      _transforms.scale_by_strategy(strategy, scaling_factor, structure=structure),
+      after=_transforms.scale_by_strategy(strategy, scaling_factor, structure=structure),
   )
   # None or a Python zero adds nothing, so the chain (and its state) is optax.adam's;
   # any other weight decay (a number, an array, a schedule) or a mask gives

@@ -738,22 +738,13 @@ def adamw_layer_decay(
   layer_decay = scale_by_layer_decay(
       decay, structure=structure, blocks=blocks, stem=stem, decoder=decoder
   )
-  learning = optax.scale_by_learning_rate(learning_rate)
-
-  def update_fn(updates, state, params=None, **extra_args):
-    updates, _ = layer_decay.update(updates, optax.EmptyState(), params)
-    return learning.update(updates, state, params, **extra_args)
-
-  def init_fn(params: optax.Params) -> Any:
-    layer_decay.init(params)
-    return learning.init(params)
-
   return optax.chain(
       optax.scale_by_adam(
           b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov
       ),
       optax.add_decayed_weights(weight_decay, mask),
-      optax.GradientTransformationExtraArgs(init_fn, update_fn),
+      # optax.scale_by_learning_rate's state (adamw's tree), layer decay run first.
+      _transforms.with_stateless(optax.scale_by_learning_rate(learning_rate), before=layer_decay),
   )
 
 

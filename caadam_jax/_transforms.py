@@ -273,41 +273,54 @@ def _varies_over_manual_axes(leaf: Any) -> bool:
   return bool(getattr(aval, "vma", ()))
 
 
-def followed_by_stateless(
-    inner: optax.GradientTransformation, stateless: optax.GradientTransformation
+def with_stateless(
+    inner: optax.GradientTransformation,
+    *,
+    before: optax.GradientTransformation | None = None,
+    after: optax.GradientTransformation | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-  """``optax.chain(inner, stateless)`` whose state is ``inner``'s alone.
+  """``optax.chain(before, inner, after)`` whose state is ``inner``'s alone.
 
-  ``stateless`` must keep no state (its ``init`` returns ``optax.EmptyState``; it
-  still runs, so its checks do). The CaAdam alias uses it to keep
-  ``optax.adam``'s state tree: ``followed_by_stateless(optax.scale_by_adam(),
-  scale_by_strategy(...))`` has the state of ``optax.scale_by_adam()``.
+  ``before`` and ``after`` must keep no state (their ``init`` returns
+  ``optax.EmptyState``; it still runs, so their checks do). The aliases use it to
+  keep Optax's state trees: ``with_stateless(optax.scale_by_adam(),
+  after=scale_by_strategy(...))`` has the state of ``optax.scale_by_adam()``
+  (``caadam``), and ``with_stateless(optax.scale_by_learning_rate(lr),
+  before=scale_by_layer_decay(...))`` that of ``optax.scale_by_learning_rate``
+  (``adamw_layer_decay``).
 
   Examples:
     >>> import jax.numpy as jnp, optax, caadam_jax
-    >>> from caadam_jax._transforms import followed_by_stateless
-    >>> tx = followed_by_stateless(optax.scale_by_adam(), caadam_jax.scale_by_depth())
+    >>> from caadam_jax._transforms import with_stateless
+    >>> tx = with_stateless(optax.scale_by_adam(), after=caadam_jax.scale_by_depth())
     >>> params = {'w': jnp.ones((2, 3))}
     >>> type(tx.init(params)).__name__
     'ScaleByAdamState'
 
   Args:
     inner: any transform.
-    stateless: a transform whose state is ``optax.EmptyState``.
+    before: a transform whose state is ``optax.EmptyState``, run before ``inner``.
+    after: a transform whose state is ``optax.EmptyState``, run after ``inner``.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` with ``inner``'s state.
   """
   inner = optax.with_extra_args_support(inner)
-  stateless = optax.with_extra_args_support(stateless)
+  stateless = [optax.with_extra_args_support(t) if t is not None else None for t in (before, after)]
+  first, last = stateless
 
   def init_fn(params: optax.Params) -> optax.OptState:
-    stateless.init(params)
+    for transform in stateless:
+      if transform is not None:
+        transform.init(params)
     return inner.init(params)
 
   def update_fn(updates, state, params=None, **extra_args):
+    if first is not None:
+      updates, _ = first.update(updates, optax.EmptyState(), params, **extra_args)
     updates, state = inner.update(updates, state, params, **extra_args)
-    updates, _ = stateless.update(updates, optax.EmptyState(), params, **extra_args)
+    if last is not None:
+      updates, _ = last.update(updates, optax.EmptyState(), params, **extra_args)
     return updates, state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
