@@ -119,6 +119,40 @@ def test_caadam_step_compiles_to_adams_program(layout):
   assert keras_state_bytes == adam_state_bytes
 
 
+def test_missed_targets_name_the_a_a_control():
+  """A miss is printed beside the ratio of two identical programs (adam vs adam-control)."""
+
+  def run(ratio, compile_ratio, times, state_bytes=8):
+    return {
+        "ratio_paired_median": ratio,
+        "compile_ratio": compile_ratio,
+        "times_ms": times,
+        "state_bytes": state_bytes,
+        "state_bytes_equal_adam": state_bytes == 8,
+    }
+
+  case = {
+      "layout": "large",
+      "n_params": 2**20,
+      "optimizers": {
+          "adam": run(1.0, 1.0, [1.0, 1.0, 1.0]),
+          "adam-control": run(1.07, 1.1, [1.07, 1.07, 1.07]),
+          "caadam-depth": run(1.04, 1.3, [1.04, 1.04, 1.04]),
+          "caadam-additive": run(1.0, 1.0, [1.0, 1.0, 1.0]),
+          "adamw": run(1.0, 1.0, [2.0, 2.0, 2.0]),
+          # 2.2 / 2.0 per round: 1.10 > 1.05.
+          "adamw_layer_decay": run(1.1, 1.0, [2.2, 2.2, 2.2]),
+      },
+  }
+  assert step_cost.check_targets([case]) == [
+      "large 1.00M adamw_layer_decay: step ratio to adamw 1.100 > 1.05 (A/A control: 1.070)",
+      "large 1.00M caadam-depth: step ratio 1.040 > 1.03 (A/A control: 1.070)",
+      "large 1.00M caadam-depth: compile ratio 1.300 > 1.2 (A/A control: 1.100)",
+  ]
+  del case["optimizers"]["adam-control"]
+  assert step_cost.check_targets([case])[1] == "large 1.00M caadam-depth: step ratio 1.040 > 1.03"
+
+
 def test_quick_run_writes_json_and_merges(tmp_path, capsys):
   out = tmp_path / "run.json"
   assert (
