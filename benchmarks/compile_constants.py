@@ -14,7 +14,9 @@ reports:
   ``adamw_layer_decay`` against ``optax.adamw``, on MLPs of ``--layers`` Dense
   layers (16x16 + bias, tanh; equal layers, so ``additive`` and
   ``multiplicative`` give one factor there, ``depth``, the formula and layer
-  decay one per layer) and the model zoo's ResNet and Transformer LM
+  decay one per layer), each also with ``factors_in_state=True`` (``-state``: the
+  factors held in the optimizer state, entry operands of the step), and on the model
+  zoo's ResNet and Transformer LM
   (``--models``; structures from ``trace_structure``). Each round compiles every
   optimizer once (the first one rotating), then each compiled step is timed one
   step per round for ``--steps`` rounds; medians, and ratios to the baseline as
@@ -169,10 +171,31 @@ def train_optimizers(structure: caadam_jax.Structure) -> dict[str, tuple[Callabl
           lambda: caadam_jax.caadam(1e-3, strategy=fan_in_depth, structure=structure),
           "adam",
       ),
+      **{
+          f"caadam-{s}-state": (
+              lambda s=s: caadam_jax.caadam(
+                  1e-3, strategy=s, structure=structure, factors_in_state=True
+              ),
+              "adam",
+          )
+          for s in caadam_jax.STRATEGY_NAMES
+      },
+      "caadam-formula-state": (
+          lambda: caadam_jax.caadam(
+              1e-3, strategy=fan_in_depth, structure=structure, factors_in_state=True
+          ),
+          "adam",
+      ),
       "adamw": (lambda: optax.adamw(1e-3, weight_decay=1e-4), "adamw"),
       "adamw-layer-decay": (
           lambda: caadam_jax.adamw_layer_decay(
               1e-3, LAYER_DECAY, weight_decay=1e-4, structure=structure
+          ),
+          "adamw",
+      ),
+      "adamw-layer-decay-state": (
+          lambda: caadam_jax.adamw_layer_decay(
+              1e-3, LAYER_DECAY, weight_decay=1e-4, structure=structure, factors_in_state=True
           ),
           "adamw",
       ),

@@ -12,6 +12,8 @@ from caadam_jax._adas import scale_by_adas
 from caadam_jax._alias import caadam
 from caadam_jax._describe import DescribeRow
 from caadam_jax._describe import describe
+from caadam_jax._factor_state import FactorsInStateState
+from caadam_jax._factor_state import factors_in_state
 from caadam_jax._formulas import STRATEGIES
 from caadam_jax._formulas import STRATEGY_NAMES
 from caadam_jax._formulas import Formula
@@ -44,6 +46,7 @@ __all__ = (
     "STRATEGIES",
     "STRATEGY_NAMES",
     "DescribeRow",
+    "FactorsInStateState",
     "Formula",
     "LayerDecayRow",
     "LayerIds",
@@ -60,6 +63,7 @@ __all__ = (
     "caadam",
     "describe",
     "describe_layer_decay",
+    "factors_in_state",
     "infer_structure",
     "layer_ids",
     "path_to_str",

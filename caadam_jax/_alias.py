@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import optax
 
+from caadam_jax import _factor_state
 from caadam_jax import _formulas
 from caadam_jax import _structure
 from caadam_jax import _transforms
@@ -28,6 +29,7 @@ def caadam(
     weight_decay: optax.ScalarOrSchedule | None = None,
     mask: Any | Callable[[optax.Params], Any] | None = None,
     structure: _structure.Structure | None = None,
+    factors_in_state: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   """Connection-aware Adam: Adam whose step is scaled per layer by its structure.
 
@@ -104,6 +106,10 @@ def caadam(
       updates' paths and shapes (``init`` then refuses trees whose paths cannot
       give the right structure: undeclared stacks, and for ``"depth"`` layer
       paths that need not be in forward order; see :doc:`/your_model`).
+    factors_in_state: hold the per-layer factors in the state
+      (:func:`~caadam_jax.factors_in_state`): a state that is not ``optax.adam``'s,
+      for a compile time near Adam's with many distinct factors (``"depth"`` or a
+      formula on ~1000 layers). False (the default) keeps ``optax.adam``'s state.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -141,6 +147,7 @@ def caadam(
       weight_decay=weight_decay,
       weight_decay_may_be_none=True,
   )
+  factors_in_state = _validation.check_bool("factors_in_state", factors_in_state)
   adam_and_structure = _transforms.with_stateless(
       optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype),
       after=_transforms.scale_by_strategy(strategy, scaling_factor, structure=structure),
@@ -153,9 +160,11 @@ def caadam(
       weight_decay is None or (isinstance(weight_decay, (int, float)) and weight_decay == 0)
   ) and mask is None
   if no_decay:
-    return optax.chain(adam_and_structure, optax.scale_by_learning_rate(learning_rate))
-  return optax.chain(
-      adam_and_structure,
-      optax.add_decayed_weights(0.0 if weight_decay is None else weight_decay, mask),
-      optax.scale_by_learning_rate(learning_rate),
-  )
+    tx = optax.chain(adam_and_structure, optax.scale_by_learning_rate(learning_rate))
+  else:
+    tx = optax.chain(
+        adam_and_structure,
+        optax.add_decayed_weights(0.0 if weight_decay is None else weight_decay, mask),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+  return _factor_state.factors_in_state(tx) if factors_in_state else tx

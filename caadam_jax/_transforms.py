@@ -18,6 +18,7 @@ import numpy as np
 import optax
 
 from caadam_jax import _deprecation
+from caadam_jax import _factor_state
 from caadam_jax import _formulas
 from caadam_jax import _guards
 from caadam_jax import _leaves
@@ -208,7 +209,10 @@ def apply_factors(updates: optax.Updates, factors: Mapping[_paths.Path, Any]) ->
   ``c * 2**b / 2**b``) would itself be one distinct scalar kernel per factor, which
   cost as much compile time as the literals saved. ``benchmarks/compile_constants.py``
   measures it. Eagerly (no leaf traced) the factors stay literals: there is no whole
-  step to compile.
+  step to compile. Under :func:`~caadam_jax.factors_in_state` the values come from
+  the optimizer state instead (entry operands of the step): with about 1000 distinct
+  factors the cond's outputs slow XLA:CPU's thunk scheduling (its ``ExecutionGraph``
+  transitive reduction), and operands do not.
 
   Args:
     updates: a tree of updates (``optax.MaskedNode`` leaves are kept).
@@ -227,7 +231,9 @@ def apply_factors(updates: optax.Updates, factors: Mapping[_paths.Path, Any]) ->
       if path in dtypes and isinstance(f, (int, float, np.number)) and float(f) != 1.0
   }
   distinct = sorted(set(concrete.values()), key=lambda vd: (vd[0], str(vd[1])))
-  operand = _runtime_int(updates) if len(distinct) > 1 else None
+  # Inside factors_in_state: the state's copies of the factors (entry operands).
+  runtime = _factor_state.held_factors(distinct)
+  operand = _runtime_int(updates) if runtime is None and len(distinct) > 1 else None
   if operand is not None:
     values = tuple(np.asarray(v, dtype=d) for v, d in distinct)
     # Literals in one branch, the same literals as the cond's operands in the other:
@@ -235,6 +241,7 @@ def apply_factors(updates: optax.Updates, factors: Mapping[_paths.Path, Any]) ->
     runtime = jax.lax.cond(
         operand >= 0, lambda c: values, lambda c: c, tuple(map(jnp.asarray, values))
     )
+  if runtime is not None:
     by_value = dict(zip(distinct, runtime, strict=True))
     factors = {**factors, **{path: by_value[vd] for path, vd in concrete.items()}}
   return _paths.map_with_normalized_path(

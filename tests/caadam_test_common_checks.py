@@ -495,9 +495,14 @@ def check_tree_map_params(entry: Entry) -> None:
   _, state = opt.update(layered_grads(params), state, params)
   mapped = optax.tree_utils.tree_map_params(opt, lambda v: 2 * v, state)
   assert jax.tree.structure(mapped) == jax.tree.structure(state)
+  # transform_non_params gets each non-parameter part whole: a leaf, or a subtree where
+  # the probe state has one leaf for it (factors_in_state's factors).
   kinds = jax.tree.leaves(
       optax.tree_utils.tree_map_params(
-          opt, lambda _: "param", state, transform_non_params=lambda _: "other"
+          opt,
+          lambda _: "param",
+          state,
+          transform_non_params=lambda part: jax.tree.map(lambda _: "other", part),
       )
   )
   assert len(kinds) == len(jax.tree.leaves(state))

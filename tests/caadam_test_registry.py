@@ -232,6 +232,21 @@ ENTRIES: list[Entry] = [
         )
         for transform, args, strategy, scaling_factor in _CHAINS
     ),
+    # The factors held in the state (factors_in_state): not Adam's state tree, so no
+    # reference. The scheduled scaling factor is checked; only the learning rate is
+    # injected, since an injected g leaves no concrete factor to hold (another tree:
+    # test_factor_state.py checks that case).
+    dataclasses.replace(
+        _caadam_family(
+            "caadam-depth-factors_in_state",
+            functools.partial(
+                caadam_jax.caadam, learning_rate=LR, strategy="depth", factors_in_state=True
+            ),
+            "depth",
+        ),
+        reference=None,
+        inject_values={"learning_rate": 0.05},
+    ),
     # ADAS: ``caadam_jax.adas(learning_rate=...)``. It is not Adam, so it has no Optax reference,
     # and its per-layer rates adapt over time: looser targets and more steps.
     Entry(
