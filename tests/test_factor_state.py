@@ -9,6 +9,7 @@ the two programs differently, one ulp apart).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,13 @@ import optax
 import pytest
 
 import caadam_jax
+
+
+def held(tx, params) -> caadam_jax.FactorsInStateState:
+  """``tx.init(params)`` for a factors_in_state optimizer, typed as its state."""
+  state = tx.init(params)
+  assert isinstance(state, caadam_jax.FactorsInStateState)
+  return state
 
 
 def assert_close(actual, desired):
@@ -56,8 +64,8 @@ OPTIMIZERS = {
 }
 
 
-def run(tx, params, steps=4):
-  state = tx.init(params)
+def run(tx, params, steps=4) -> tuple[list[Any], Any]:
+  state: Any = tx.init(params)
   update = jax.jit(tx.update)
   trajectory = []
   for step in range(steps):
@@ -117,7 +125,7 @@ def test_an_adam_checkpoint_restores_into_it():
 
   plain = caadam_jax.caadam(1e-2, strategy="depth")
   tx = caadam_jax.caadam(1e-2, strategy="depth", factors_in_state=True)
-  state = tx.init(params)._replace(inner_state=restored_adam)
+  state = held(tx, params)._replace(inner_state=restored_adam)
   grads = grads_at(params, 3)
   got, new_state = jax.jit(tx.update)(grads, state, params)
   expected, expected_state = plain.update(grads, adam_state, params)
@@ -135,7 +143,7 @@ def test_two_scaling_transforms_hold_one_tuple_each():
       caadam_jax.scale_by_layer_decay(0.5),
   )
   tx = caadam_jax.factors_in_state(inner)
-  state = tx.init(params)
+  state = held(tx, params)
   assert len(state.factors) == 2
   got, _ = jax.jit(tx.update)(grads_at(params, 0), state, params)
   expected, _ = inner.update(grads_at(params, 0), inner.init(params), params)
@@ -146,9 +154,9 @@ def test_a_state_for_another_tree_is_refused():
   tx = caadam_jax.caadam(1e-3, strategy="depth", factors_in_state=True)
   small = mlp_params((3, 4, 1))  # two layers: one factor other than 1
   big = mlp_params()
-  state = tx.init(small)
+  state = held(tx, small)
   assert len(state.factors[0]) == 1
-  mixed = tx.init(big)._replace(factors=state.factors)
+  mixed = held(tx, big)._replace(factors=state.factors)
   with pytest.raises(ValueError, match="distinct factors.*built for another optimizer"):
     tx.update(grads_at(big, 0), mixed, big)
 
@@ -160,11 +168,11 @@ def test_a_state_for_another_optimizer_is_refused():
       optax.chain(optax.scale_by_adam(), caadam_jax.scale_by_depth(), caadam_jax.scale_by_depth())
   )
   with pytest.raises(ValueError, match="runs more"):
-    two.update(grads_at(params, 0), two.init(params)._replace(factors=one.init(params).factors))
+    two.update(grads_at(params, 0), held(two, params)._replace(factors=held(one, params).factors))
   with pytest.raises(ValueError, match="the update ran 1"):
     one.update(
         grads_at(params, 0),
-        one.init(params)._replace(factors=two.init(params).factors),
+        held(one, params)._replace(factors=held(two, params).factors),
         params,
     )
 
@@ -174,7 +182,7 @@ def test_injected_scaling_factor_keeps_its_factors_in_the_step():
   injected = optax.inject_hyperparams(caadam_jax.caadam)(
       1e-2, strategy="multiplicative", scaling_factor=3.0, factors_in_state=True
   )
-  state = injected.init(params)
+  state: Any = injected.init(params)  # an inject_hyperparams state
   # The factors depend on the injected (traced) g: none is concrete, none is held.
   assert state.inner_state.factors == ((),)
   plain = optax.inject_hyperparams(caadam_jax.caadam)(
@@ -208,6 +216,9 @@ def test_an_update_that_needs_extra_arguments_is_explained():
     del value
     return updates, state
 
-  inner = optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), needs_value)
+  inner = optax.GradientTransformationExtraArgs(
+      lambda params: optax.EmptyState(),
+      needs_value,  # pyright: ignore[reportArgumentType]  (the point: it needs value=)
+  )
   with pytest.raises(TypeError, match="init traces one update with params alone"):
     caadam_jax.factors_in_state(inner).init(mlp_params())
