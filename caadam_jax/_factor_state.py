@@ -4,8 +4,8 @@ By default the concrete factors of a jitted step are the outputs of one
 ``jax.lax.cond`` (``_transforms.apply_factors``): the optimizer state stays
 ``optax.adam``'s. XLA:CPU's thunk scheduler handles a node with one output per
 distinct factor poorly when the factors are many (about 1000 distinct ones: the
-train step then compiles 1.3-1.7x slower than Adam's, most of it in
-``ExecutionGraph`` transitive reduction). Held in the state, the factors are entry
+train step then compiled up to 1.7x slower than Adam's, scattering from run to run,
+the extra in ``ExecutionGraph`` transitive reduction). Held in the state, the factors are entry
 parameters of the step, which no thunk writes. :func:`factors_in_state` does this
 for any transform built from this package's scaling transforms.
 """
@@ -21,9 +21,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
-# (value, dtype) of each distinct concrete factor of one apply_factors call, sorted.
-DistinctFactors = list[tuple[float, np.dtype]]
 
 
 class FactorsInStateState(NamedTuple):
@@ -67,15 +64,15 @@ def _active(recorder: _Recorder) -> Iterator[_Recorder]:
     _ACTIVE.reset(token)
 
 
-def held_factors(distinct: DistinctFactors) -> tuple[jax.Array, ...] | None:
-  """The runtime values of ``distinct`` from the state, or None outside :func:`factors_in_state`.
+def held_factors(values: tuple[np.ndarray, ...]) -> tuple[jax.Array, ...] | None:
+  """The state's copies of ``values``, or None outside :func:`factors_in_state`.
 
-  Called by ``apply_factors`` once per call, in the order the transforms run.
+  Called by ``apply_factors`` once per call, in the order the transforms run, with
+  its distinct concrete factors (sorted NumPy scalars in the updates' dtypes).
   """
   recorder = _ACTIVE.get()
   if recorder is None:
     return None
-  values = tuple(np.asarray(v, dtype=d) for v, d in distinct)
   if recorder.held is None:  # init: record, and scale by the literals
     recorder.recorded.append(values)
     return tuple(map(jnp.asarray, values))
@@ -109,9 +106,10 @@ def factors_in_state(
   Same updates as ``inner``; the state is ``FactorsInStateState(inner_state,
   factors)``. The factors then reach the compiled step as runtime operands, which
   keeps its compile time near ``optax.adam``'s when the distinct factors are many
-  (depth, a user formula or layer decay on ~1000 layers: 1.3-1.7x Adam's compile
-  time on CPU with the default, an ``optax.adam`` state tree; see
-  ``benchmarks/compile_constants.py``). With few distinct factors the default is as
+  (depth, a user formula or layer decay on ~1000 layers: up to 1.7x Adam's compile
+  time on CPU with the default, an ``optax.adam`` state tree, against at most 1.18x
+  held in the state; see ``benchmarks/compile_constants.py``). Each held factor is
+  one more input of the compiled step. With few distinct factors the default is as
   fast and keeps ``optax.adam``'s state tree; prefer it there.
 
   ``init`` traces one abstract update (``jax.eval_shape``, no computation) to find
@@ -121,8 +119,8 @@ def factors_in_state(
   ones are held (with an injected ``scaling_factor`` that transform's tuple is empty,
   so the state's tree differs from the plain optimizer's). For
   ``optax.tree_utils.tree_map_params``, ``factors`` is one non-parameter part:
-  ``transform_non_params`` gets it whole. An ``optax.adam`` state (for example from a checkpoint) restores
-  into ``caadam(..., factors_in_state=True)`` with
+  ``transform_non_params`` gets it whole. An ``optax.adam`` state (for example from
+  a checkpoint) restores into ``caadam(..., factors_in_state=True)`` with
   ``tx.init(params)._replace(inner_state=adam_state)``.
 
   Examples:

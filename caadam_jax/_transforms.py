@@ -231,11 +231,11 @@ def apply_factors(updates: optax.Updates, factors: Mapping[_paths.Path, Any]) ->
       if path in dtypes and isinstance(f, (int, float, np.number)) and float(f) != 1.0
   }
   distinct = sorted(set(concrete.values()), key=lambda vd: (vd[0], str(vd[1])))
+  values = tuple(np.asarray(v, dtype=d) for v, d in distinct)
   # Inside factors_in_state: the state's copies of the factors (entry operands).
-  runtime = _factor_state.held_factors(distinct)
+  runtime = _factor_state.held_factors(values)
   operand = _runtime_int(updates) if runtime is None and len(distinct) > 1 else None
   if operand is not None:
-    values = tuple(np.asarray(v, dtype=d) for v, d in distinct)
     # Literals in one branch, the same literals as the cond's operands in the other:
     # neither branch has a kernel, and the outputs are unknown to XLA until run time.
     runtime = jax.lax.cond(
