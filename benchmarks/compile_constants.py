@@ -18,9 +18,14 @@ reports:
   factors held in the optimizer state, entry operands of the step), and on the model
   zoo's ResNet and Transformer LM
   (``--models``; structures from ``trace_structure``). Each round compiles every
-  optimizer once (the first one rotating), then each compiled step is timed one
-  step per round for ``--steps`` rounds; medians, and ratios to the baseline as
-  the median over rounds of the ratio within a round; the number of distinct fused
+  optimizer once (in reversed order every other round, as XLA:CPU steps an
+  executable compiled later slower: ``--reps`` is even) and keeps every executable,
+  then each of ``--steps`` rounds steps every executable once; medians, and ratios
+  to the baseline as the median over rounds of the ratio within a round;
+  ``adam-again`` (Adam compiled again) shows the floor of these ratios, and
+  ``adam-carry`` (Adam whose state also carries as many scalars as
+  ``caadam-depth-state`` holds factors, passed through unchanged) what held factors
+  cost a step by being inputs and outputs alone; the number of distinct fused
   computations in each compiled HLO.
 * ``--update-only``: one ``update + apply_updates`` of ``--layers`` dense layers
   with the number of distinct fused computations in the compiled HLO, for
@@ -28,7 +33,7 @@ reports:
   ``multi_transform``, factors behind an ``optimization_barrier``) and the
   strategies.
 
-    python -m benchmarks.compile_constants [--layers 125,1000] [--models resnet,transformer] [--reps 3]
+    python -m benchmarks.compile_constants [--layers 125,1000] [--models resnet,transformer] [--reps 2]
     python -m benchmarks.compile_constants --update-only [--layers 100] [--reps 3]
 """
 
@@ -156,10 +161,33 @@ def fan_in_depth(record: caadam_jax.LayerRecord, stats: caadam_jax.Statistics, g
 LAYER_DECAY = 0.99
 
 
-def train_optimizers(structure: caadam_jax.Structure) -> dict[str, tuple[Callable[[], Any], str]]:
+def carry_scalars(count: int) -> optax.GradientTransformation:
+  """A transform whose state is ``count`` float32 scalars, passed through unchanged."""
+  return optax.GradientTransformation(
+      lambda params: tuple(jnp.float32(i) for i in range(count)),
+      lambda updates, state, params=None: (updates, state),
+  )
+
+
+def train_optimizers(
+    structure: caadam_jax.Structure, params: Any
+) -> dict[str, tuple[Callable[[], Any], str]]:
   """Name -> (make the optimizer, the name of its baseline: adam, or adamw for layer decay)."""
+  # As many scalars as caadam-depth-state holds factors: what holding them costs a step
+  # when they take part in nothing (the entries of a step's inputs and outputs).
+  held = len(
+      jax.tree.leaves(
+          caadam_jax.caadam(
+              1e-3, strategy="depth", structure=structure, factors_in_state=True
+          ).init(params)
+      )
+  ) - len(jax.tree.leaves(optax.adam(1e-3).init(params)))
   return {
       "adam": (lambda: optax.adam(1e-3), "adam"),
+      # The same optimizer again: its ratio is what the design measures between two
+      # executables that should be equal (the floor every other ratio sits on).
+      "adam-again": (lambda: optax.adam(1e-3), "adam"),
+      "adam-carry": (lambda: optax.chain(optax.adam(1e-3), carry_scalars(held)), "adam"),
       **{
           f"caadam-{s}": (
               lambda s=s: caadam_jax.caadam(1e-3, strategy=s, structure=structure),
@@ -249,18 +277,29 @@ def measure_train_step(
     steps: int,
     only: set[str] | None = None,
     log: Callable[[str], None] = print,
+    donate: bool = False,
 ) -> dict[str, dict[str, Any]]:
   """Optimizer -> compile and step seconds, their ratios to its baseline, distinct fusions.
 
-  Each round compiles every optimizer once (fresh ``jit``, ``lower``, ``compile``), the
-  first one rotating; ``ratio`` is the median over rounds of the ratio to the baseline
-  compiled in the same round (pairing cancels most of a loaded machine's drift). The
-  steps are timed alike, one step per optimizer per round. ``only``: the optimizers
-  to measure (with their baselines); None for all.
+  Each round compiles every optimizer once (fresh ``jit``, ``lower``, ``compile``), in
+  the table's order in even rounds and reversed in odd ones, and keeps every
+  executable: on XLA:CPU an executable compiled later in a process steps measurably
+  slower than an identical one compiled earlier (``adam-again`` against ``adam``: up
+  to 1.07x with four copies of the 125-layer step), so each optimizer must be
+  compiled as often early as late (``reps`` even). Then each of ``steps`` rounds
+  runs one step of every executable (the first one rotating); an optimizer's time in
+  a round is the mean over its executables. ``compile_ratio`` and ``step_ratio`` are
+  medians over rounds of the ratio to the baseline of the same round (pairing cancels
+  most of a loaded machine's drift). ``only``: the optimizers to measure (with their
+  baselines); None for all. ``donate``: the step donates its params and state (as
+  ``jax.jit(..., donate_argnums=(0, 1))``), so state entries that pass through
+  unchanged (held factors) alias their inputs instead of being copied.
   """
+  if reps < 2 or reps % 2:
+    raise ValueError(f"reps must be even (as many compiles early as late), got {reps}")
   structure = caadam_jax.trace_structure(lambda p, b: loss(p, b), params, batch)
   txs, baseline = {}, {}
-  table = train_optimizers(structure)
+  table = train_optimizers(structure, params)
   if only is not None:
     unknown = only - set(table)
     if unknown:
@@ -279,9 +318,10 @@ def measure_train_step(
   names = list(txs)
   compile_s: dict[str, list[float]] = {n: [] for n in names}
   step_s: dict[str, list[float]] = {n: [] for n in names}
-  compiled, live, fusions = {}, {}, {}
+  executables: list[list[Any]] = []  # [name, compiled step, (params, state)]
+  fusions: dict[str, int] = {}
   for rep in range(reps):
-    for name in names[rep % len(names) :] + names[: rep % len(names)]:
+    for name in names if rep % 2 == 0 else names[::-1]:
       tx = txs[name]
 
       def step(p, s, b, tx=tx):
@@ -291,17 +331,24 @@ def measure_train_step(
 
       state = tx.init(params)
       start = time.perf_counter()
-      compiled[name] = jax.jit(step).lower(params, state, batch).compile()
+      compiled = (
+          jax.jit(step, donate_argnums=(0, 1) if donate else ())
+          .lower(params, state, batch)
+          .compile()
+      )
       compile_s[name].append(time.perf_counter() - start)
-      live[name] = (params, state)
-      fusions[name] = distinct_fusions(compiled[name].as_text())
-  for name in names:  # warm up
-    live[name] = compiled[name](*live[name], batch)
+      own = jax.tree.map(jnp.copy, (params, state))  # a donated step consumes its inputs
+      executables.append([name, compiled, compiled(*own, batch)])  # + warm-up
+      fusions[name] = distinct_fusions(compiled.as_text())
   for i in range(steps):
-    for name in names[i % len(names) :] + names[: i % len(names)]:
+    in_round: dict[str, list[float]] = {n: [] for n in names}
+    for k in range(len(executables)):
+      name, compiled, live = executables[(i + k) % len(executables)]
       start = time.perf_counter()
-      live[name] = jax.block_until_ready(compiled[name](*live[name], batch))
-      step_s[name].append(time.perf_counter() - start)
+      executables[(i + k) % len(executables)][2] = jax.block_until_ready(compiled(*live, batch))
+      in_round[name].append(time.perf_counter() - start)
+    for name in names:
+      step_s[name].append(statistics.mean(in_round[name]))
 
   def paired(times: dict[str, list[float]], name: str) -> float:
     base = times[baseline[name]]
@@ -327,36 +374,49 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--update-only", action="store_true")
   parser.add_argument("--rows", type=int, default=128)
   parser.add_argument("--cols", type=int, default=256)
-  parser.add_argument("--reps", type=int, default=3)
+  parser.add_argument("--reps", type=int, default=None, help="even for the train step (default 2)")
   parser.add_argument("--steps", type=int, default=30)
   parser.add_argument(
       "--optimizers", default=None, help="comma-separated train-step optimizers (default all)"
   )
+  parser.add_argument(
+      "--donate", action="store_true", help="the train step donates its params and state"
+  )
   args = parser.parse_args(argv)
   if args.update_only:
-    return update_only(int(args.layers or 100), args.rows, args.cols, args.reps)
+    return update_only(int(args.layers or 100), args.rows, args.cols, args.reps or 3)
+  args.reps = 2 if args.reps is None else args.reps
   layers = [int(n) for n in (args.layers or "125").split(",") if n]
   models = [m for m in args.models.split(",") if m]
   unknown = set(models) - {"resnet", "transformer"}
-  if unknown or any(n < 1 for n in layers) or args.reps < 1 or args.steps < 1:
-    parser.error(f"bad --layers/--models/--reps/--steps: {args}")
+  if unknown or any(n < 1 for n in layers) or args.steps < 1:
+    parser.error(f"bad --layers/--models/--steps: {args}")
+  if args.reps < 2 or args.reps % 2:
+    parser.error(
+        f"--reps must be even for the train step (as many compiles early as late): {args.reps}"
+    )
   print(
       "command: python -m benchmarks.compile_constants "
       + " ".join(sys.argv[1:] if argv is None else argv)
   )
   print("machine:", json.dumps(step_cost.machine_info()))
   print(
-      f"train step (grad + update + apply), fresh jit+lower+compile; {args.reps} rounds, each "
-      f"compiling every optimizer once (first one rotating), then {args.steps} rounds of one "
-      "step each; seconds are medians, ratios the median over rounds of the ratio to the "
-      "baseline of the same round (adam; adamw for layer decay); fusions: distinct fused "
-      "computations in the compiled HLO"
+      f"train step (grad + update + apply{'; params and state donated' if args.donate else ''}), "
+      f"fresh jit+lower+compile; {args.reps} rounds, each "
+      "compiling every optimizer once (order reversed every other round; every executable "
+      f"kept), then {args.steps} rounds of one step of every executable; seconds are medians, "
+      "ratios the median over rounds of the ratio to the baseline of the same round (adam; "
+      "adamw for layer decay); adam-again: adam compiled again (the floor of the ratios); "
+      "adam-carry: adam whose state also carries, unchanged, as many scalars as "
+      "caadam-depth-state holds factors; fusions: distinct fused computations in the compiled HLO"
   )
   for model, (loss, params, batch) in train_models(layers, models).items():
     leaves = len(jax.tree.leaves(params))
     print(f"{model} ({leaves} leaves)", flush=True)
     only = set(args.optimizers.split(",")) if args.optimizers else None
-    results = measure_train_step(loss, params, batch, args.reps, args.steps, only)
+    results = measure_train_step(
+        loss, params, batch, args.reps, args.steps, only, donate=args.donate
+    )
     print(
         f"  {'optimizer':<22}{'vs':>6}{'compile s':>10}{'ratio':>7}{'step ms':>9}{'ratio':>7}"
         f"{'fusions':>9}"

@@ -199,9 +199,9 @@ def apply_factors(updates: optax.Updates, factors: Mapping[_paths.Path, Any]) ->
   formulas, layer decay and the published mode's structure go through it), so its
   compile-time behaviour is everyone's. A factor of Python 1.0 adds no multiply.
   Several distinct concrete factors enter the compiled step as runtime values, not
-  literals: they are the outputs of one ``jax.lax.cond`` on a value of the updates
-  whose branches both return the same literal tuple (exactly the factors), which XLA
-  cannot fold into its consumers. As literals, each distinct factor makes its leaf's
+  literals: they are the outputs of one ``jax.lax.cond`` on an opaque constant (see
+  ``_runtime_int``) whose branches both return the same literal tuple (exactly the
+  factors), which XLA cannot fold into its consumers. As literals, each distinct factor makes its leaf's
   fused Adam kernel distinct, and XLA compiles every distinct kernel anew (a train
   step of n equal layers then compiles about 2x slower than ``optax.adam``'s); as
   runtime scalars, the kernels of equal leaves stay identical and are compiled once.
@@ -250,34 +250,23 @@ def apply_factors(updates: optax.Updates, factors: Mapping[_paths.Path, Any]) ->
 
 
 def _runtime_int(updates: optax.Updates) -> jax.Array | None:
-  """An int32 scalar XLA cannot know at compile time: bits of an update element.
+  """An int32 scalar XLA cannot know at compile time, that depends on nothing.
+
+  ``optimization_barrier`` on a literal zero: XLA does not fold through it, and it has
+  no operand that is computed, so the cond it decides runs at the start of the step.
+  A value of the updates (as before) made every scaled update wait for the whole
+  backward pass: the gradient a leaf's value came from is often the last one computed,
+  which cost a 125-layer train step 7-10% against ``optax.adam``
+  (``benchmarks/compile_constants.py``). Being constant, it is also the same on every
+  device and does not vary over ``shard_map``'s manual axes.
 
   None when no leaf is traced: an eager update compiles no whole step, so literal
   factors cost nothing there, while an eager ``lax.cond`` is compiled anew on every
   call (about 10x the rest of an eager step).
   """
-  leaves = jax.tree.leaves(updates)
-  if not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+  if not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(updates)):
     return None
-  for leaf in leaves:
-    # Inside shard_map a leaf that varies over manual axes would make the factors vary
-    # too (and a replicated leaf scaled by them no longer replicated): skip such leaves;
-    # with none left the factors stay literals.
-    if _varies_over_manual_axes(leaf):
-      continue
-    if isinstance(leaf, jax.Array) and leaf.size and jnp.issubdtype(leaf.dtype, jnp.floating):
-      element = jnp.ravel(leaf)[0].astype(jnp.float32)
-      return jax.lax.bitcast_convert_type(element, jnp.int32)
-  return None
-
-
-def _varies_over_manual_axes(leaf: Any) -> bool:
-  """Whether ``leaf`` varies over shard_map's manual axes (JAX 0.7: ``vma``; 0.10: ``manual_axis_type``)."""
-  aval = jax.typeof(leaf)
-  manual = getattr(aval, "manual_axis_type", None)
-  if manual is not None:
-    return bool(getattr(manual, "varying", ()))
-  return bool(getattr(aval, "vma", ()))
+  return jax.lax.optimization_barrier(jnp.int32(0))
 
 
 def with_stateless(
