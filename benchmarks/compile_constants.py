@@ -18,8 +18,8 @@ reports:
   factors held in the optimizer state, entry operands of the step), and on the model
   zoo's ResNet and Transformer LM
   (``--models``; structures from ``trace_structure``). Each round compiles every
-  optimizer once (in reversed order every other round, as XLA:CPU steps an
-  executable compiled later slower: ``--reps`` is even) and keeps every executable,
+  optimizer once (in reversed order every other round, so that no optimizer is
+  always compiled first or last: ``--reps`` is even) and keeps every executable,
   then each of ``--steps`` rounds steps every executable once; medians, and ratios
   to the baseline as the median over rounds of the ratio within a round;
   ``adam-again`` (Adam compiled again) shows the floor of these ratios, and
@@ -35,6 +35,11 @@ reports:
 
     python -m benchmarks.compile_constants [--layers 125,1000] [--models resnet,transformer] [--reps 2]
     python -m benchmarks.compile_constants --update-only [--layers 100] [--reps 3]
+    python -m benchmarks.compile_constants --order-check 4 [--layers 125] [--steps 300]
+
+``--order-check``: why the train step report balances the order of compilation: it
+compiles copies of Adam's step one after another and prints each one's step ratio to
+the first.
 """
 
 from __future__ import annotations
@@ -283,10 +288,10 @@ def measure_train_step(
 
   Each round compiles every optimizer once (fresh ``jit``, ``lower``, ``compile``), in
   the table's order in even rounds and reversed in odd ones, and keeps every
-  executable: on XLA:CPU an executable compiled later in a process steps measurably
-  slower than an identical one compiled earlier (``adam-again`` against ``adam``: up
-  to 1.07x with four copies of the 125-layer step), so each optimizer must be
-  compiled as often early as late (``reps`` even). Then each of ``steps`` rounds
+  executable, so that each optimizer is compiled as often early as late (``reps``
+  even): the step time of an executable might depend on when in the process it was
+  compiled (``order_check`` measures it; ``adam-again`` shows what is left between
+  two copies of one program). Then each of ``steps`` rounds
   runs one step of every executable (the first one rotating); an optimizer's time in
   a round is the mean over its executables. ``compile_ratio`` and ``step_ratio`` are
   medians over rounds of the ratio to the baseline of the same round (pairing cancels
@@ -367,6 +372,39 @@ def measure_train_step(
   }
 
 
+def order_check(layers: int, copies: int, steps: int) -> list[float]:
+  """Step ratio of each of ``copies`` identical Adam train steps to the first compiled.
+
+  The steps are compiled one after another, then timed one step each per round (the
+  first one rotating); each ratio is the median over rounds. Equal programs: any
+  ratio away from 1 is what the order of compilation alone does to step time.
+  """
+  loss, params, batch = train_models([layers], [])[f"mlp-{layers}"]
+  tx = optax.adam(1e-3)
+
+  def step(p, s, b):
+    grads = jax.grad(loss)(p, b)
+    updates, s = tx.update(grads, s, p)
+    return optax.apply_updates(p, updates), s
+
+  executables = []
+  for _ in range(copies):
+    compiled = jax.jit(step).lower(params, tx.init(params), batch).compile()
+    executables.append([compiled, compiled(params, tx.init(params), batch)])
+  times: list[list[float]] = [[] for _ in range(copies)]
+  for i in range(steps):
+    for k in range(copies):
+      j = (i + k) % copies
+      compiled, live = executables[j]
+      start = time.perf_counter()
+      executables[j][1] = jax.block_until_ready(compiled(*live, batch))
+      times[j].append(time.perf_counter() - start)
+  return [
+      statistics.median(t / b for t, b in zip(times[k], times[0], strict=True))
+      for k in range(copies)
+  ]
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
   parser.add_argument("--layers", default=None, help="comma-separated layer counts")
@@ -382,9 +420,30 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument(
       "--donate", action="store_true", help="the train step donates its params and state"
   )
+  parser.add_argument(
+      "--order-check",
+      type=int,
+      default=0,
+      metavar="COPIES",
+      help="only compile COPIES identical Adam steps in a row and print each one's step ratio",
+  )
   args = parser.parse_args(argv)
   if args.update_only:
     return update_only(int(args.layers or 100), args.rows, args.cols, args.reps or 3)
+  command = "command: python -m benchmarks.compile_constants " + " ".join(
+      sys.argv[1:] if argv is None else argv
+  )
+  if args.order_check:
+    layers = int(args.layers or 125)
+    print(command)
+    print("machine:", json.dumps(step_cost.machine_info()))
+    ratios = order_check(layers, args.order_check, args.steps)
+    print(
+        f"{args.order_check} copies of optax.adam's {layers}-layer train step, compiled one "
+        f"after another; step ratio to the first, median over {args.steps} rounds:",
+        " ".join(f"{r:.3f}" for r in ratios),
+    )
+    return 0
   args.reps = 2 if args.reps is None else args.reps
   layers = [int(n) for n in (args.layers or "125").split(",") if n]
   models = [m for m in args.models.split(",") if m]
@@ -395,10 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.error(
         f"--reps must be even for the train step (as many compiles early as late): {args.reps}"
     )
-  print(
-      "command: python -m benchmarks.compile_constants "
-      + " ".join(sys.argv[1:] if argv is None else argv)
-  )
+  print(command)
   print("machine:", json.dumps(step_cost.machine_info()))
   print(
       f"train step (grad + update + apply{'; params and state donated' if args.donate else ''}), "

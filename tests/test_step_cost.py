@@ -209,6 +209,38 @@ def test_distinct_constants_are_what_costs_compile_time():
   assert 0 <= results["caadam-depth"]["kernels"] - adam["kernels"] <= 4  # the factors' cond
 
 
+def test_train_step_report_has_its_controls_and_refuses_odd_reps():
+  """Every optimizer has its baseline and the two controls; compile order needs even reps."""
+  loss, params, batch = compile_constants.train_models([3], [])["mlp-3"]
+  structure = caadam_jax.trace_structure(loss, params, batch)
+  table = compile_constants.train_optimizers(structure, params)
+  leaves = lambda name: len(jax.tree.leaves(table[name][0]().init(params)))  # noqa: E731
+  # adam-carry carries as many scalars as caadam-depth-state holds factors (2 of 3
+  # layers have a factor other than 1).
+  assert leaves("adam-carry") == leaves("caadam-depth-state") == leaves("adam") + 2
+  only = {"adam-again", "adam-carry", "caadam-depth", "adamw-layer-decay"}
+  results = compile_constants.measure_train_step(
+      loss, params, batch, reps=2, steps=2, only=only, log=lambda _: None, donate=True
+  )
+  assert set(results) == only | {"adam", "adamw"}  # each with its baseline
+  assert {n: r["baseline"] for n, r in results.items()} == {
+      "adam": "adam",
+      "adam-again": "adam",
+      "adam-carry": "adam",
+      "caadam-depth": "adam",
+      "adamw": "adamw",
+      "adamw-layer-decay": "adamw",
+  }
+  assert results["adam-again"]["distinct_fusions"] == results["adam"]["distinct_fusions"]
+  for base in ("adam", "adamw"):
+    assert results[base]["step_ratio"] == 1.0 and results[base]["compile_ratio"] == 1.0
+  assert all(r["step_s"] > 0 and math.isfinite(r["step_ratio"]) for r in results.values())
+  with pytest.raises(ValueError, match="reps must be even"):
+    compile_constants.measure_train_step(loss, params, batch, reps=3, steps=1)
+  with pytest.raises(SystemExit):
+    compile_constants.main(["--layers", "3", "--models=", "--reps", "1"])
+
+
 def test_resnet_layout_is_the_cifar_reference():
   """The ``resnet`` case: ResNet-20 without conv biases, with normalized projection shortcuts."""
   shapes = jax.tree.leaves(step_cost.resnet_shapes(), is_leaf=lambda x: isinstance(x, tuple))
