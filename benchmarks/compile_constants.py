@@ -344,7 +344,9 @@ def measure_train_step(
       compile_s[name].append(time.perf_counter() - start)
       own = jax.tree.map(jnp.copy, (params, state))  # a donated step consumes its inputs
       executables.append([name, compiled, compiled(*own, batch)])  # + warm-up
-      fusions[name] = distinct_fusions(compiled.as_text())
+      hlo_text = compiled.as_text()
+      assert hlo_text is not None  # a compiled CPU/GPU program has its HLO
+      fusions[name] = distinct_fusions(hlo_text)
   for i in range(steps):
     in_round: dict[str, list[float]] = {n: [] for n in names}
     for k in range(len(executables)):
