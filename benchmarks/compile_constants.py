@@ -274,6 +274,34 @@ def _mlp(n: int):
   return trace_cost.mlp(n)
 
 
+def _train_step(loss, tx: optax.GradientTransformation) -> Callable[..., Any]:
+  """One training step: gradient of ``loss``, ``tx``'s update, new params and state."""
+
+  def step(params, state, batch):
+    grads = jax.grad(loss)(params, batch)
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  return step
+
+
+def _round_robin(executables: list[list[Any]], batch, steps: int) -> list[list[float]]:
+  """Seconds of each step of each ``[compiled step, live (params, state)]``, per round.
+
+  Each of ``steps`` rounds runs one step of every executable, the first one rotating
+  so that none always runs first; ``live`` is replaced by the step's output.
+  """
+  times: list[list[float]] = [[] for _ in executables]
+  for i in range(steps):
+    for k in range(len(executables)):
+      j = (i + k) % len(executables)
+      compiled, live = executables[j]
+      start = time.perf_counter()
+      executables[j][1] = jax.block_until_ready(compiled(*live, batch))
+      times[j].append(time.perf_counter() - start)
+  return times
+
+
 def measure_train_step(
     loss,
     params,
@@ -323,39 +351,31 @@ def measure_train_step(
   names = list(txs)
   compile_s: dict[str, list[float]] = {n: [] for n in names}
   step_s: dict[str, list[float]] = {n: [] for n in names}
-  executables: list[list[Any]] = []  # [name, compiled step, (params, state)]
+  owners: list[str] = []  # the optimizer of each executable
+  executables: list[list[Any]] = []  # [compiled step, (params, state)]
   fusions: dict[str, int] = {}
   for rep in range(reps):
     for name in names if rep % 2 == 0 else names[::-1]:
-      tx = txs[name]
-
-      def step(p, s, b, tx=tx):
-        grads = jax.grad(loss)(p, b)
-        updates, s = tx.update(grads, s, p)
-        return optax.apply_updates(p, updates), s
-
-      state = tx.init(params)
+      state = txs[name].init(params)
       start = time.perf_counter()
       compiled = (
-          jax.jit(step, donate_argnums=(0, 1) if donate else ())
+          jax.jit(_train_step(loss, txs[name]), donate_argnums=(0, 1) if donate else ())
           .lower(params, state, batch)
           .compile()
       )
       compile_s[name].append(time.perf_counter() - start)
       own = jax.tree.map(jnp.copy, (params, state))  # a donated step consumes its inputs
-      executables.append([name, compiled, compiled(*own, batch)])  # + warm-up
+      owners.append(name)
+      executables.append([compiled, compiled(*own, batch)])  # + warm-up
       hlo_text = compiled.as_text()
       assert hlo_text is not None  # a compiled CPU/GPU program has its HLO
       fusions[name] = distinct_fusions(hlo_text)
+  times = _round_robin(executables, batch, steps)
   for i in range(steps):
-    in_round: dict[str, list[float]] = {n: [] for n in names}
-    for k in range(len(executables)):
-      name, compiled, live = executables[(i + k) % len(executables)]
-      start = time.perf_counter()
-      executables[(i + k) % len(executables)][2] = jax.block_until_ready(compiled(*live, batch))
-      in_round[name].append(time.perf_counter() - start)
     for name in names:
-      step_s[name].append(statistics.mean(in_round[name]))
+      step_s[name].append(
+          statistics.mean(t[i] for t, owner in zip(times, owners, strict=True) if owner == name)
+      )
 
   def paired(times: dict[str, list[float]], name: str) -> float:
     base = times[baseline[name]]
@@ -383,24 +403,11 @@ def order_check(layers: int, copies: int, steps: int) -> list[float]:
   """
   loss, params, batch = train_models([layers], [])[f"mlp-{layers}"]
   tx = optax.adam(1e-3)
-
-  def step(p, s, b):
-    grads = jax.grad(loss)(p, b)
-    updates, s = tx.update(grads, s, p)
-    return optax.apply_updates(p, updates), s
-
   executables = []
   for _ in range(copies):
-    compiled = jax.jit(step).lower(params, tx.init(params), batch).compile()
+    compiled = jax.jit(_train_step(loss, tx)).lower(params, tx.init(params), batch).compile()
     executables.append([compiled, compiled(params, tx.init(params), batch)])
-  times: list[list[float]] = [[] for _ in range(copies)]
-  for i in range(steps):
-    for k in range(copies):
-      j = (i + k) % copies
-      compiled, live = executables[j]
-      start = time.perf_counter()
-      executables[j][1] = jax.block_until_ready(compiled(*live, batch))
-      times[j].append(time.perf_counter() - start)
+  times = _round_robin(executables, batch, steps)
   return [
       statistics.median(t / b for t, b in zip(times[k], times[0], strict=True))
       for k in range(copies)

@@ -241,6 +241,26 @@ def test_train_step_report_has_its_controls_and_refuses_odd_reps():
     compile_constants.main(["--layers", "3", "--models=", "--reps", "1"])
 
 
+def test_round_robin_threads_each_steps_output_and_order_check_pairs_with_the_first():
+  """Each executable's output feeds its next step; the first copy's ratio to itself is 1."""
+  calls: list[int] = []
+
+  def counter(k):
+    def step(count, batch):  # live state is a tuple: (count,)
+      calls.append(k)
+      return (count + batch,)
+
+    return step
+
+  executables = [[counter(0), (0,)], [counter(1), (10,)]]
+  times = compile_constants._round_robin(executables, 1, steps=3)
+  assert [len(t) for t in times] == [3, 3]
+  assert [live for _, live in executables] == [(3,), (13,)]  # three steps each, threaded
+  assert calls == [0, 1, 1, 0, 0, 1]  # the first one rotates
+  ratios = compile_constants.order_check(layers=3, copies=2, steps=4)
+  assert len(ratios) == 2 and ratios[0] == 1.0 and 0 < ratios[1] < math.inf
+
+
 def test_resnet_layout_is_the_cifar_reference():
   """The ``resnet`` case: ResNet-20 without conv biases, with normalized projection shortcuts."""
   shapes = jax.tree.leaves(step_cost.resnet_shapes(), is_leaf=lambda x: isinstance(x, tuple))
