@@ -204,4 +204,6 @@ def machine_info() -> dict:
   with contextlib.suppress(OSError):
     info["loadavg_at_start"] = os.getloadavg()
   info["git_commit"] = _git_commit()
+  if os.environ.get("XLA_FLAGS"):  # compiler options change what is measured
+    info["xla_flags"] = os.environ["XLA_FLAGS"]
   return info

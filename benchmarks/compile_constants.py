@@ -416,7 +416,9 @@ def order_check(layers: int, copies: int, steps: int) -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
-  parser.add_argument("--layers", default=None, help="comma-separated layer counts")
+  parser.add_argument(
+      "--layers", default=None, help="comma-separated layer counts (default 125; empty: none)"
+  )
   parser.add_argument("--models", default="resnet,transformer")
   parser.add_argument("--update-only", action="store_true")
   parser.add_argument("--rows", type=int, default=128)
@@ -454,10 +456,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     return 0
   args.reps = 2 if args.reps is None else args.reps
-  layers = [int(n) for n in (args.layers or "125").split(",") if n]
+  # --layers= (empty): the model zoo only.
+  layers = [int(n) for n in ("125" if args.layers is None else args.layers).split(",") if n]
   models = [m for m in args.models.split(",") if m]
   unknown = set(models) - {"resnet", "transformer"}
-  if unknown or any(n < 1 for n in layers) or args.steps < 1:
+  if unknown or any(n < 1 for n in layers) or not (layers or models) or args.steps < 1:
     parser.error(f"bad --layers/--models/--steps: {args}")
   if args.reps < 2 or args.reps % 2:
     parser.error(

@@ -239,6 +239,20 @@ def test_train_step_report_has_its_controls_and_refuses_odd_reps():
     compile_constants.measure_train_step(loss, params, batch, reps=3, steps=1)
   with pytest.raises(SystemExit):
     compile_constants.main(["--layers", "3", "--models=", "--reps", "1"])
+  with pytest.raises(SystemExit):  # no model at all
+    compile_constants.main(["--layers=", "--models="])
+
+
+def test_machine_info_records_xla_flags_only_when_set(monkeypatch):
+  """Compiler options change what a benchmark measures: the results file says which."""
+  from benchmarks import _shared
+
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  assert "xla_flags" not in _shared.machine_info()
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_concurrency_optimized_scheduler=false")
+  assert _shared.machine_info()["xla_flags"] == (
+      "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+  )
 
 
 def test_round_robin_threads_each_steps_output_and_order_check_pairs_with_the_first():
