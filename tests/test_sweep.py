@@ -117,19 +117,30 @@ def test_placebo_factors_by_hand():
   ]
 
 
-def test_twenty_permutations_of_a_six_layer_mlp():
-  """The permutation test's placebos: [128]*5 has 6 Dense layers, so 20 distinct assignments.
+@pytest.mark.parametrize(
+    "hidden,distinct",
+    [
+        # Connection counts 1024, 16384 (x4), 128: the additive and multiplicative factors
+        # repeat on the four middle layers, leaving 6!/4! - 1 = 29 other arrangements;
+        # depth has 6! - 1 = 719.
+        ((128,) * 5, {"additive": 3, "multiplicative": 3, "depth": 6}),
+        # The permutation test's model: counts 512, 3072, 1536, 768, 384, 16 all differ;
+        # multiplicative clips two of them to g = 5 (6!/2! - 1 = 359 others).
+        ((64, 48, 32, 24, 16), {"additive": 6, "multiplicative": 5, "depth": 6}),
+    ],
+)
+def test_twenty_permutations_of_a_six_layer_mlp(hidden, distinct):
+  """The permutation test's placebos: 6 Dense layers, so 20 distinct assignments.
 
-  Connection counts 1024, 16384 (x4), 128: the additive and multiplicative factors repeat on
-  the four middle layers, leaving 6!/4! - 1 = 29 other arrangements; depth has 6! - 1 = 719.
   The first permutations do not depend on how many are asked for, so a longer run extends a
   shorter one.
   """
-  params = _mlp_params((128,) * 5)
+  params = _mlp_params(hidden)
   for strategy in ("additive", "multiplicative", "depth"):
     layers, factor, _ = placebo.layer_factors(params, strategy)
     assert len(layers) == 6
     real = tuple(factor[k] for k in layers)
+    assert len(set(real)) == distinct[strategy]
     tables = placebo.placebo_tables(params, strategy, n_permutations=20, seed=0)
     perms = [tables[f"placebo_{strategy}_perm{k}"]["layers"] for k in range(20)]
     values = {tuple(p[k] for k in layers) for p in perms}
@@ -142,6 +153,17 @@ def test_twenty_permutations_of_a_six_layer_mlp():
   args = sweep.parse_args(["--permutations", "20"])
   names = sweep.optimizer_names(args)
   assert sum(n.startswith("placebo_depth_perm") for n in names) == 20
+
+
+def test_permutation_config_trains_only_when_named(monkeypatch):
+  """[64,48,32,24,16] is not the reference's: a sweep without --configs leaves it out."""
+  from benchmarks import tasks
+
+  monkeypatch.setattr(tasks, "california_data", lambda *a: None)  # no data needed
+  default = tasks.build_task(sweep.parse_args(["--task", "california"]))[0]
+  assert set(default.configs) == {tasks.config_name(h) for h in tasks.CALIFORNIA_CONFIGS}
+  named = sweep.parse_args(["--task", "california", "--configs", "[64,48,32,24,16]", "[64,32]"])
+  assert set(tasks.build_task(named)[0].configs) == {"[64,48,32,24,16]", "[64,32]"}
 
 
 def test_fixed_factors_with_the_real_table_are_caadam():
