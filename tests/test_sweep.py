@@ -276,6 +276,12 @@ def test_quick_sweep_end_to_end(tmp_path):
   assert all(pathlib.Path(p).exists() for p in out["plots"])
   again = sweep.main(argv)  # resumable: nothing left to train
   assert again["ran"] == []
+  # The report rebuilds from the JSON alone: the quick grid, seeds and epochs are read
+  # from its protocol, not repeated; the command to do so is on the page.
+  rebuild = ["--task", "california", "--report-only", "--out-dir", str(tmp_path)]
+  assert f"`python -m benchmarks.sweep {' '.join(rebuild)}`" in md
+  sweep.main(rebuild)
+  assert (tmp_path / "sweep_california.md").read_text().splitlines()[3:] == md.splitlines()[3:]
 
 
 def _fake_results():
