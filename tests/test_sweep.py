@@ -382,6 +382,26 @@ def test_committed_sweep_report_rebuilds_from_its_json(tmp_path):
   ]
 
 
+def test_evidence_page_tables_are_the_committed_analysis():
+  """docs/benchmarks_evidence.md shows the stored analysis, not a hand copy of it."""
+  from benchmarks import evidence
+
+  with gzip.open(results_dir() / "sweep_california.json.gz", "rt") as f:
+    results = json.load(f)
+  page = evidence.PAGE.read_text()
+  new_tables = evidence.tables(results)
+  assert evidence.apply(page, new_tables) == page
+  analysis = results["analysis"]
+  assert [len(t) - 2 for t in new_tables] == [
+      len(analysis[k]) for k in ("best_vs_adam", "placebo", "permutation", "speed")
+  ]
+  # A changed row is rewritten in place; a page without the table is refused.
+  stale = page.replace(new_tables[0][2], new_tables[0][2].replace(", 0/10 |", ", 9/10 |"), 1)
+  assert stale != page and evidence.apply(stale, new_tables) == page
+  with pytest.raises(ValueError, match="0 tables headed"):
+    evidence.apply("no tables here\n", new_tables)
+
+
 @pytest.mark.slow
 def test_committed_speed_and_permutation_rows_replay_by_hand():
   """The speed and permutation-rank rows of the committed analysis, recomputed by plain loops.
