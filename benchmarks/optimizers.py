@@ -36,9 +36,11 @@ def _published(strategy):
   return make
 
 
-def _described(strategy):
+def _described(strategy, scaling_factor=None):
   def make(learning_rate, structure=None):
-    return caadam_jax.caadam(learning_rate, strategy=strategy, structure=structure)
+    return caadam_jax.caadam(
+        learning_rate, strategy=strategy, scaling_factor=scaling_factor, structure=structure
+    )
 
   return make
 
@@ -165,6 +167,41 @@ OPTIMIZERS = {
     ]
 }
 REFERENCES = ("adam", "adam_x2", "adam_x5")
+
+# The scaling factor g tuned with the learning rate: a small grid around each as-described
+# strategy's default (the default is the plain caadam_<strategy> cell). Additive stops
+# short of g = 0, where every factor is 1 and CaAdam is Adam.
+G_GRID: dict[caadam_jax.StrategyName, tuple[float, ...]] = {
+    "additive": (0.5, 0.8, 0.95),
+    "multiplicative": (2.0, 5.0, 10.0),
+    "depth": (0.5, 1.0, 2.0),
+}
+
+
+def g_variant_name(strategy: caadam_jax.StrategyName, g: float) -> str:
+  """``caadam_<strategy>`` at its default g, else ``caadam_<strategy>_g<g>``."""
+  if g == caadam_jax.STRATEGIES[strategy].default_scaling_factor:
+    return f"caadam_{strategy}"
+  return f"caadam_{strategy}_g{g:g}"
+
+
+G_VARIANTS: dict[str, tuple[caadam_jax.StrategyName, float]] = {
+    g_variant_name(s, g): (s, g)
+    for s, grid in G_GRID.items()
+    for g in grid
+    if g_variant_name(s, g) != f"caadam_{s}"
+}
+
+
+def g_variant_spec(name: str) -> OptSpec:
+  """The as-described cell ``name`` of :data:`G_VARIANTS` (another g than the default)."""
+  strategy, g = G_VARIANTS[name]
+  return OptSpec(
+      name,
+      _described(strategy, g),
+      takes_structure=True,
+      description=f"as described (per layer), {strategy} g={g:g}, optax Adam eps 1e-8",
+  )
 
 
 def set_learning_rate(opt_state, lr: np.ndarray):

@@ -63,8 +63,12 @@ from ._shared import read_json
 from ._shared import require_data_dir
 from ._shared import require_results
 from ._shared import save_results
+from .optimizers import G_GRID
+from .optimizers import G_VARIANTS
 from .optimizers import OPTIMIZERS
 from .optimizers import OptSpec
+from .optimizers import g_variant_name
+from .optimizers import g_variant_spec
 from .placebo import placebo_spec
 from .placebo import placebo_tables
 from .report import format_p
@@ -209,6 +213,7 @@ def optimizer_names(args) -> list[str]:
     names += [f"placebo_{s}_perm{k}" for k in range(args.permutations)]
     names.append(f"placebo_{s}_uniform")
   names.append("adas")
+  names += list(G_VARIANTS)  # g tuned with the learning rate (last: the others come first)
   if args.optimizers:
     unknown = [o for o in args.optimizers if o not in names]
     if unknown:
@@ -241,6 +246,8 @@ def _sweep_config(config, model, names, task, args, data, results, json_path) ->
   def spec_for(name):
     if name.startswith("placebo_"):
       return placebo_spec(name, name.split("_")[1], tables[name])
+    if name in G_VARIANTS:
+      return g_variant_spec(name)
     return OPTIMIZERS[name]
 
   ran = []
@@ -296,9 +303,11 @@ def args_from_protocol(args, stored: dict) -> None:
       setattr(args, name, stored[name])
 
 
-def rebuild_command(task_name: str, out_dir: str) -> str:
-  """The command that rebuilds a sweep's report from its JSON."""
+def rebuild_command(task_name: str, out_dir: str | None) -> str:
+  """The command that rebuilds a sweep's report from its JSON (in ``out_dir``; None: default)."""
   command = f"python -m benchmarks.sweep --task {task_name} --report-only"
+  if out_dir is None:
+    return command
   where = pathlib.Path(out_dir).resolve()
   if where == RESULTS_DIR:
     return command
@@ -386,13 +395,25 @@ def grid_arrays(
 
 
 def _comparison_row(results, config, name, ref_name, best, metric, margin):
-  a, b = _test_values(best[(config, name)], metric), _test_values(best[(config, ref_name)], metric)
-  c = stats.paired_comparison(a, b, margin=margin, lower_is_better=metric == "rmse")
-  sel = stats.selection_aware_bootstrap(
-      *grid_arrays(results, config, name, metric),
-      *grid_arrays(results, config, ref_name, metric),
-      n_resamples=N_RESAMPLES,
+  return _comparison_of(
+      config,
+      name,
+      ref_name,
+      (_test_values(best[(config, name)], metric), grid_arrays(results, config, name, metric)),
+      (
+          _test_values(best[(config, ref_name)], metric),
+          grid_arrays(results, config, ref_name, metric),
+      ),
+      metric,
+      margin,
   )
+
+
+def _comparison_of(config, name, ref_name, side_a, side_b, metric, margin):
+  """One comparison row from each side's ``(test values at its pick, (val grid, test grid))``."""
+  (a, grid_a), (b, grid_b) = side_a, side_b
+  c = stats.paired_comparison(a, b, margin=margin, lower_is_better=metric == "rmse")
+  sel = stats.selection_aware_bootstrap(*grid_a, *grid_b, n_resamples=N_RESAMPLES)
   r = stats.relative_differences(a, b)
   return {
       "config": config,
@@ -512,19 +533,60 @@ def permutation_rows(best: dict, metric: str) -> list[dict]:
   return rows
 
 
+def _tuned_g_rows(results, config, best, metric, margin) -> list[dict]:
+  """Each as-described strategy with g and the learning rate selected together, vs tuned Adam.
+
+  The grid points of every g of :data:`G_GRID` (the default's cell included) are one grid:
+  the pick is the lowest mean validation loss over all of them (the smaller g on ties), and
+  the selection-aware bootstrap re-selects among all of them. A strategy is left out until
+  every g of its grid has run on ``config``.
+  """
+  rows = []
+  for s, grid in G_GRID.items():
+    names = [g_variant_name(s, g) for g in grid]
+    if any((config, n) not in best for n in names):
+      continue
+    grids = [grid_arrays(results, config, n, metric) for n in names]
+    picks = [best[(config, n)] for n in names]
+    k = min(range(len(names)), key=lambda i: (mean_val_loss(picks[i]), i))
+    row = _comparison_of(
+        config,
+        f"caadam_{s}, g tuned",
+        REFERENCE,
+        (
+            _test_values(picks[k], metric),
+            (np.concatenate([v for v, _ in grids]), np.concatenate([t for _, t in grids])),
+        ),
+        (
+            _test_values(best[(config, REFERENCE)], metric),
+            grid_arrays(results, config, REFERENCE, metric),
+        ),
+        metric,
+        margin,
+    )
+    rows.append({**row, "g": grid[k], "lr": picks[k]["lr"], "g_grid": list(grid)})
+  return rows
+
+
 def analyze(results: dict, task, names: Sequence[str]) -> dict:
   metric = task.metric
   best = best_cells(results)
   configs = list(dict.fromkeys(c for c, _ in best))
   margin = stats.DEFAULT_MARGIN
-  vs_adam, placebo = [], []
+  vs_adam, placebo, tuned_g = [], [], []
   for config in configs:
     if (config, REFERENCE) not in best:
       continue
     for name in names:
-      if name == REFERENCE or name.startswith("placebo_") or (config, name) not in best:
+      if (
+          name == REFERENCE
+          or name.startswith("placebo_")
+          or name in G_VARIANTS
+          or (config, name) not in best
+      ):
         continue
       vs_adam.append(_comparison_row(results, config, name, REFERENCE, best, metric, margin))
+    tuned_g += _tuned_g_rows(results, config, best, metric, margin)
     for s in STRATEGIES:
       real = f"caadam_{s}"
       if (config, real) not in best:
@@ -546,7 +608,8 @@ def analyze(results: dict, task, names: Sequence[str]) -> dict:
       },
       "best_vs_adam": _family(vs_adam, metric),
       "placebo": _family(placebo, metric),
-      "speed": speed_rows(results, best, names, metric),
+      "tuned_g": _family(tuned_g, metric),
+      "speed": speed_rows(results, best, [n for n in names if n not in G_VARIANTS], metric),
       "permutation": permutation_rows(best, metric),
       "margin": margin,
   }
@@ -618,6 +681,28 @@ def _speed_table(rows: list[dict], max_epochs: int) -> list[str]:
         f"{_pct(r['area_ci_high'])}] | {_p(r['area_p_holm'])} | {r['area_verdict']} |"
     )
   return lines
+
+
+def _tuned_g_section(rows: list[dict]) -> list[str]:
+  """The as-described strategies with g tuned with the learning rate; nothing until they ran."""
+  if not rows:
+    return []
+  grids = "; ".join(f"{s} {', '.join(f'{g:g}' for g in grid)}" for s, grid in G_GRID.items())
+  return [
+      "## Selection-aware: g tuned with the learning rate, vs Adam",
+      "",
+      f"Each as-described strategy with its scaling factor g selected together with the "
+      f"learning rate (g: {grids}; the default's cells are the plain strategy's): the grid "
+      "points of every g are one grid, selected on the mean validation loss and re-selected "
+      "per resample; Adam tunes its learning rate only. Holm across this table.",
+      "",
+      *_selection_table(rows, "optimizer (a)"),
+      "",
+      "| config | optimizer (a) | g picked | learning rate picked |",
+      "|---|---|---|---|",
+      *(f"| {r['config']} | {r['optimizer']} | {r['g']:g} | {r['lr']:.3g} |" for r in rows),
+      "",
+  ]
 
 
 def _permutation_table(rows: list[dict], metric: str) -> list[str]:
@@ -724,7 +809,7 @@ def report(results: dict, task, args) -> str:
       f"Generated by `benchmarks/sweep.py` on {results.get('updated', '?')} "
       f"({m.get('cpu_model', '?')}, {m.get('cpu_count', '?')} CPUs, jax "
       f"{m.get('versions', {}).get('jax', '?')}); every run is in `sweep_{task.name}.json.gz`. "
-      f"Rebuild this page with `{rebuild_command(task.name, args.out_dir)}`.",
+      f"Rebuild this page with `{rebuild_command(task.name, getattr(args, 'out_dir', None))}`.",
       "",
       f"Test {metric} ({'lower' if metric == 'rmse' else 'higher'} is better). Every optimizer "
       f"is trained at {proto['lr_grid']['n']} log-spaced base learning rates over "
@@ -755,6 +840,7 @@ def report(results: dict, task, args) -> str:
       "",
       *_selection_table(a["best_vs_adam"], "optimizer (a)"),
       "",
+      *_tuned_g_section(a.get("tuned_g", [])),
       "## Selection-aware placebo control",
       "",
       "a = the as-described CaAdam strategy, b = its placebo (the same factors permuted across "
@@ -948,6 +1034,14 @@ def write_plots(results: dict, task, out_dir: pathlib.Path) -> list[str]:
         names = [f"caadam_{s}", *sorted(n for n in by_opt if n.startswith(f"placebo_{s}_"))]
         _lr_panel(ax, by_opt, names, metric, f"{config}: {s}, real vs placebos")
       save(fig, f"sweep_{task.name}_{safe}_placebo.png")
+    ran_g = {G_VARIANTS[n][0] for n in by_opt if n in G_VARIANTS}
+    with_g: list[caadam_jax.StrategyName] = [t for t in G_GRID if t in ran_g]
+    if with_g:
+      fig, axes = _grid(plt, len(with_g))
+      for ax, strategy in zip(axes, with_g, strict=False):
+        names = [g_variant_name(strategy, g) for g in G_GRID[strategy]]
+        _lr_panel(ax, by_opt, [REFERENCE, *names], metric, f"{config}: {strategy}, g tuned")
+      save(fig, f"sweep_{task.name}_{safe}_g.png")
   speed = results.get("analysis", {}).get("speed", [])
   configs = list(dict.fromkeys(r["config"] for r in speed))
   if configs:

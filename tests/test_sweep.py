@@ -363,6 +363,78 @@ def test_analysis_and_report_on_known_results():
   assert "equivalent (±1%)" in md and "min_delta: 1e-05" in md
 
 
+def test_g_tuned_with_the_learning_rate_selects_over_every_g():
+  """The g and learning-rate grids are one grid: the pick is the best validation loss of all.
+
+  caadam_additive (g 0.95, the default) is 2% better than Adam; g 0.5 is 5% better on the
+  test set but worse on validation; g 0.8 is 3% better and best on validation: the pick is
+  g 0.8 at its best rate, and the g cells stay out of the other tables.
+  """
+  import copy
+
+  results = _fake_results()
+  default = {k: c for k, c in results["cells"].items() if c["optimizer"] == "caadam_additive"}
+  for name, scale, val_scale in (
+      ("caadam_additive_g0.5", 0.95, 1.01),
+      ("caadam_additive_g0.8", 0.97, 0.99),
+  ):
+    for cell in copy.deepcopy(list(default.values())):
+      cell["optimizer"] = name
+      for r in cell["runs"]:
+        r["test_rmse"] *= scale / 0.98
+        r["final_val_loss"] *= val_scale
+      results["cells"][sweep.cell_key("[64,32]", name, cell["lr"])] = cell
+  task = types.SimpleNamespace(name="california", metric="rmse")
+  names = sweep.optimizer_names(sweep.parse_args(["--optimizers", "adam", "caadam_additive"]))
+  names += ["caadam_additive_g0.5", "caadam_additive_g0.8"]
+  results["analysis"] = a = sweep.analyze(results, task, names)
+  (row,) = a["tuned_g"]
+  assert (row["optimizer"], row["g"], row["lr"]) == ("caadam_additive, g tuned", 0.8, 3e-3)
+  assert row["g_grid"] == [0.5, 0.8, 0.95]
+  assert row["rel"] == pytest.approx(-0.03, abs=1e-3) and row["selection"]["verdict"] == "better"
+  assert row["selection"]["changed_any"] == 0.0  # one clear optimum over 9 grid points
+  assert [r["optimizer"] for r in a["best_vs_adam"]] == ["caadam_additive"]
+  assert [r["optimizer"] for r in a["speed"]] == ["caadam_additive"]
+  md = sweep.report(results, task, types.SimpleNamespace())
+  assert (
+      "g tuned with the learning rate" in md
+      and "| [64,32] | caadam_additive, g tuned | 0.8 | 0.003 |" in md
+  )
+  # Until every g of a strategy's grid has run, there is no tuned-g row.
+  del results["cells"][sweep.cell_key("[64,32]", "caadam_additive_g0.5", 1e-3)]
+  partial = {k: c for k, c in results["cells"].items() if c["optimizer"] != "caadam_additive_g0.5"}
+  assert sweep.analyze({**results, "cells": partial}, task, names)["tuned_g"] == []
+
+
+def test_g_variant_cells_are_caadam_at_that_g():
+  """caadam_<strategy>_g<g> is caadam_jax.caadam with scaling_factor=g, the default excluded."""
+  assert optimizers.g_variant_name("additive", 0.95) == "caadam_additive"
+  assert set(optimizers.G_VARIANTS) == {
+      "caadam_additive_g0.5",
+      "caadam_additive_g0.8",
+      "caadam_multiplicative_g2",
+      "caadam_multiplicative_g10",
+      "caadam_depth_g0.5",
+      "caadam_depth_g2",
+  }
+  params = _mlp_params((8, 4))
+  structure = caadam_jax.infer_structure(params)
+  grads = jax.tree.map(jnp.ones_like, params)
+  for name, (strategy, g) in optimizers.G_VARIANTS.items():
+    tx = optimizers.g_variant_spec(name).make(1e-2, structure)
+    want = caadam_jax.caadam(1e-2, strategy=strategy, scaling_factor=g, structure=structure)
+    got, _ = tx.update(grads, tx.init(params), params)
+    expected, _ = want.update(grads, want.init(params), params)
+    jax.tree.map(np.testing.assert_allclose, got, expected)
+    default = caadam_jax.caadam(1e-2, strategy=strategy, structure=structure)
+    other, _ = default.update(grads, default.init(params), params)
+    assert any(
+        not np.allclose(a, b)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(other), strict=True)
+    )
+  assert "caadam_depth_g2" in sweep.optimizer_names(sweep.parse_args([]))
+
+
 # Every committed sweep: the main one and those with their own protocol in a subfolder
 # (a refined grid, a permutation test, a second task).
 COMMITTED_SWEEPS = sorted(
