@@ -564,7 +564,15 @@ def _tuned_g_rows(results, config, best, metric, margin) -> list[dict]:
         metric,
         margin,
     )
-    rows.append({**row, "g": grid[k], "lr": picks[k]["lr"], "g_grid": list(grid)})
+    rows.append(
+        {
+            **row,
+            "g": grid[k],
+            "lr": picks[k]["lr"],
+            "at_edge": picks[k]["at_edge"],  # of its g's (widened) grid: the optimum may lie beyond
+            "g_grid": list(grid),
+        }
+    )
   return rows
 
 
@@ -698,9 +706,13 @@ def _tuned_g_section(rows: list[dict]) -> list[str]:
       "",
       *_selection_table(rows, "optimizer (a)"),
       "",
-      "| config | optimizer (a) | g picked | learning rate picked |",
-      "|---|---|---|---|",
-      *(f"| {r['config']} | {r['optimizer']} | {r['g']:g} | {r['lr']:.3g} |" for r in rows),
+      "| config | optimizer (a) | g picked | learning rate picked | at the edge of its grid |",
+      "|---|---|---|---|---|",
+      *(
+          f"| {r['config']} | {r['optimizer']} | {r['g']:g} | {r['lr']:.3g} | "
+          f"{'yes' if r['at_edge'] else 'no'} |"
+          for r in rows
+      ),
       "",
   ]
 

@@ -390,7 +390,7 @@ def test_g_tuned_with_the_learning_rate_selects_over_every_g():
   results["analysis"] = a = sweep.analyze(results, task, names)
   (row,) = a["tuned_g"]
   assert (row["optimizer"], row["g"], row["lr"]) == ("caadam_additive, g tuned", 0.8, 3e-3)
-  assert row["g_grid"] == [0.5, 0.8, 0.95]
+  assert row["g_grid"] == [0.5, 0.8, 0.95] and not row["at_edge"]
   assert row["rel"] == pytest.approx(-0.03, abs=1e-3) and row["selection"]["verdict"] == "better"
   assert row["selection"]["changed_any"] == 0.0  # one clear optimum over 9 grid points
   assert [r["optimizer"] for r in a["best_vs_adam"]] == ["caadam_additive"]
@@ -398,7 +398,7 @@ def test_g_tuned_with_the_learning_rate_selects_over_every_g():
   md = sweep.report(results, task, types.SimpleNamespace())
   assert (
       "g tuned with the learning rate" in md
-      and "| [64,32] | caadam_additive, g tuned | 0.8 | 0.003 |" in md
+      and "| [64,32] | caadam_additive, g tuned | 0.8 | 0.003 | no |" in md
   )
   # Until every g of a strategy's grid has run, there is no tuned-g row.
   del results["cells"][sweep.cell_key("[64,32]", "caadam_additive_g0.5", 1e-3)]
