@@ -1,8 +1,8 @@
 """The tables of the evidence page, written from a sweep's stored analysis.
 
 ``docs/benchmarks_evidence.md`` shows a few columns of the generated sweep report's
-tables (every comparison against tuned Adam, every placebo, the permutation ranks,
-convergence speed). This module writes those tables from the analysis stored in the
+tables (every comparison against tuned Adam, with g tuned too where it ran, every
+placebo, the permutation ranks, convergence speed). This module writes those tables from the analysis stored in the
 sweep's JSON, so that the page is never copied by hand, and checks or rewrites them in
 the page::
 
@@ -58,6 +58,22 @@ def vs_adam_table(analysis: dict) -> list[str]:
   ]
   for r in analysis["best_vs_adam"]:
     lines.append(f"| {r['config']} | {r['optimizer']} | {_comparison_cells(r)}")
+  return lines
+
+
+def tuned_g_table(analysis: dict) -> list[str]:
+  """Each as-described strategy with g tuned with the learning rate, against tuned Adam."""
+  lines = [
+      "| config | optimizer | g, rate picked | rel. diff | 95% CI, g and rates re-selected | "
+      "g or rate re-picked | verdict | MDE | fixed-rate 95% CI, wins | fixed-rate verdict |",
+      "|---|---|---|---|---|---|---|---|---|---|",
+  ]
+  for r in analysis.get("tuned_g", []):
+    edge = ", at the grid's edge" if r["at_edge"] else ""
+    lines.append(
+        f"| {r['config']} | {r['optimizer']} | {r['g']:g}, {r['lr']:.3g}{edge} | "
+        f"{_comparison_cells(r)}"
+    )
   return lines
 
 
@@ -119,6 +135,7 @@ def tables(results: dict, metric: str = "rmse") -> list[list[str]]:
   a = results["analysis"]
   return [
       vs_adam_table(a),
+      *([tuned_g_table(a)] if a.get("tuned_g") else []),  # once the g cells have run
       placebo_table(a),
       permutation_table(a, metric),
       speed_table(a, results["protocol"]["max_epochs"]),
