@@ -9,6 +9,10 @@ the page::
   python -m benchmarks.evidence            # print the tables
   python -m benchmarks.evidence --apply    # rewrite them in docs/benchmarks_evidence.md
 
+The main sweep's tables come first; a sweep with its own protocol in a subfolder of
+``benchmarks/results`` (:data:`OTHER_SWEEPS`: the finer grid) adds its table against
+tuned Adam once its file is there.
+
 A table in the page is found by its header line and replaced up to its last row; the
 prose around it (counts, quoted values) is still written by hand.
 ``tests/test_sweep.py`` checks that the committed page holds exactly these tables.
@@ -50,10 +54,10 @@ _COMPARISON_COLUMNS = (
 )
 
 
-def vs_adam_table(analysis: dict) -> list[str]:
-  """Every optimizer against tuned Adam."""
+def vs_adam_table(analysis: dict, config_label: str = "config") -> list[str]:
+  """Every optimizer against tuned Adam (``config_label`` heads the first column)."""
   lines = [
-      "| config | optimizer " + _COMPARISON_COLUMNS,
+      f"| {config_label} | optimizer " + _COMPARISON_COLUMNS,
       "|---|---|---|---|---|---|---|---|---|",
   ]
   for r in analysis["best_vs_adam"]:
@@ -142,6 +146,21 @@ def tables(results: dict, metric: str = "rmse") -> list[list[str]]:
   ]
 
 
+# Sweeps with their own protocol, shown in the page when their file is there: folder ->
+# the label that heads their table's first column (and tells it from the main table).
+OTHER_SWEEPS = {"refined": "config (finer grid, 20 seeds)"}
+
+
+def page_tables(results_dir: pathlib.Path = RESULTS_DIR) -> list[list[str]]:
+  """Every table of the page: the main sweep's, then each other sweep's that has run."""
+  out = tables(read_json(results_dir / "sweep_california.json.gz"))
+  for folder, label in OTHER_SWEEPS.items():
+    path = results_dir / folder / "sweep_california.json.gz"
+    if path.exists():
+      out.append(vs_adam_table(read_json(path)["analysis"], label))
+  return out
+
+
 def apply(page: str, new_tables: list[list[str]]) -> str:
   """``page`` with each table (found by its header line) replaced by its new rows.
 
@@ -162,11 +181,11 @@ def apply(page: str, new_tables: list[list[str]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
-  parser.add_argument("--results", default=str(RESULTS_DIR / "sweep_california.json.gz"))
+  parser.add_argument("--results-dir", default=str(RESULTS_DIR))
   parser.add_argument("--page", default=str(PAGE))
   parser.add_argument("--apply", action="store_true", help="rewrite the tables in --page")
   args = parser.parse_args(argv)
-  new_tables = tables(read_json(pathlib.Path(args.results)))
+  new_tables = page_tables(pathlib.Path(args.results_dir))
   if not args.apply:
     print("\n\n".join("\n".join(t) for t in new_tables))
     return 0

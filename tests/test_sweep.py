@@ -472,8 +472,8 @@ def test_evidence_page_tables_are_the_committed_analysis():
   with gzip.open(results_dir() / "sweep_california.json.gz", "rt") as f:
     results = json.load(f)
   page = evidence.PAGE.read_text()
+  assert evidence.apply(page, evidence.page_tables(results_dir())) == page
   new_tables = evidence.tables(results)
-  assert evidence.apply(page, new_tables) == page
   analysis = results["analysis"]
   kinds = ["best_vs_adam", "placebo", "permutation", "speed"]
   if analysis.get("tuned_g"):
