@@ -28,13 +28,10 @@ import sys
 from ._shared import RESULTS_DIR
 from ._shared import read_json
 from .report import format_p
+from .report import format_pct as _pct
 
 PAGE = RESULTS_DIR.parent.parent / "docs" / "benchmarks_evidence.md"
 METRIC_LABELS = {"rmse": "RMSE", "accuracy": "accuracy"}
-
-
-def _pct(x: float | None) -> str:
-  return "–" if x is None or not math.isfinite(x) else f"{100 * x:+.2f}%"
 
 
 def _comparison_cells(r: dict) -> str:

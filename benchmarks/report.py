@@ -111,6 +111,11 @@ def format_p(p):
   return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
 
 
+def format_pct(x):
+  """A relative difference as a signed percentage (``+1.23%``); ``–`` when undefined."""
+  return "–" if x is None or not math.isfinite(x) else f"{100 * x:+.2f}%"
+
+
 def _fmt_cmp(row, ref):
   c = row.get(f"vs_{ref}")
   if c is None:

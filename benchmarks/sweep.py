@@ -72,6 +72,7 @@ from .optimizers import g_variant_spec
 from .placebo import placebo_spec
 from .placebo import placebo_tables
 from .report import format_p
+from .report import format_pct as _pct
 from .tasks import build_task
 from .tasks import keras_validation_split
 from .tasks import protocol_of
@@ -621,10 +622,6 @@ def analyze(results: dict, task, names: Sequence[str]) -> dict:
       "permutation": permutation_rows(best, metric),
       "margin": margin,
   }
-
-
-def _pct(x):
-  return "–" if x is None or not math.isfinite(x) else f"{100 * x:+.2f}%"
 
 
 def _p(x):
