@@ -25,7 +25,11 @@ compares the best against the best (results: docs/benchmarks_evidence.md):
   seeds (ADAS, whose ``learning_rate`` only sets its initial step sizes, runs one cell
   per learning rate); the JSON is written after every cell group and a rerun
   skips what is there, so the sweep can be run in pieces (``--configs``,
-  ``--optimizers``) and resumed.
+  ``--optimizers``) and resumed; a group in training is saved every
+  ``--checkpoint-every`` seconds to ``<out-dir>/sweep_<task>.partial/``, so a
+  stopped sweep resumes it from its last save, with the same results (the cell
+  records the epochs it resumed at; its ``wall_s`` leaves out the time lost after
+  the last save).
 
 Usage::
 
@@ -43,6 +47,7 @@ import argparse
 import datetime
 import math
 import pathlib
+import re
 import sys
 import tempfile
 import time
@@ -76,6 +81,7 @@ from .report import format_pct as _pct
 from .tasks import build_task
 from .tasks import keras_validation_split
 from .tasks import protocol_of
+from .training import Checkpoint
 from .training import run_cell
 
 SWEPT = (
@@ -192,19 +198,44 @@ def _progress(label: str, every: int = 25):
   return report
 
 
-def run_group(task, model, name, spec_for, indices, args, data) -> list[dict]:
+def group_checkpoints(json_path, results, config, name, indices, args) -> list[Checkpoint | None]:
+  """One checkpoint per cell :func:`run_group` trains (ADAS trains one cell per rate).
+
+  They live beside the results, in ``<results>.partial/``; None each with
+  ``--checkpoint-every`` < 0.
+  """
+  parts = [[k] for k in indices] if name.startswith("adas") else [list(indices)]
+  if args.checkpoint_every < 0:
+    return [None] * len(parts)
+  folder = json_path.with_name(json_path.name.split(".")[0] + ".partial")
+  return [
+      Checkpoint(
+          folder / re.sub(r"[^\w.-]+", "_", f"{config}_{name}_{'-'.join(map(str, part))}.pkl"),
+          {"protocol": results["protocol"], "config": config, "optimizer": name, "grid": part},
+          args.checkpoint_every,
+      )
+      for part in parts
+  ]
+
+
+def run_group(task, model, name, spec_for, indices, args, data, checkpoints) -> list[dict]:
   """Trains the missing grid points of one (config, optimizer); returns one cell per point."""
   lrs = [grid_lr(k, args.lr_low, args.lr_high, args.n_lrs) for k in indices]
   label = f"{model.name} {name}"
   if name.startswith("adas"):
     cells = []
-    for k, lr in zip(indices, lrs, strict=True):
-      cell = run_cell(task, model, adas_spec(lr), data, args, _progress(label))
+    for k, lr, checkpoint in zip(indices, lrs, checkpoints, strict=True):
+      cell = run_cell(
+          task, model, adas_spec(lr), data, args, _progress(label), checkpoint=checkpoint
+      )
       for r in cell["runs"]:
         r["lr"] = lr
       cells += _split_group(cell, [k], [lr])
     return cells
-  group = run_cell(task, model, spec_for(name), data, args, _progress(label), lrs=lrs)
+  (checkpoint,) = checkpoints
+  group = run_cell(
+      task, model, spec_for(name), data, args, _progress(label), lrs=lrs, checkpoint=checkpoint
+  )
   return _split_group(group, indices, lrs)
 
 
@@ -265,10 +296,14 @@ def _sweep_config(config, model, names, task, args, data, results, json_path) ->
       if not missing:
         break
       t0 = time.perf_counter()
-      for cell in run_group(task, model, name, spec_for, missing, args, data):
+      checkpoints = group_checkpoints(json_path, results, config, name, missing, args)
+      for cell in run_group(task, model, name, spec_for, missing, args, data, checkpoints):
         results["cells"][cell_key(config, name, cell["lr"])] = cell
       results["updated"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
       save_results(json_path, results)
+      for checkpoint in checkpoints:
+        if checkpoint is not None:
+          checkpoint.path.unlink(missing_ok=True)
       ran.append(f"{config}|{name}|{missing}")
       print(
           f"[sweep] {config} {name} grid {missing}: {time.perf_counter() - t0:.1f}s",
@@ -1101,6 +1136,13 @@ def parse_args(argv=None):
       help="subset to train, in this order (default: all; see optimizer_names)",
   )
   p.add_argument("--out-dir", default=None)
+  p.add_argument(
+      "--checkpoint-every",
+      type=float,
+      default=600.0,
+      help="seconds between saves of a group in training, so a stopped sweep resumes it "
+      "mid-way (0: after every epoch; negative: never)",
+  )
   p.add_argument("--quick", action="store_true", help="a tiny sweep (seconds), for tests")
   p.add_argument("--report-only", action="store_true")
   args = p.parse_args(argv)

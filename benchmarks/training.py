@@ -6,7 +6,9 @@ All runs of a cell train together: one jitted, ``vmap``-ed epoch function with a
 the others go on, and every run keeps its own best weights. When at most half of the
 runs are still active the stopped ones are taken out of the batch (one retrace for the
 smaller width), so a cell costs about the mean, not the max, of its runs. Early stopping
-and reduce-on-plateau follow Keras 3 (:mod:`benchmarks.callbacks`).
+and reduce-on-plateau follow Keras 3 (:mod:`benchmarks.callbacks`). With a
+:class:`Checkpoint` the state of every run is saved between epochs, so a cell stopped
+part way (a sweep's session ending) resumes where it was and gives the same records.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
+import os
+import pathlib
+import pickle
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -132,6 +138,43 @@ class CellTrainer:
     self.select = jax.jit(select)
 
 
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+  """Where a cell's training is saved between epochs, and what it must have been started as.
+
+  ``fingerprint`` describes the cell (protocol, config, optimizer, learning rates): a
+  saved state with another fingerprint is not resumed. The state is written at the end
+  of an epoch once ``every_s`` seconds have passed since the last write (0: every epoch),
+  atomically, so a process killed at any moment leaves the previous state or the new one.
+  """
+
+  path: pathlib.Path
+  fingerprint: dict
+  every_s: float = 600.0
+
+  def load(self) -> dict | None:
+    """The saved state, or None (no file, an unreadable one, or another fingerprint)."""
+    if not self.path.exists():
+      return None
+    try:
+      with open(self.path, "rb") as f:
+        state = pickle.load(f)
+    except (OSError, EOFError, pickle.UnpicklingError) as e:
+      print(f"[checkpoint] {self.path} unreadable ({e}); starting the cell afresh", file=sys.stderr)
+      return None
+    if state.get("fingerprint") != self.fingerprint:
+      print(f"[checkpoint] {self.path} is of another cell; starting afresh", file=sys.stderr)
+      return None
+    return state
+
+  def save(self, state: dict) -> None:
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = self.path.with_name(self.path.name + ".tmp")
+    with open(tmp, "wb") as f:
+      pickle.dump({"fingerprint": self.fingerprint, **state}, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, self.path)
+
+
 def _round(values, digits=6):
   out = []
   for v in values:
@@ -233,6 +276,55 @@ class _Runs:
         stack([self.finished[run][1] for run in runs]),
     )
 
+  # Trees are saved as their leaves (host arrays) and rebuilt on the structure of a
+  # freshly started cell, so no JAX or Optax class needs to be pickled.
+  _TREES = ("params", "extra", "opt_state", "best_params", "best_extra")
+  _PLAIN = (
+      "early_stopping",
+      "plateau",
+      "lr",
+      "slots",
+      "active",
+      "epochs_run",
+      "curves",
+      "lr_events",
+  )
+
+  def state(self) -> dict:
+    """Everything that training reads or records, on the host."""
+
+    def leaves(tree):
+      return [np.asarray(leaf) for leaf in jax.tree.leaves(tree)]
+
+    return {
+        **{name: leaves(getattr(self, name)) for name in self._TREES},
+        **{name: getattr(self, name) for name in self._PLAIN},
+        "finished": {run: (leaves(p), leaves(e)) for run, (p, e) in self.finished.items()},
+    }
+
+  def restore(self, state: dict) -> None:
+    """Sets this (freshly started) cell to a saved :meth:`state`."""
+    params_def, extra_def = jax.tree.structure(self.params), jax.tree.structure(self.extra)
+    tree_defs = {
+        "params": params_def,
+        "extra": extra_def,
+        "opt_state": jax.tree.structure(self.opt_state),
+        "best_params": params_def,
+        "best_extra": extra_def,
+    }
+
+    def rebuild(tree_def, leaves):
+      return jax.tree.unflatten(tree_def, [jnp.asarray(leaf) for leaf in leaves])
+
+    for name in self._TREES:
+      setattr(self, name, rebuild(tree_defs[name], state[name]))
+    for name in self._PLAIN:
+      setattr(self, name, state[name])
+    self.finished = {
+        run: (rebuild(params_def, p), rebuild(extra_def, e))
+        for run, (p, e) in state["finished"].items()
+    }
+
 
 def _start_runs(task: Task, model: ModelSpec, opt: OptSpec, args, trainer, run_lrs, run_seed):
   """Initial weights, optimizer states, learning rates and callbacks of every run."""
@@ -283,10 +375,21 @@ def _start_runs(task: Task, model: ModelSpec, opt: OptSpec, args, trainer, run_l
   )
 
 
-def _train(task, opt, args, trainer, runs: _Runs, rngs, train_xy, val_chunks, progress):
-  """The epoch loop; returns the wall time and the vmapped width of every epoch."""
-  epoch_times, widths = [], []
-  for epoch in range(task.max_epochs):
+@dataclasses.dataclass
+class _Progress:
+  """Where the epoch loop is: what a checkpoint holds besides the runs."""
+
+  epoch: int = 0  # the next epoch to train
+  epoch_times: list[float] = dataclasses.field(default_factory=list)
+  widths: list[int] = dataclasses.field(default_factory=list)
+  compiled: list[int] = dataclasses.field(default_factory=lambda: [0])  # epochs that compiled
+  resumed_at: list[int] = dataclasses.field(default_factory=list)
+  wall_s: float = 0.0  # spent before this process
+
+
+def _train(task, opt, args, trainer, runs: _Runs, rngs, train_xy, val_chunks, progress, at, save):
+  """The epoch loop from ``at.epoch`` on; ``save(at)`` is offered the state after each epoch."""
+  for epoch in range(at.epoch, task.max_epochs):
     t0 = time.perf_counter()
     idx, w = epoch_batches([rngs[s] for s in runs.slots], len(train_xy[0]), task.batch_size)
     runs.params, runs.extra, runs.opt_state, *losses = trainer.epoch(
@@ -300,8 +403,8 @@ def _train(task, opt, args, trainer, runs: _Runs, rngs, train_xy, val_chunks, pr
         *val_chunks,
     )
     losses = [np.asarray(a, np.float64) for a in losses]
-    epoch_times.append(time.perf_counter() - t0)
-    widths.append(len(runs.slots))
+    at.epoch_times.append(time.perf_counter() - t0)
+    at.widths.append(len(runs.slots))
     runs.keep_best(trainer, runs.record_epoch(epoch, losses, opt.has_lr))
     if progress is not None:
       progress(
@@ -317,8 +420,9 @@ def _train(task, opt, args, trainer, runs: _Runs, rngs, train_xy, val_chunks, pr
       runs.compact()
     if opt.has_lr:
       runs.opt_state = set_learning_rate(runs.opt_state, runs.lr[runs.slots])
+    at.epoch = epoch + 1
+    save(at)
   runs.retire(range(len(runs.slots)))
-  return epoch_times, widths
 
 
 def _run_records(task: Task, runs: _Runs, run_seed, run_lrs, lrs, test_eval, val_eval):
@@ -368,6 +472,7 @@ def run_cell(
     args,
     progress: Callable[[int, int, float], None] | None = None,
     lrs: Sequence[float] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> dict:
   """Trains ``args.seeds`` runs of one cell together; returns the cell record.
 
@@ -375,7 +480,9 @@ def run_cell(
   learning rate in one vmapped batch (``len(lrs) * args.seeds`` runs); seed
   ``s`` has the same initial weights and batch order at every learning rate,
   and each run's plateau floor is ``args.min_lr / args.lr`` times its own
-  learning rate. Each run record then carries its ``"lr"``.
+  learning rate. Each run record then carries its ``"lr"``. With ``checkpoint``
+  the training resumes from a saved state of the same cell and saves its own; the
+  caller removes the file once the record is stored.
   """
   x_train, y_train, x_val, y_val, x_test, y_test = data
   run_lrs = np.repeat(np.asarray(lrs if lrs is not None else [args.lr], np.float64), args.seeds)
@@ -385,22 +492,44 @@ def run_cell(
   runs = _start_runs(task, model, opt, args, trainer, run_lrs, run_seed)
   # Same shuffles for every optimizer (paired design); seeds differ in their shuffles.
   rngs = [np.random.default_rng([args.shuffle_seed, int(s)]) for s in run_seed]
+  at = _Progress()
+  if checkpoint is not None and (saved := checkpoint.load()) is not None:
+    runs.restore(saved["runs"])
+    for rng, rng_state in zip(rngs, saved["rngs"], strict=True):
+      rng.bit_generator.state = rng_state
+    at = dataclasses.replace(saved["at"])
+    at.resumed_at.append(at.epoch)
+    at.compiled.append(len(at.epoch_times))  # the first epoch after resuming compiles
+    print(f"[checkpoint] {checkpoint.path.name}: resumed at epoch {at.epoch}", file=sys.stderr)
+  last_save = time.perf_counter()
+
+  def save(at: _Progress) -> None:
+    nonlocal last_save
+    if checkpoint is None or time.perf_counter() - last_save < checkpoint.every_s:
+      return
+    wall = at.wall_s + time.perf_counter() - t_start
+    state = {"runs": runs.state(), "rngs": [r.bit_generator.state for r in rngs]}
+    checkpoint.save({**state, "at": dataclasses.replace(at, wall_s=wall)})
+    last_save = time.perf_counter()
+
   val_chunks = tuple(jnp.asarray(a) for a in chunks(x_val, y_val, args.eval_chunk))
   train_xy = (jnp.asarray(x_train), jnp.asarray(y_train))
-  epoch_times, widths = _train(task, opt, args, trainer, runs, rngs, train_xy, val_chunks, progress)
+  _train(task, opt, args, trainer, runs, rngs, train_xy, val_chunks, progress, at, save)
 
   final_params, final_extra = runs.final_weights()
   test_chunks = (jnp.asarray(a) for a in chunks(x_test, y_test, args.eval_chunk))
   test_eval = trainer.evaluate(final_params, final_extra, *test_chunks)
   val_eval = trainer.evaluate(final_params, final_extra, *val_chunks)
   test_eval, val_eval = ([np.asarray(a, np.float64) for a in e] for e in (test_eval, val_eval))
-  wall = time.perf_counter() - t_start
-  # The first epoch includes compilation; report the median of the other
-  # full-width epochs (the per-epoch cost of the cell with all seeds).
+  wall = at.wall_s + time.perf_counter() - t_start
+  # The first epoch (and the first after resuming) includes compilation; report the
+  # median of the other full-width epochs (the per-epoch cost of the cell with all seeds).
   n_runs = len(run_lrs)
   steady = [
-      t for t, width in zip(epoch_times[1:], widths[1:], strict=False) if width == n_runs
-  ] or epoch_times
+      t
+      for i, (t, width) in enumerate(zip(at.epoch_times, at.widths, strict=True))
+      if i not in at.compiled and width == n_runs
+  ] or at.epoch_times
   return {
       "config": model.name,
       "optimizer": opt.name,
@@ -408,11 +537,12 @@ def run_cell(
       "lr_mult": opt.lr_mult,
       "num_params": count_params(jax.tree.map(lambda a: a[0], runs.params)),
       "n_seeds": args.seeds,
-      "cell_epochs": len(epoch_times),
+      "cell_epochs": len(at.epoch_times),
       "wall_s": round(wall, 3),
-      "first_epoch_s": round(epoch_times[0], 3),
+      "first_epoch_s": round(at.epoch_times[0], 3),
       "epoch_s_median": round(float(np.median(steady)), 4),
-      "seed_epochs_computed": int(sum(widths)),
+      "seed_epochs_computed": int(sum(at.widths)),
+      **({"resumed_at_epochs": at.resumed_at} if at.resumed_at else {}),
       "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
       "runs": _run_records(task, runs, run_seed, run_lrs, lrs, test_eval, val_eval),
   }

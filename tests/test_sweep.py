@@ -222,11 +222,73 @@ def test_learning_rates_in_one_batch_equal_separate_cells():
   assert batch["runs"][0]["val_loss"][0] != batch["runs"][1]["val_loss"][0]
 
 
+class _Interrupt(Exception):
+  pass
+
+
+def test_a_cell_stopped_mid_way_resumes_to_the_same_records(tmp_path, capsys):
+  """Stopped twice (once after the stopped runs left the batch), resumed: the same cell.
+
+  The reference trains without a checkpoint; every record (curves, stopping, rate
+  reductions, test values) and the epochs computed must be equal to it.
+  """
+  data = _synthetic()
+  model = models.ModelSpec("[16]", models.MLP((16,), 1), (8,))
+  task = _tiny_task(max_epochs=30)
+  args = types.SimpleNamespace(
+      seeds=3,
+      init="fresh",
+      init_seed=0,
+      shuffle_seed=3,
+      plateau_min_delta=1e-5,
+      eval_chunk=64,
+      compact=True,
+      lr=1e-3,
+      min_lr=2.5e-5,
+  )
+  spec = optimizers.OPTIMIZERS["caadam_depth"]
+  lrs = [3e-3, 3e-1]  # the high rate stops early: the batch is compacted part way
+  reference = training.run_cell(task, model, spec, data, args, lrs=lrs)
+  widths_change = reference["seed_epochs_computed"] < 6 * reference["cell_epochs"]
+  assert widths_change, "the runs must not all stop together, or compaction is not exercised"
+
+  checkpoint = training.Checkpoint(tmp_path / "cell.pkl", {"cell": "test"}, every_s=0)
+
+  def stop_at(epoch):
+    def progress(done, n_active, median):
+      if done == epoch:
+        raise _Interrupt
+
+    return progress
+
+  last_epoch = max(r["epochs"] for r in reference["runs"])
+  stops = [4, last_epoch - 1]
+  for epoch in stops:
+    with pytest.raises(_Interrupt):
+      training.run_cell(task, model, spec, data, args, stop_at(epoch), lrs, checkpoint)
+    assert checkpoint.path.exists()
+  resumed = training.run_cell(task, model, spec, data, args, lrs=lrs, checkpoint=checkpoint)
+  # Stopped in epoch e (1-based), the last save was after epoch e - 1.
+  assert resumed["resumed_at_epochs"] == [stops[0] - 1, stops[1] - 1]
+  assert capsys.readouterr().err.count("resumed at epoch") == 2  # the second and third runs
+  assert resumed["runs"] == reference["runs"]
+  for key in ("cell_epochs", "seed_epochs_computed", "num_params"):
+    assert resumed[key] == reference[key], key
+
+  # A state saved for another cell is not resumed.
+  other = training.Checkpoint(checkpoint.path, {"cell": "another"}, every_s=0)
+  assert other.load() is None
+  assert "of another cell" in capsys.readouterr().err
+
+
 @pytest.mark.data
 def test_quick_sweep_end_to_end(tmp_path):
   """`--quick` runs a tiny sweep; the JSON, the statistics and the report are consistent."""
-  argv = ["--quick", "--out-dir", str(tmp_path)]
+  argv = ["--quick", "--out-dir", str(tmp_path), "--checkpoint-every", "0"]
   out = sweep.main(argv)
+  # Every group saved a checkpoint after each epoch, removed once its cells were stored.
+  assert (tmp_path / "sweep_california.partial").is_dir()
+  assert not list((tmp_path / "sweep_california.partial").iterdir())
   with gzip.open(tmp_path / "sweep_california.json.gz", "rt") as f:
     results = json.load(f)
   names = ["adam", "caadam_additive", "placebo_additive_uniform", "adas"]
