@@ -1027,6 +1027,46 @@ def _speed_panel(ax, best: dict, config: str, names: Sequence[str], target: floa
   ax.legend(fontsize=9)
 
 
+def _permutation_panel(ax, best: dict, config: str, rows: list[dict], metric: str) -> None:
+  """Each strategy's permutations, uniform placebo and real assignment, each at its best rate."""
+  labels = []
+  for y, row in enumerate(rows):
+    s = row["strategy"]
+    perms = sorted(n for c, n in best if c == config and n.startswith(f"placebo_{s}_perm"))
+    values = [float(np.nanmean(_test_values(best[(config, n)], metric))) for n in perms]
+    ax.plot(values, np.full(len(values), y), "|", color="0.45", ms=14, mew=1.4)
+    uniform = (config, f"placebo_{s}_uniform")
+    if uniform in best:
+      value = float(np.nanmean(_test_values(best[uniform], metric)))
+      ax.plot([value], [y], "^", color="tab:blue", ms=8)
+    ax.plot([row["real"]], [y], "D", color="tab:red", ms=8)
+    labels.append(f"{s}\nrank {row['rank']} of {row['of']}")
+  if (config, REFERENCE) in best:
+    adam = float(np.nanmean(_test_values(best[(config, REFERENCE)], metric)))
+    ax.axvline(adam, color="k", ls="--", lw=1.0)
+  # Legend entries without data: the markers' meaning once.
+  for marker, color, label in (
+      ("|", "0.45", "permuted assignment"),
+      ("^", "tab:blue", "uniform (same mean step)"),
+      ("D", "tab:red", "real assignment"),
+  ):
+    ax.plot([], [], marker, color=color, ls="", label=label)
+  ax.plot([], [], "k--", lw=1.0, label="Adam, tuned")
+  ax.set_yticks(range(len(rows)), labels, fontsize=9)
+  ax.set_ylim(-0.6, len(rows) - 0.4)
+  ax.invert_yaxis()
+  ax.set_title(f"{config}: mean test {metric} at each one's best rate", fontsize=11)
+  ax.set_xlabel(f"test {metric} ({'lower' if metric == 'rmse' else 'higher'} is better)")
+  ax.tick_params(labelsize=9)
+  ax.grid(alpha=0.3, axis="x")
+  ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside: no marker hidden
+
+
+def _file_part(config: str) -> str:
+  """A config's name in file names: ``[64,32]`` -> ``64-32``."""
+  return config.strip("[]").replace(",", "-")
+
+
 def _grid(plt, n: int):
   """``n`` panels, two per row (readable at page width); unused axes hidden."""
   rows = (n + 1) // 2
@@ -1064,7 +1104,7 @@ def write_plots(results: dict, task, out_dir: pathlib.Path) -> list[str]:
     written.append(str(path))
 
   for config, by_opt in groups.items():
-    safe = config.strip("[]").replace(",", "-")
+    safe = _file_part(config)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), squeeze=False)
     described = [REFERENCE, *(f"caadam_{s}" for s in STRATEGIES)]
     published = [REFERENCE, *(f"keras_caadam_{s}" for s in STRATEGIES), "adas"]
@@ -1086,10 +1126,16 @@ def write_plots(results: dict, task, out_dir: pathlib.Path) -> list[str]:
         names = [g_variant_name(strategy, g) for g in G_GRID[strategy]]
         _lr_panel(ax, by_opt, [REFERENCE, *names], metric, f"{config}: {strategy}, g tuned")
       save(fig, f"sweep_{task.name}_{safe}_g.png")
+  best = best_cells(results)
+  permutation = results.get("analysis", {}).get("permutation", [])
+  for config in dict.fromkeys(r["config"] for r in permutation):
+    rows = [r for r in permutation if r["config"] == config]
+    fig, ax = plt.subplots(figsize=(10, 1.6 + 1.0 * len(rows)))
+    _permutation_panel(ax, best, config, rows, metric)
+    save(fig, f"sweep_{task.name}_{_file_part(config)}_permutation.png")
   speed = results.get("analysis", {}).get("speed", [])
   configs = list(dict.fromkeys(r["config"] for r in speed))
   if configs:
-    best = best_cells(results)
     fig, axes = _grid(plt, len(configs))
     for ax, config in zip(axes, configs, strict=False):
       target = next(r["target"] for r in speed if r["config"] == config)
