@@ -364,8 +364,9 @@ def run(args) -> dict:
   task, (x_full, y_full, x_test, y_test) = build_task(args)
   args.optimizers = requested
   x_train, y_train, x_val, y_val = keras_validation_split(x_full, y_full)
-  if args.quick:  # a smoke run: a few batches per epoch
+  if args.quick:  # a smoke run: a few batches per epoch, a short test pass
     x_train, y_train = x_train[:1024], y_train[:1024]
+    x_test, y_test = x_test[:1024], y_test[:1024]
   data = (x_train, y_train, x_val, y_val, x_test, y_test)
   names = optimizer_names(args)
   json_path = out_dir / f"sweep_{task.name}.json.gz"  # gzipped: every run's loss curves
