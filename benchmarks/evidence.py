@@ -10,8 +10,8 @@ the page::
   python -m benchmarks.evidence --apply    # rewrite them in docs/benchmarks_evidence.md
 
 The main sweep's tables come first; a sweep with its own protocol in a subfolder of
-``benchmarks/results`` (:data:`OTHER_SWEEPS`: the finer grid) adds its table against
-tuned Adam once its file is there.
+``benchmarks/results`` (:data:`OTHER_SWEEPS`: the finer grid, the 20-permutation test)
+adds its table (against tuned Adam, or the permutation ranks) once its file is there.
 
 A table in the page is found by its header line and replaced up to its last row; the
 prose around it (counts, quoted values) is still written by hand.
@@ -91,11 +91,11 @@ def placebo_table(analysis: dict) -> list[str]:
   return lines
 
 
-def permutation_table(analysis: dict, metric: str) -> list[str]:
-  """The real assignment's rank among its permutations."""
+def permutation_table(analysis: dict, metric: str, config_label: str = "config") -> list[str]:
+  """The real assignment's rank among its permutations (``config_label`` heads column one)."""
   label = METRIC_LABELS.get(metric, metric)
   lines = [
-      f"| config | strategy | real: mean test {label} | permutations: min / median / max | "
+      f"| {config_label} | strategy | real: mean test {label} | permutations: min / median / max | "
       "rank of the real one | p (better than random) | p (worse than random) |",
       "|---|---|---|---|---|---|---|",
   ]
@@ -144,17 +144,25 @@ def tables(results: dict, metric: str = "rmse") -> list[list[str]]:
 
 
 # Sweeps with their own protocol, shown in the page when their file is there: folder ->
-# the label that heads their table's first column (and tells it from the main table).
-OTHER_SWEEPS = {"refined": "config (finer grid, 20 seeds)"}
+# the label that heads their table's first column (and tells it from the main table's),
+# and the table the page shows of it: against tuned Adam, or the permutation ranks.
+OTHER_SWEEPS = {
+    "refined": ("config (finer grid, 20 seeds)", "vs_adam"),
+    "permutation20": ("config (20 permutations each)", "permutation"),
+}
 
 
 def page_tables(results_dir: pathlib.Path = RESULTS_DIR) -> list[list[str]]:
   """Every table of the page: the main sweep's, then each other sweep's that has run."""
   out = tables(read_json(results_dir / "sweep_california.json.gz"))
-  for folder, label in OTHER_SWEEPS.items():
+  for folder, (label, table) in OTHER_SWEEPS.items():
     path = results_dir / folder / "sweep_california.json.gz"
     if path.exists():
-      out.append(vs_adam_table(read_json(path)["analysis"], label))
+      analysis = read_json(path)["analysis"]
+      if table == "vs_adam":
+        out.append(vs_adam_table(analysis, label))
+      else:
+        out.append(permutation_table(analysis, "rmse", label))
   return out
 
 
