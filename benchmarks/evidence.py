@@ -24,6 +24,7 @@ import argparse
 import math
 import pathlib
 import sys
+from collections.abc import Callable
 
 from ._shared import RESULTS_DIR
 from ._shared import read_json
@@ -145,10 +146,13 @@ def tables(results: dict, metric: str = "rmse") -> list[list[str]]:
 
 # Sweeps with their own protocol, shown in the page when their file is there: folder ->
 # the label that heads their table's first column (and tells it from the main table's),
-# and the table the page shows of it: against tuned Adam, or the permutation ranks.
-OTHER_SWEEPS = {
-    "refined": ("config (finer grid, 20 seeds)", "vs_adam"),
-    "permutation20": ("config (20 permutations each)", "permutation"),
+# and the table the page shows of it (from its analysis, under that label).
+OTHER_SWEEPS: dict[str, tuple[str, Callable[[dict, str], list[str]]]] = {
+    "refined": ("config (finer grid, 20 seeds)", vs_adam_table),
+    "permutation20": (
+        "config (20 permutations each)",
+        lambda analysis, label: permutation_table(analysis, "rmse", label),
+    ),
 }
 
 
@@ -158,11 +162,7 @@ def page_tables(results_dir: pathlib.Path = RESULTS_DIR) -> list[list[str]]:
   for folder, (label, table) in OTHER_SWEEPS.items():
     path = results_dir / folder / "sweep_california.json.gz"
     if path.exists():
-      analysis = read_json(path)["analysis"]
-      if table == "vs_adam":
-        out.append(vs_adam_table(analysis, label))
-      else:
-        out.append(permutation_table(analysis, "rmse", label))
+      out.append(table(read_json(path)["analysis"], label))
   return out
 
 

@@ -198,13 +198,18 @@ def _progress(label: str, every: int = 25):
   return report
 
 
+def _one_cell_per_rate(name: str) -> bool:
+  """ADAS trains one cell per learning rate (it only sets ADAS's initial step sizes)."""
+  return name.startswith("adas")
+
+
 def group_checkpoints(json_path, results, config, name, indices, args) -> list[Checkpoint | None]:
   """One checkpoint per cell :func:`run_group` trains (ADAS trains one cell per rate).
 
   They live beside the results, in ``<results>.partial/``; None each with
   ``--checkpoint-every`` < 0.
   """
-  parts = [[k] for k in indices] if name.startswith("adas") else [list(indices)]
+  parts = [[k] for k in indices] if _one_cell_per_rate(name) else [list(indices)]
   if args.checkpoint_every < 0:
     return [None] * len(parts)
   folder = json_path.with_name(json_path.name.split(".")[0] + ".partial")
@@ -222,7 +227,7 @@ def run_group(task, model, name, spec_for, indices, args, data, checkpoints) -> 
   """Trains the missing grid points of one (config, optimizer); returns one cell per point."""
   lrs = [grid_lr(k, args.lr_low, args.lr_high, args.n_lrs) for k in indices]
   label = f"{model.name} {name}"
-  if name.startswith("adas"):
+  if _one_cell_per_rate(name):
     cells = []
     for k, lr, checkpoint in zip(indices, lrs, checkpoints, strict=True):
       cell = run_cell(

@@ -150,7 +150,7 @@ class Checkpoint:
 
   path: pathlib.Path
   fingerprint: dict
-  every_s: float = 600.0
+  every_s: float
 
   def load(self) -> dict | None:
     """The saved state, or None (no file, an unreadable one, or another fingerprint)."""
@@ -382,8 +382,7 @@ class _Progress:
   epoch: int = 0  # the next epoch to train
   epoch_times: list[float] = dataclasses.field(default_factory=list)
   widths: list[int] = dataclasses.field(default_factory=list)
-  compiled: list[int] = dataclasses.field(default_factory=lambda: [0])  # epochs that compiled
-  resumed_at: list[int] = dataclasses.field(default_factory=list)
+  resumed_at: list[int] = dataclasses.field(default_factory=list)  # epochs that compiled, too
   wall_s: float = 0.0  # spent before this process
 
 
@@ -498,8 +497,7 @@ def run_cell(
     for rng, rng_state in zip(rngs, saved["rngs"], strict=True):
       rng.bit_generator.state = rng_state
     at = dataclasses.replace(saved["at"])
-    at.resumed_at.append(at.epoch)
-    at.compiled.append(len(at.epoch_times))  # the first epoch after resuming compiles
+    at.resumed_at.append(at.epoch)  # epoch_times[e] is epoch e's: it compiles again
     print(f"[checkpoint] {checkpoint.path.name}: resumed at epoch {at.epoch}", file=sys.stderr)
   last_save = time.perf_counter()
 
@@ -528,7 +526,7 @@ def run_cell(
   steady = [
       t
       for i, (t, width) in enumerate(zip(at.epoch_times, at.widths, strict=True))
-      if i not in at.compiled and width == n_runs
+      if i not in (0, *at.resumed_at) and width == n_runs
   ] or at.epoch_times
   return {
       "config": model.name,
