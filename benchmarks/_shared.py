@@ -6,11 +6,9 @@ test that puts ``benchmarks/`` on ``sys.path`` would shadow it.)
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gzip
 import json
-import math
 import os
 import pathlib
 import platform
@@ -35,28 +33,6 @@ def require_data_dir(path: str | None) -> None:
   """Exits with the fix when there is neither ``--data-dir`` nor ``$CAADAM_JAX_DATA``."""
   if data_files.data_dir(path) is None:
     raise SystemExit(f"No data directory: pass --data-dir or set ${data_files.DATA_ENV_VAR}.")
-
-
-def positive_int(text: str) -> int:
-  """An argparse type: an integer >= 1 (``--seeds``, ``--max-epochs``)."""
-  try:
-    value = int(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-  if value < 1:
-    raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-  return value
-
-
-def positive_float(text: str) -> float:
-  """An argparse type: a finite number > 0 (``--lr``, ``--min-lr``)."""
-  try:
-    value = float(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}") from None
-  if not (math.isfinite(value) and value > 0):
-    raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-  return value
 
 
 def check_names(argument: str, given: Iterable[str] | None, known: Iterable[str]) -> None:

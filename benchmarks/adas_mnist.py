@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import optax
 
 import caadam_jax
+from examples import cli_types
 from examples import data_files
 
 from ._shared import RESULTS_DIR
@@ -62,13 +63,19 @@ def parse_args(argv=None):
       help=f"data directory containing mnist/ (default ${data_files.DATA_ENV_VAR})",
   )
   parser.add_argument(
-      "--epochs", type=int, default=None, help="Adam epochs (default 50; 2 with --quick)"
+      "--epochs",
+      type=cli_types.positive_int,
+      default=None,
+      help="Adam epochs (default 50; 2 with --quick)",
   )
   parser.add_argument(
-      "--epochs-adas", type=int, default=None, help="ADAS epochs (default 20; 2 with --quick)"
+      "--epochs-adas",
+      type=cli_types.positive_int,
+      default=None,
+      help="ADAS epochs (default 20; 2 with --quick)",
   )
-  parser.add_argument("--batch-size", type=int, default=32)
-  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--batch-size", type=cli_types.positive_int, default=32)
+  parser.add_argument("--seed", type=cli_types.non_negative_int, default=0)
   parser.add_argument(
       "--out", default=None, help=f"JSON output (default {DEFAULT_OUT}; none with --quick)"
   )

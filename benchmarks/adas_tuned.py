@@ -51,6 +51,7 @@ import numpy as np
 import optax
 
 import caadam_jax
+from examples import cli_types
 from examples import data_files
 
 from . import adas_mnist
@@ -95,12 +96,16 @@ def optimizer_specs(adam_lrs: list[float], cosine_lrs: list[float]) -> list[Opti
 def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
   parser.add_argument("--data-dir", default=None, help=f"default ${data_files.DATA_ENV_VAR}")
-  parser.add_argument("--seeds", type=int, default=5)
-  parser.add_argument("--init-seed", type=int, default=0)
-  parser.add_argument("--epochs", type=int, default=30)
-  parser.add_argument("--batch-size", type=int, default=32)
-  parser.add_argument("--adam-lrs", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2])
-  parser.add_argument("--cosine-lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3, 1e-2])
+  parser.add_argument("--seeds", type=cli_types.positive_int, default=5)
+  parser.add_argument("--init-seed", type=cli_types.non_negative_int, default=0)
+  parser.add_argument("--epochs", type=cli_types.positive_int, default=30)
+  parser.add_argument("--batch-size", type=cli_types.positive_int, default=32)
+  parser.add_argument(
+      "--adam-lrs", type=cli_types.positive_float, nargs="+", default=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
+  )
+  parser.add_argument(
+      "--cosine-lrs", type=cli_types.positive_float, nargs="+", default=[3e-4, 1e-3, 3e-3, 1e-2]
+  )
   parser.add_argument("--optimizers", nargs="*", default=None, help="subset, in this order")
   parser.add_argument("--out", default=None)
   parser.add_argument("--quick", action="store_true", help="2k images, 2 seeds, 3 epochs")

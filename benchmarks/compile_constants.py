@@ -59,6 +59,7 @@ import jax.numpy as jnp
 import optax
 
 import caadam_jax
+from examples import cli_types
 
 from . import model_zoo
 from . import step_cost
@@ -421,10 +422,15 @@ def main(argv: list[str] | None = None) -> int:
   )
   parser.add_argument("--models", default="resnet,transformer")
   parser.add_argument("--update-only", action="store_true")
-  parser.add_argument("--rows", type=int, default=128)
-  parser.add_argument("--cols", type=int, default=256)
-  parser.add_argument("--reps", type=int, default=None, help="even for the train step (default 2)")
-  parser.add_argument("--steps", type=int, default=30)
+  parser.add_argument("--rows", type=cli_types.positive_int, default=128)
+  parser.add_argument("--cols", type=cli_types.positive_int, default=256)
+  parser.add_argument(
+      "--reps",
+      type=cli_types.positive_int,
+      default=None,
+      help="even for the train step (default 2)",
+  )
+  parser.add_argument("--steps", type=cli_types.positive_int, default=30)
   parser.add_argument(
       "--optimizers", default=None, help="comma-separated train-step optimizers (default all)"
   )
@@ -433,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
   )
   parser.add_argument(
       "--order-check",
-      type=int,
+      type=cli_types.non_negative_int,
       default=0,
       metavar="COPIES",
       help="only compile COPIES identical Adam steps in a row and print each one's step ratio",

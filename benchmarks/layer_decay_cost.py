@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import optax
 
 import caadam_jax
+from examples import cli_types
 
 from ._shared import RESULTS_DIR
 from .step_cost import compile_step
@@ -106,9 +107,11 @@ def optimizers(params):
 def main(argv: list[str] | None = None) -> int:
   arg_list = sys.argv[1:] if argv is None else list(argv)
   parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
-  parser.add_argument("--rounds", type=int, default=15)
-  parser.add_argument("--steps", type=int, default=10, help="back-to-back steps per sample")
-  parser.add_argument("--compile-reps", type=int, default=3)
+  parser.add_argument("--rounds", type=cli_types.positive_int, default=15)
+  parser.add_argument(
+      "--steps", type=cli_types.positive_int, default=10, help="back-to-back steps per sample"
+  )
+  parser.add_argument("--compile-reps", type=cli_types.positive_int, default=3)
   parser.add_argument("--quick", action="store_true")
   parser.add_argument("--out", default=str(RESULTS_DIR / "layer_decay_cost.json"))
   args = parser.parse_args(arg_list)

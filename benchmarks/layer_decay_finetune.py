@@ -51,6 +51,7 @@ import optax
 from flax import linen as nn
 
 import caadam_jax
+from examples import cli_types
 from examples import data_files
 
 from . import stats
@@ -286,15 +287,18 @@ def main(argv: list[str] | None = None) -> int:
   arg_list = sys.argv[1:] if argv is None else list(argv)
   parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
   parser.add_argument("--quick", action="store_true", help="tiny settings (a smoke test)")
-  parser.add_argument("--pretrain-steps", type=int, default=400)
-  parser.add_argument("--train", type=int, default=1000)
-  parser.add_argument("--val", type=int, default=2000)
-  parser.add_argument("--steps", type=int, default=200)
+  parser.add_argument("--pretrain-steps", type=cli_types.non_negative_int, default=400)
+  parser.add_argument("--train", type=cli_types.positive_int, default=1000)
+  parser.add_argument("--val", type=cli_types.positive_int, default=2000)
+  parser.add_argument("--steps", type=cli_types.positive_int, default=200)
   parser.add_argument("--lrs", default="1e-4,3e-4,1e-3,3e-3")
   parser.add_argument("--decays", default="1,0.8,0.65,0.5")
-  parser.add_argument("--seeds", type=int, default=5)
+  parser.add_argument("--seeds", type=cli_types.positive_int, default=5)
   parser.add_argument(
-      "--test", type=int, default=None, help="test images (default: all 10000; --quick: 1000)"
+      "--test",
+      type=cli_types.positive_int,
+      default=None,
+      help="test images (default: all 10000; --quick: 1000)",
   )
   parser.add_argument("--data", default=None, help="data directory (default $CAADAM_JAX_DATA)")
   parser.add_argument("--out", default=str(RESULTS_DIR / "layer_decay_finetune"))

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 import caadam_jax
+from examples import cli_types
 
 # Each strategy with its default scaling factor (as described; 0.1.1 has the same ones).
 STRATEGIES: tuple[tuple[caadam_jax.StrategyName, float], ...] = tuple(
@@ -81,15 +82,17 @@ def factor_table(params) -> str:
   return "\n".join(lines + notes) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-  parser.add_argument("--widths", type=int, nargs="+", default=[8, 128, 64, 32, 1])
+  parser.add_argument(
+      "--widths", type=cli_types.positive_int, nargs="+", default=[8, 128, 64, 32, 1]
+  )
   parser.add_argument(
       "--out",
       type=pathlib.Path,
       default=pathlib.Path(__file__).resolve().parent / "results" / "published_factors.md",
   )
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   widths = args.widths
   title = f"## Per-leaf factors, MLP {' -> '.join(map(str, widths))} (Flax `nn.Dense` names)\n\n"
   text = title + factor_table(mlp_shapes(widths))

@@ -55,13 +55,12 @@ import tempfile
 
 import numpy as np
 
+from examples import cli_types
 from examples import data_files
 
 from ._shared import RESULTS_DIR
 from ._shared import load_results
 from ._shared import machine_info
-from ._shared import positive_float
-from ._shared import positive_int
 from ._shared import require_data_dir
 from ._shared import require_results
 from ._shared import save_results
@@ -99,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
       help="images: use the first N training images (fashion default with the "
       "small CNN: 6000; 0 or a negative value for all)",
   )
-  p.add_argument("--seeds", type=positive_int, default=10)
+  p.add_argument("--seeds", type=cli_types.positive_int, default=10)
   p.add_argument(
       "--init",
       default="shared",
@@ -107,26 +106,26 @@ def _parser() -> argparse.ArgumentParser:
       help="shared: one initial weight set for all runs (published protocol); "
       "fresh: one per seed",
   )
-  p.add_argument("--init-seed", type=int, default=0)
-  p.add_argument("--shuffle-seed", type=int, default=1234)
+  p.add_argument("--init-seed", type=cli_types.non_negative_int, default=0)
+  p.add_argument("--shuffle-seed", type=cli_types.non_negative_int, default=1234)
   p.add_argument(
       "--max-epochs",
-      type=positive_int,
+      type=cli_types.positive_int,
       default=None,
       help="epoch cap (default 300 California, 50 images)",
   )
-  p.add_argument("--lr", type=positive_float, default=1e-3)
-  p.add_argument("--min-lr", type=positive_float, default=2.5e-5)
+  p.add_argument("--lr", type=cli_types.positive_float, default=1e-3)
+  p.add_argument("--min-lr", type=cli_types.positive_float, default=2.5e-5)
   p.add_argument(
       "--plateau-min-delta",
-      type=float,
+      type=cli_types.non_negative_float,
       default=1e-4,
       help="reduce-on-plateau min_delta (default 1e-4, the Keras default the committed "
       "results used; the published California notebook used 1e-5)",
   )
   p.add_argument("--configs", nargs="*", default=None, help="subset of configs, e.g. '[64,32]'")
   p.add_argument("--optimizers", nargs="*", default=None, help=f"subset of {list(OPTIMIZERS)}")
-  p.add_argument("--eval-chunk", type=int, default=None)
+  p.add_argument("--eval-chunk", type=cli_types.positive_int, default=None)
   p.add_argument(
       "--out-dir",
       default=None,

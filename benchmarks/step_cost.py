@@ -81,6 +81,7 @@ import numpy as np
 import optax
 
 import caadam_jax
+from examples import cli_types
 
 from ._shared import RESULTS_DIR
 from ._shared import machine_info
@@ -516,15 +517,19 @@ def _parser() -> argparse.ArgumentParser:
   )
   parser.add_argument(
       "--many-layers",
-      type=int,
+      type=cli_types.positive_int,
       default=None,
       help="layers of the 'many' layout (default 100 = 200 leaves; --quick: 12)",
   )
   parser.add_argument("--optimizers", default=None, help="comma list of names (default all)")
-  parser.add_argument("--reps", type=int, default=None, help="timed rounds (default 15)")
-  parser.add_argument("--warmup", type=int, default=2, help="untimed rounds")
-  parser.add_argument("--compile-reps", type=int, default=None, help="default 3")
-  parser.add_argument("--sample-seconds", type=float, default=None, help="default 0.03")
+  parser.add_argument(
+      "--reps", type=cli_types.positive_int, default=None, help="timed rounds (default 15)"
+  )
+  parser.add_argument("--warmup", type=cli_types.non_negative_int, default=2, help="untimed rounds")
+  parser.add_argument("--compile-reps", type=cli_types.positive_int, default=None, help="default 3")
+  parser.add_argument(
+      "--sample-seconds", type=cli_types.positive_float, default=None, help="default 0.03"
+  )
   parser.add_argument("--quick", action="store_true", help="tiny sizes, few rounds (< 60 s)")
   parser.add_argument("--out", default=None)
   parser.add_argument(

@@ -57,13 +57,13 @@ import jax
 import numpy as np
 
 import caadam_jax
+from examples import cli_types
 
 from . import convergence
 from . import stats
 from ._shared import RESULTS_DIR
 from ._shared import load_results
 from ._shared import machine_info
-from ._shared import positive_int
 from ._shared import read_json
 from ._shared import require_data_dir
 from ._shared import require_results
@@ -1163,19 +1163,29 @@ def parse_args(argv=None):
   p.add_argument("--california-variant", default="statlib", choices=["statlib", "sklearn"])
   p.add_argument("--resnet20", action="store_true")
   p.add_argument("--train-subsample", type=int, default=None)
-  p.add_argument("--seeds", type=positive_int, default=10)
-  p.add_argument("--init-seed", type=int, default=0)
-  p.add_argument("--shuffle-seed", type=int, default=1234)
-  p.add_argument("--max-epochs", type=int, default=None)
-  p.add_argument("--lr-low", type=float, default=1e-4)
-  p.add_argument("--lr-high", type=float, default=1e-2)
-  p.add_argument("--n-lrs", type=int, default=7)
-  p.add_argument("--widen", type=int, default=2, help="grid steps the sweep may add per side")
-  p.add_argument("--permutations", type=int, default=3, help="placebo permutations per strategy")
-  p.add_argument("--permutation-seed", type=int, default=0)
+  p.add_argument("--seeds", type=cli_types.positive_int, default=10)
+  p.add_argument("--init-seed", type=cli_types.non_negative_int, default=0)
+  p.add_argument("--shuffle-seed", type=cli_types.non_negative_int, default=1234)
+  p.add_argument("--max-epochs", type=cli_types.positive_int, default=None)
+  p.add_argument("--lr-low", type=cli_types.positive_float, default=1e-4)
+  p.add_argument("--lr-high", type=cli_types.positive_float, default=1e-2)
+  p.add_argument("--n-lrs", type=cli_types.positive_int, default=7)
+  p.add_argument(
+      "--widen",
+      type=cli_types.non_negative_int,
+      default=2,
+      help="grid steps the sweep may add per side",
+  )
+  p.add_argument(
+      "--permutations",
+      type=cli_types.non_negative_int,
+      default=3,
+      help="placebo permutations per strategy",
+  )
+  p.add_argument("--permutation-seed", type=cli_types.non_negative_int, default=0)
   p.add_argument(
       "--plateau-min-delta",
-      type=float,
+      type=cli_types.non_negative_float,
       default=None,
       help="reduce-on-plateau min_delta (default: 1e-5 for California as its published "
       "notebook, the Keras default 1e-4 otherwise)",
@@ -1190,7 +1200,7 @@ def parse_args(argv=None):
   p.add_argument("--out-dir", default=None)
   p.add_argument(
       "--checkpoint-every",
-      type=float,
+      type=cli_types.finite_float,
       default=600.0,
       help="seconds between saves of a group in training, so a stopped sweep resumes it "
       "mid-way (0: after every epoch; negative: never)",

@@ -36,6 +36,7 @@ import optax
 from flax import linen as nn
 
 import caadam_jax
+from examples import cli_types
 
 
 class Bottleneck(nn.Module):
@@ -181,11 +182,11 @@ def curve(layers: list[int], repeats: int, memory: bool) -> None:
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--repeats", type=cli_types.positive_int, default=3)
   parser.add_argument("--layers", default="125,250,500,1000,2000,5000")
   parser.add_argument("--memory", action="store_true")
   parser.add_argument("--resnet50", action="store_true")
-  parser.add_argument("--image-size", type=int, default=224)
+  parser.add_argument("--image-size", type=cli_types.positive_int, default=224)
   args = parser.parse_args(argv)
   if not args.resnet50:
     layers = [int(n) for n in args.layers.split(",")]

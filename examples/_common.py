@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import cli_types  # examples/cli_types.py: checked argparse types
 import data_files  # examples/data_files.py: the offline dataset loaders
 import jax
 import jax.numpy as jnp
@@ -68,10 +69,10 @@ def load_images(
 
 def add_training_arguments(parser, ckpt_dir: str) -> None:
   """--epochs, --learning-rate, --batch-size, --seed, and --ckpt-dir (default ``ckpt_dir``)."""
-  parser.add_argument("--epochs", type=int, default=2)
-  parser.add_argument("--learning-rate", type=float, default=1e-3)
-  parser.add_argument("--batch-size", type=int, default=64)
-  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--epochs", type=cli_types.positive_int, default=2)
+  parser.add_argument("--learning-rate", type=cli_types.positive_float, default=1e-3)
+  parser.add_argument("--batch-size", type=cli_types.positive_int, default=64)
+  parser.add_argument("--seed", type=cli_types.non_negative_int, default=0)
   parser.add_argument(
       "--ckpt-dir", default=ckpt_dir, help="Orbax checkpoint directory (overwritten)"
   )
@@ -87,10 +88,16 @@ def add_image_arguments(parser) -> None:
       "without one: scikit-learn digits)",
   )
   parser.add_argument(
-      "--subset", type=int, default=None, help="number of training images (default all)"
+      "--subset",
+      type=cli_types.positive_int,
+      default=None,
+      help="number of training images (default all)",
   )
   parser.add_argument(
-      "--test-subset", type=int, default=None, help="number of test images (default all)"
+      "--test-subset",
+      type=cli_types.positive_int,
+      default=None,
+      help="number of test images (default all)",
   )
 
 

@@ -29,6 +29,7 @@ import argparse
 import pathlib
 from collections.abc import Mapping
 
+import cli_types  # examples/cli_types.py: checked argparse types
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -159,9 +160,15 @@ def rosenbrock_race(optimizers: Mapping[str, optax.GradientTransformation], iter
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-  parser.add_argument("--epochs", type=int, default=300, help="full-batch steps for parts 1-3")
-  parser.add_argument("--iterations", type=int, default=2000, help="Rosenbrock steps (part 4)")
-  parser.add_argument("--regression-lr", type=float, default=1.0, help="Adam lr of part 1")
+  parser.add_argument(
+      "--epochs", type=cli_types.positive_int, default=300, help="full-batch steps for parts 1-3"
+  )
+  parser.add_argument(
+      "--iterations", type=cli_types.positive_int, default=2000, help="Rosenbrock steps (part 4)"
+  )
+  parser.add_argument(
+      "--regression-lr", type=cli_types.positive_float, default=1.0, help="Adam lr of part 1"
+  )
   parser.add_argument("--out", default="adam_basics.png", help="PNG of the loss curves")
   args = parser.parse_args(argv)
   results = {}

@@ -33,6 +33,7 @@ import argparse
 import time
 
 import _common  # examples/_common.py: helpers shared by the examples
+import cli_types  # examples/cli_types.py: checked argparse types
 import data_files  # examples/data_files.py: the offline dataset loaders
 import jax
 import jax.numpy as jnp
@@ -124,10 +125,10 @@ def main(argv=None):
       help="hidden sizes, comma separated (published: 64,32 / 128,64,32 / 128,128,64 / "
       "256,128,64,32 / 128,128,128,128,128 / 1024,256,64,16)",
   )
-  parser.add_argument("--epochs", type=int, default=30)
-  parser.add_argument("--seeds", type=int, default=1)
-  parser.add_argument("--learning-rate", type=float, default=1e-3)
-  parser.add_argument("--batch-size", type=int, default=128)
+  parser.add_argument("--epochs", type=cli_types.positive_int, default=30)
+  parser.add_argument("--seeds", type=cli_types.positive_int, default=1)
+  parser.add_argument("--learning-rate", type=cli_types.positive_float, default=1e-3)
+  parser.add_argument("--batch-size", type=cli_types.positive_int, default=128)
   parser.add_argument(
       "--optimizers",
       default=",".join(OPTIMIZERS),

@@ -41,7 +41,6 @@ import argparse
 import contextlib
 import inspect
 import json
-import math
 import os
 import signal
 import socket
@@ -52,6 +51,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
+import cli_types  # examples/cli_types.py: checked argparse types
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -76,49 +76,6 @@ RESULT_PREFIX = "RESULT "
 # ----------------------------------------------------------------------------- process group
 
 
-def positive_int(text: str) -> int:
-  """An argparse type: an integer >= 1 (a batch size, a step count, a timeout in seconds)."""
-  try:
-    value = int(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-  if value < 1:
-    raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-  return value
-
-
-def non_negative_int(text: str) -> int:
-  """An argparse type: an integer >= 0 (a process id)."""
-  try:
-    value = int(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
-  if value < 0:
-    raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
-  return value
-
-
-def positive_float(text: str) -> float:
-  """An argparse type: a finite number > 0 (a learning rate, a timeout)."""
-  try:
-    value = float(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}") from None
-  if not (math.isfinite(value) and value > 0):
-    raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-  return value
-
-
-def positive_int_list(text: str) -> list[int]:
-  """An argparse type: comma-separated positive integers (hidden layer sizes)."""
-  try:
-    return [positive_int(u) for u in text.split(",")]
-  except argparse.ArgumentTypeError:
-    raise argparse.ArgumentTypeError(
-        f"must be comma-separated positive integers such as 64,32, got {text!r}"
-    ) from None
-
-
 def coordinator_address(text: str) -> str:
   """An argparse type: ``HOST:PORT`` with a port in 1..65535."""
   host, sep, port = text.rpartition(":")
@@ -137,23 +94,23 @@ def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
       default=None,
       help="HOST:PORT of process 0's coordinator",
   )
-  parser.add_argument("--num-processes", type=positive_int, default=None)
-  parser.add_argument("--process-id", type=non_negative_int, default=None)
+  parser.add_argument("--num-processes", type=cli_types.positive_int, default=None)
+  parser.add_argument("--process-id", type=cli_types.non_negative_int, default=None)
   parser.add_argument(
       "--local-devices",
-      type=positive_int,
+      type=cli_types.positive_int,
       default=None,
       help="CPU only: simulate this many devices in each process (default: the real ones)",
   )
   parser.add_argument(
       "--heartbeat-timeout",
-      type=positive_int,
+      type=cli_types.positive_int,
       default=100,
       help="seconds without a heartbeat after which a process counts as dead and the others exit",
   )
   parser.add_argument(
       "--init-timeout",
-      type=positive_int,
+      type=cli_types.positive_int,
       default=300,
       help="seconds to wait for all processes to join",
   )
@@ -489,23 +446,27 @@ def main(argv: Sequence[str] | None = None) -> dict:
   parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
   parser.add_argument(
       "--launch",
-      type=positive_int,
+      type=cli_types.positive_int,
       default=None,
       metavar="N",
       help="launcher mode: start N local worker processes on the CPU",
   )
-  parser.add_argument("--timeout", type=positive_float, default=600, help="launcher mode: seconds")
+  parser.add_argument(
+      "--timeout", type=cli_types.positive_float, default=600, help="launcher mode: seconds"
+  )
   parser.add_argument("--layout", choices=["dp", "fsdp"], default="dp")
   parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="caadam-multiplicative")
-  parser.add_argument("--learning-rate", type=positive_float, default=1e-3)
-  parser.add_argument("--steps", type=positive_int, default=20)
+  parser.add_argument("--learning-rate", type=cli_types.positive_float, default=1e-3)
+  parser.add_argument("--steps", type=cli_types.positive_int, default=20)
   parser.add_argument(
       "--hidden",
-      type=positive_int_list,
+      type=cli_types.positive_int_list,
       default=[64, 32],
       help="hidden layer sizes, comma-separated",
   )
-  parser.add_argument("--batch-size", type=positive_int, default=64, help="global batch size")
+  parser.add_argument(
+      "--batch-size", type=cli_types.positive_int, default=64, help="global batch size"
+  )
   add_distributed_arguments(parser)
   args = parser.parse_args(argv)
   check_group(parser, args)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 
 import _common  # examples/_common.py: helpers shared by the examples
+import cli_types  # examples/cli_types.py: checked argparse types
 import jax
 import jax.numpy as jnp
 import optax
@@ -45,10 +46,10 @@ def probe_factors(tx, params) -> dict[str, float]:
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-  parser.add_argument("--epochs", type=int, default=20)
-  parser.add_argument("--learning-rate", type=float, default=1e-3)
-  parser.add_argument("--batch-size", type=int, default=64)
-  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--epochs", type=cli_types.positive_int, default=20)
+  parser.add_argument("--learning-rate", type=cli_types.positive_float, default=1e-3)
+  parser.add_argument("--batch-size", type=cli_types.positive_int, default=64)
+  parser.add_argument("--seed", type=cli_types.non_negative_int, default=0)
   args = parser.parse_args(argv)
 
   data = tuple(jnp.asarray(a) for a in _common.digits_split(args.seed))

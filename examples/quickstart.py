@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 
 import _common  # examples/_common.py: helpers shared by the examples
+import cli_types  # examples/cli_types.py: checked argparse types
 import data_files  # examples/data_files.py: the offline dataset loaders
 import jax
 import jax.numpy as jnp
@@ -241,19 +242,26 @@ def plot(results, rows, grid: list[float], base_rate: float, title: str):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-  parser.add_argument("--epochs", type=int, default=30, help="epochs per run (default 30)")
-  parser.add_argument("--seeds", type=int, default=5, help="seeds per cell (default 5)")
   parser.add_argument(
-      "--learning-rate", type=float, default=1e-3, help="the base rate compared first (1e-3)"
+      "--epochs", type=cli_types.positive_int, default=30, help="epochs per run (default 30)"
+  )
+  parser.add_argument(
+      "--seeds", type=cli_types.positive_int, default=5, help="seeds per cell (default 5)"
+  )
+  parser.add_argument(
+      "--learning-rate",
+      type=cli_types.positive_float,
+      default=1e-3,
+      help="the base rate compared first (1e-3)",
   )
   parser.add_argument(
       "--learning-rates",
-      type=float,
+      type=cli_types.positive_float,
       nargs="+",
       default=[3e-4, 1e-3, 3e-3, 1e-2],
       help="the grid each optimizer's rate is picked from on validation (includes the base rate)",
   )
-  parser.add_argument("--batch-size", type=int, default=64)
+  parser.add_argument("--batch-size", type=cli_types.positive_int, default=64)
   parser.add_argument("--dataset", choices=["digits", "mnist", "fashion-mnist"], default="digits")
   parser.add_argument(
       "--data-dir",

@@ -12,6 +12,7 @@ tests/test_packaging.py.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import gzip
 import math
@@ -19,6 +20,8 @@ import pathlib
 import re
 
 import caadam_test_helpers as helpers
+import hypothesis
+import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -1073,6 +1076,150 @@ def test_issue28_reproduce_rejects_bad_numbers_while_parsing(argv, match, capsys
     reproduce.parse_args(["--task", "california", *argv])
   assert exit_info.value.code == 2
   assert re.search(match, capsys.readouterr().err)
+
+
+# ------------------------------------------- every script's numbers: examples/cli_types.py
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(number=st.integers(min_value=-(10**6), max_value=10**6))
+def test_integer_cli_types_accept_exactly_their_range(number):
+  """Oracle: the definition (>= 1, >= 0), on the integer's own text."""
+  from examples import cli_types
+
+  for parse, lowest in ((cli_types.positive_int, 1), (cli_types.non_negative_int, 0)):
+    if number >= lowest:
+      assert parse(str(number)) == number
+    else:
+      with pytest.raises(argparse.ArgumentTypeError, match=re.escape(f"got '{number}'")):
+        parse(str(number))
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(number=st.floats(allow_nan=True, allow_infinity=True))
+def test_float_cli_types_accept_exactly_their_range(number):
+  """Oracle: the definition (finite, and > 0 or >= 0), on ``repr`` of the float."""
+  from examples import cli_types
+
+  for parse, holds in (
+      (cli_types.positive_float, math.isfinite(number) and number > 0),
+      (cli_types.non_negative_float, math.isfinite(number) and number >= 0),
+      (cli_types.finite_float, math.isfinite(number)),
+  ):
+    if holds:
+      assert parse(repr(number)) == number
+    else:
+      with pytest.raises(argparse.ArgumentTypeError, match=r"must be a finite number"):
+        parse(repr(number))
+
+
+@pytest.mark.parametrize("text", ["", "x", "1.5", "1e3", " ", "0x10"])
+def test_integer_cli_types_refuse_what_is_not_an_integer(text):
+  from examples import cli_types
+
+  for parse in (cli_types.positive_int, cli_types.non_negative_int):
+    with pytest.raises(argparse.ArgumentTypeError, match=re.escape(f"got {text!r}")):
+      parse(text)
+
+
+def test_positive_int_list():
+  from examples import cli_types
+
+  assert cli_types.positive_int_list("64,32") == [64, 32]
+  assert cli_types.positive_int_list("7") == [7]
+  for text in ("64,0", "64,", "", "64;32", "-1"):
+    with pytest.raises(argparse.ArgumentTypeError, match="comma-separated positive integers"):
+      cli_types.positive_int_list(text)
+
+
+POSITIVE_INT = "a positive integer"
+NON_NEGATIVE_INT = "a non-negative integer"
+POSITIVE_FLOAT = "a finite number > 0"
+
+
+# (module, entry point, arguments, the option refused, what it must be). One row per parser
+# at least: every example and benchmark script takes its numbers through cli_types.
+SCRIPT_CASES = [
+    ("california_housing", "main", ["--batch-size", "0"], "--batch-size", POSITIVE_INT),
+    ("california_housing", "main", ["--epochs", "-1"], "--epochs", POSITIVE_INT),
+    ("california_housing", "main", ["--seeds", "0"], "--seeds", POSITIVE_INT),
+    ("quickstart", "main", ["--learning-rates", "1e-3", "nan"], "--learning-rates", POSITIVE_FLOAT),
+    ("quickstart", "main", ["--epochs", "0"], "--epochs", POSITIVE_INT),
+    ("optax_chain", "main", ["--seed", "-1"], "--seed", NON_NEGATIVE_INT),
+    ("adam_basics", "main", ["--iterations", "0"], "--iterations", POSITIVE_INT),
+    ("adam_basics", "main", ["--regression-lr", "inf"], "--regression-lr", POSITIVE_FLOAT),
+    ("linen_trainstate", "main", ["--learning-rate", "0"], "--learning-rate", POSITIVE_FLOAT),
+    ("nnx_optimizer", "main", ["--subset", "0"], "--subset", POSITIVE_INT),
+    ("benchmarks.sweep", "parse_args", ["--max-epochs", "0"], "--max-epochs", POSITIVE_INT),
+    ("benchmarks.sweep", "parse_args", ["--widen", "-1"], "--widen", NON_NEGATIVE_INT),
+    ("benchmarks.sweep", "parse_args", ["--lr-low", "0"], "--lr-low", POSITIVE_FLOAT),
+    (
+        "benchmarks.sweep",
+        "parse_args",
+        ["--plateau-min-delta=-1e-4"],
+        "--plateau-min-delta",
+        "a finite number >= 0",
+    ),
+    (
+        "benchmarks.sweep",
+        "parse_args",
+        ["--checkpoint-every", "nan"],
+        "--checkpoint-every",
+        "a finite number",
+    ),
+    ("benchmarks.reproduce", "parse_args", ["--eval-chunk", "0"], "--eval-chunk", POSITIVE_INT),
+    (
+        "benchmarks.reproduce",
+        "parse_args",
+        ["--shuffle-seed=-1"],
+        "--shuffle-seed",
+        NON_NEGATIVE_INT,
+    ),
+    ("benchmarks.step_cost", "main", ["--sample-seconds", "0"], "--sample-seconds", POSITIVE_FLOAT),
+    ("benchmarks.compile_constants", "main", ["--steps", "0"], "--steps", POSITIVE_INT),
+    ("benchmarks.trace_cost", "main", ["--repeats", "0"], "--repeats", POSITIVE_INT),
+    ("benchmarks.layer_decay_finetune", "main", ["--seeds", "0"], "--seeds", POSITIVE_INT),
+    ("benchmarks.layer_decay_cost", "main", ["--rounds", "0"], "--rounds", POSITIVE_INT),
+    ("benchmarks.adas_mnist", "parse_args", ["--epochs-adas", "0"], "--epochs-adas", POSITIVE_INT),
+    (
+        "benchmarks.adas_tuned",
+        "parse_args",
+        ["--adam-lrs", "1e-3", "-1"],
+        "--adam-lrs",
+        POSITIVE_FLOAT,
+    ),
+    ("benchmarks.published_factors", "main", ["--widths", "8", "0"], "--widths", POSITIVE_INT),
+]
+
+
+@pytest.mark.slow  # imports every example and benchmark script
+@pytest.mark.external
+@pytest.mark.parametrize("module,entry,argv,option,what", SCRIPT_CASES)
+def test_scripts_refuse_bad_numbers_while_parsing(module, entry, argv, option, what, capsys):
+  """Input: a bad number. Expected: exit 2 naming the option and the rule, before any work.
+
+  It used to be a ZeroDivisionError for ``--batch-size 0``, an IndexError for ``--epochs
+  -1`` and an empty table for ``--seeds 0`` (``examples/california_housing.py``).
+  """
+  import importlib
+
+  with pytest.raises(SystemExit) as exit_info:
+    getattr(importlib.import_module(module), entry)(argv)
+  assert exit_info.value.code == 2
+  bad = argv[-1].split("=")[-1]
+  assert f"argument {option}: must be {what}, got {bad!r}" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.external
+def test_sweep_keeps_the_values_whose_sign_means_something():
+  """``--checkpoint-every -1`` (never), ``0`` (every epoch), ``--plateau-min-delta 0``."""
+  from benchmarks import sweep
+
+  assert sweep.parse_args(["--checkpoint-every", "-1", "--quick"]).checkpoint_every == -1.0
+  assert sweep.parse_args(["--checkpoint-every", "0", "--quick"]).checkpoint_every == 0.0
+  args = sweep.parse_args(["--plateau-min-delta", "0", "--permutations", "0", "--quick"])
+  assert args.plateau_min_delta == 0.0
 
 
 def test_issue28_report_only_and_merge_from_need_results(tmp_path):
