@@ -34,6 +34,7 @@ reports:
   strategies.
 
     python -m benchmarks.compile_constants [--layers 125,1000] [--models resnet,transformer] [--reps 2]
+    python -m benchmarks.compile_constants --layers= --models transformer,transformer-12 --reps 2
     python -m benchmarks.compile_constants --update-only [--layers 100] [--reps 3]
     python -m benchmarks.compile_constants --order-check 4 [--layers 125] [--steps 300]
 
@@ -258,14 +259,24 @@ def train_models(layers: list[int], models: list[str]) -> dict[str, tuple[Any, A
         variables["params"],
         model_zoo.RESNET_INPUT,
     )
-  if "transformer" in models:
-    model = model_zoo.TransformerLM()
-    variables = model.init(jax.random.key(0), model_zoo.LM_INPUT)
-    out["zoo-transformer"] = (
-        lambda p, b, model=model: jnp.mean(cast(jax.Array, model.apply({"params": p}, b)) ** 2),
-        variables["params"],
-        model_zoo.LM_INPUT,
-    )
+  # The zoo's Transformer (d 8, 2 blocks: a 0.5-1 ms step of ~290 tiny kernels), and the
+  # same class at a size where kernels do work (d 64, 12 blocks, 32 tokens: ~15 ms).
+  lms = {
+      "transformer": ("zoo-transformer", model_zoo.TransformerLM(), model_zoo.LM_INPUT),
+      "transformer-12": (
+          "transformer-12",
+          model_zoo.TransformerLM(vocab=256, d=64, heads=4, num_layers=12, max_len=32),
+          jnp.zeros((4, 32), jnp.int32),
+      ),
+  }
+  for key, (name, model, tokens) in lms.items():
+    if key in models:
+      variables = model.init(jax.random.key(0), tokens)
+      out[name] = (
+          lambda p, b, model=model: jnp.mean(cast(jax.Array, model.apply({"params": p}, b)) ** 2),
+          variables["params"],
+          tokens,
+      )
   return out
 
 
@@ -420,7 +431,11 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument(
       "--layers", default=None, help="comma-separated layer counts (default 125; empty: none)"
   )
-  parser.add_argument("--models", default="resnet,transformer")
+  parser.add_argument(
+      "--models",
+      default="resnet,transformer",
+      help="comma-separated: resnet, transformer (the zoo's), transformer-12 (d 64, 12 blocks)",
+  )
   parser.add_argument("--update-only", action="store_true")
   parser.add_argument("--rows", type=cli_types.positive_int, default=128)
   parser.add_argument("--cols", type=cli_types.positive_int, default=256)
@@ -465,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
   # --layers= (empty): the model zoo only.
   layers = [int(n) for n in ("125" if args.layers is None else args.layers).split(",") if n]
   models = [m for m in args.models.split(",") if m]
-  unknown = set(models) - {"resnet", "transformer"}
+  unknown = set(models) - {"resnet", "transformer", "transformer-12"}
   if unknown or any(n < 1 for n in layers) or not (layers or models) or args.steps < 1:
     parser.error(f"bad --layers/--models/--steps: {args}")
   if args.reps < 2 or args.reps % 2:
