@@ -51,7 +51,6 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-import cli_types  # examples/cli_types.py: checked argparse types
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,6 +62,11 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import caadam_jax
+
+try:  # examples/cli_types.py: checked argparse types
+  import cli_types  # run as a script (examples/ on sys.path)
+except ModuleNotFoundError:  # imported as examples.multihost (the multi-process tests' workers)
+  from examples import cli_types
 
 OPTIMIZERS = {
     "caadam-additive": lambda lr: caadam_jax.caadam(lr, strategy="additive"),
