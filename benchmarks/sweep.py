@@ -1210,10 +1210,8 @@ def parse_args(argv=None):
   args = p.parse_args(argv)
   if args.n_lrs < 2:
     raise SystemExit(f"--n-lrs must be at least 2, got {args.n_lrs}.")
-  if not 0 < args.lr_low < args.lr_high:
-    raise SystemExit(
-        f"--lr-low and --lr-high must satisfy 0 < low < high, got {args.lr_low}, {args.lr_high}."
-    )
+  if not args.lr_low < args.lr_high:  # each is > 0 (cli_types.positive_float)
+    raise SystemExit(f"--lr-low must be below --lr-high, got {args.lr_low}, {args.lr_high}.")
   # Fixed parts of the protocol that build_task/run_cell read.
   args.init, args.lr, args.min_lr, args.compact = "fresh", 1e-3, 2.5e-5, True
   args.eval_chunk = 128 if args.resnet20 else 1024

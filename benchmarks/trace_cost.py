@@ -183,16 +183,15 @@ def curve(layers: list[int], repeats: int, memory: bool) -> None:
 def main(argv=None):
   parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
   parser.add_argument("--repeats", type=cli_types.positive_int, default=3)
-  parser.add_argument("--layers", default="125,250,500,1000,2000,5000")
+  parser.add_argument(
+      "--layers", type=cli_types.positive_int_list, default=[125, 250, 500, 1000, 2000, 5000]
+  )
   parser.add_argument("--memory", action="store_true")
   parser.add_argument("--resnet50", action="store_true")
   parser.add_argument("--image-size", type=cli_types.positive_int, default=224)
   args = parser.parse_args(argv)
   if not args.resnet50:
-    layers = [int(n) for n in args.layers.split(",")]
-    if not layers or min(layers) < 1:
-      parser.error(f"--layers must be positive integers, got {args.layers!r}")
-    return curve(layers, args.repeats, args.memory)
+    return curve(args.layers, args.repeats, args.memory)
 
   model = ResNet50()
   x = jax.ShapeDtypeStruct((1, args.image_size, args.image_size, 3), jnp.float32)

@@ -1178,6 +1178,13 @@ SCRIPT_CASES = [
     ("benchmarks.step_cost", "main", ["--sample-seconds", "0"], "--sample-seconds", POSITIVE_FLOAT),
     ("benchmarks.compile_constants", "main", ["--steps", "0"], "--steps", POSITIVE_INT),
     ("benchmarks.trace_cost", "main", ["--repeats", "0"], "--repeats", POSITIVE_INT),
+    (
+        "benchmarks.trace_cost",
+        "main",
+        ["--layers", "125,x"],
+        "--layers",
+        "comma-separated positive integers such as 64,32",
+    ),
     ("benchmarks.layer_decay_finetune", "main", ["--seeds", "0"], "--seeds", POSITIVE_INT),
     ("benchmarks.layer_decay_cost", "main", ["--rounds", "0"], "--rounds", POSITIVE_INT),
     ("benchmarks.adas_mnist", "parse_args", ["--epochs-adas", "0"], "--epochs-adas", POSITIVE_INT),
@@ -1208,6 +1215,15 @@ def test_scripts_refuse_bad_numbers_while_parsing(module, entry, argv, option, w
   assert exit_info.value.code == 2
   bad = argv[-1].split("=")[-1]
   assert f"argument {option}: must be {what}, got {bad!r}" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.external
+def test_sweep_refuses_a_learning_rate_range_upside_down():
+  from benchmarks import sweep
+
+  with pytest.raises(SystemExit, match=r"--lr-low must be below --lr-high, got 0.01, 0.001"):
+    sweep.parse_args(["--lr-low", "1e-2", "--lr-high", "1e-3"])
 
 
 @pytest.mark.slow
