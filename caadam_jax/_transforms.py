@@ -208,8 +208,11 @@ def apply_factors(updates: optax.Updates, factors: Mapping[_paths.Path, Any]) ->
   The branches compute nothing: a branch that derived each factor at run time (say
   ``c * 2**b / 2**b``) would itself be one distinct scalar kernel per factor, which
   cost as much compile time as the literals saved. ``benchmarks/compile_constants.py``
-  measures it. Eagerly (no leaf traced) the factors stay literals: there is no whole
-  step to compile. Under :func:`~caadam_jax.factors_in_state` the values come from
+  measures it. Where literals would make few kernels distinct (at most
+  ``MAX_KERNELS_FROM_LITERALS``, as on the model zoo's ResNet and Transformer) they stay
+  literals: a few kernels compile in a fraction of a second, once, and the cond's scalar
+  outputs slowed the zoo Transformer's 0.5 ms step under layer decay by 10%. Eagerly (no
+  leaf traced) the factors stay literals: there is no whole step to compile. Under :func:`~caadam_jax.factors_in_state` the values come from
   the optimizer state instead (entry operands of the step): with about 1000 distinct
   factors the cond's outputs slow XLA:CPU's thunk scheduling (its ``ExecutionGraph``
   transitive reduction), and operands do not.
@@ -234,7 +237,8 @@ def apply_factors(updates: optax.Updates, factors: Mapping[_paths.Path, Any]) ->
   values = tuple(np.asarray(v, dtype=d) for v, d in distinct)
   # Inside factors_in_state: the state's copies of the factors (entry operands).
   runtime = _factor_state.held_factors(values)
-  operand = _runtime_int(updates) if runtime is None and len(distinct) > 1 else None
+  few = _kernels_literals_add(updates, concrete) <= MAX_KERNELS_FROM_LITERALS
+  operand = _runtime_int(updates) if runtime is None and not few else None
   if operand is not None:
     # Literals in one branch, the same literals as the cond's operands in the other:
     # neither branch has a kernel, and the outputs are unknown to XLA until run time.
@@ -247,6 +251,28 @@ def apply_factors(updates: optax.Updates, factors: Mapping[_paths.Path, Any]) ->
   return _paths.map_with_normalized_path(
       lambda path, u: _leaves.scale_leaf(u, factors[path]), updates
   )
+
+
+# Literal factors that would make at most this many fused kernels distinct stay
+# literals: each costs its compile once (about 10 ms on CPU), while the cond's outputs
+# can cost a small model's step on every call (5-10% of the zoo Transformer's 0.5 ms
+# step under layer decay: XLA:CPU orders the kernels that share their buffers).
+MAX_KERNELS_FROM_LITERALS = 16
+
+
+def _kernels_literals_add(
+    updates: optax.Updates, concrete: Mapping[_paths.Path, tuple[float, Any]]
+) -> int:
+  """How many more distinct kernels literal factors would make than runtime ones.
+
+  Leaves of one shape and dtype share a fused kernel when their factors are runtime
+  values; as literals, each distinct factor among them makes its own.
+  """
+  shapes: dict[_paths.Path, tuple[int, ...]] = {}
+  _paths.map_with_normalized_path(lambda path, u: shapes.setdefault(path, u.shape), updates)
+  with_value = {(shapes[path], vd) for path, vd in concrete.items()}
+  without = {(shapes[path], vd[1]) for path, vd in concrete.items()}
+  return len(with_value) - len(without)
 
 
 def _runtime_int(updates: optax.Updates) -> jax.Array | None:

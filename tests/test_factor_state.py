@@ -102,14 +102,18 @@ def test_state_holds_the_distinct_factors_sorted():
 
 
 def test_factors_are_entry_operands_not_a_cond():
-  params = mlp_params()
+  # Deep enough that the default hands its factors over through the cond (literals
+  # would make more than MAX_KERNELS_FROM_LITERALS kernels distinct); equal layers, so
+  # the natural path order is declared to be the forward order.
+  params = mlp_params((3,) + (4,) * 14)
+  structure = caadam_jax.infer_structure(params)
   grads = grads_at(params, 0)
 
   def hlo(tx):
     return jax.jit(tx.update).lower(grads, tx.init(params), params).as_text()
 
-  plain = hlo(caadam_jax.caadam(1e-3, strategy="depth"))
-  held = hlo(caadam_jax.caadam(1e-3, strategy="depth", factors_in_state=True))
+  plain = hlo(caadam_jax.caadam(1e-3, strategy="depth", structure=structure))
+  held = hlo(caadam_jax.caadam(1e-3, strategy="depth", structure=structure, factors_in_state=True))
   assert "stablehlo.case" in plain or "stablehlo.if" in plain
   assert "stablehlo.case" not in held and "stablehlo.if" not in held
 

@@ -192,12 +192,13 @@ def test_quick_run_writes_json_and_merges(tmp_path, capsys):
 
 
 def test_distinct_constants_are_what_costs_compile_time():
-  results = compile_constants.measure(layers=6, rows=16, cols=8, reps=1)
+  results = compile_constants.measure(layers=12, rows=16, cols=8, reps=1)
   adam = results["adam"]
   # A shared constant or equal factors add no distinct kernel. Distinct per-layer
   # constants as literals (a per-layer learning rate, factors behind a barrier) add one
-  # per layer; depth's 5 distinct factors, runtime scalars (apply_factors), add a few
-  # fixed ones (the last layer's unscaled kernels, the cond's predicate), not one each.
+  # per layer; depth's 11 distinct factors, runtime scalars (apply_factors: 12 layers
+  # are over MAX_KERNELS_FROM_LITERALS), add a few fixed ones (the last layer's
+  # unscaled kernels, the cond's predicate), not one each.
   assert results["adam*1.5"]["distinct_fusions"] == adam["distinct_fusions"]
   assert results["caadam-additive"]["distinct_fusions"] == adam["distinct_fusions"]
   assert results["caadam-depth+barrier"]["distinct_fusions"] >= adam["distinct_fusions"] + 5

@@ -12,6 +12,8 @@ import optax
 import pytest
 
 import caadam_jax
+from caadam_jax import _paths
+from caadam_jax import _transforms
 
 # Random kernels: the comparisons with Adam need values, not only shapes.
 mlp_params = functools.partial(helpers.mlp_params, seed=0)
@@ -311,13 +313,24 @@ def test_minmaxmedian_mode_keyword_is_a_deprecated_strategy():
 
 
 # ----------------------------------------------------------------------------
-# Factors as runtime values (compile cost): distinct concrete factors leave the jitted
-# update through a lax.cond, never as literals multiplied into the updates, and the
-# numbers are exactly update * factor (rounded once to the update's dtype), for
+# Factors as runtime values (compile cost): where literals would make more than
+# MAX_KERNELS_FROM_LITERALS fused kernels distinct, distinct concrete factors leave the
+# jitted update through a lax.cond, never as literals multiplied into the updates, and
+# the numbers are exactly update * factor (rounded once to the update's dtype), for
 # updates of either sign. The cond's predicate depends on no input of the update, so
 # no scaled update waits for the others (test_cond_predicate_depends_on_no_input).
+# Fewer stay literals (test_few_distinct_kernels_stay_literals).
 
-DEPTH4 = {f"Dense_{i}": {"kernel": jnp.ones((3, 3)), "bias": jnp.ones(3)} for i in range(4)}
+
+def _equal_layers(n: int) -> dict:
+  return {f"Dense_{i}": {"kernel": jnp.ones((3, 3)), "bias": jnp.ones(3)} for i in range(n)}
+
+
+# Under depth, n equal layers have n - 1 distinct factors other than 1 (the last layer's
+# is 1), on kernels and on biases: as literals, 2 * (n - 2) kernels more than runtime
+# factors make; 12 layers make 20, over the threshold.
+DEPTH4 = _equal_layers(4)
+DEPTH12 = _equal_layers(12)
 
 
 def _literal_muls(jaxpr):
@@ -333,22 +346,79 @@ def _literal_muls(jaxpr):
   return found
 
 
+def _primitives(jaxpr) -> set[str]:
+  return {e.primitive.name for e in jaxpr.eqns}
+
+
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_distinct_factors_are_runtime_values_and_exact(dtype, sign):
-  tx = caadam_jax.scale_by_depth(structure=caadam_jax.infer_structure(DEPTH4))
-  updates = jax.tree.map(lambda p: (sign * 0.3 * p).astype(dtype), DEPTH4)
-  jaxpr = jax.make_jaxpr(tx.update)(updates, tx.init(DEPTH4))
-  assert "cond" in {e.primitive.name for e in jaxpr.eqns}
+  tx = caadam_jax.scale_by_depth(structure=caadam_jax.infer_structure(DEPTH12))
+  updates = jax.tree.map(lambda p: (sign * 0.3 * p).astype(dtype), DEPTH12)
+  jaxpr = jax.make_jaxpr(tx.update)(updates, tx.init(DEPTH12))
+  assert "cond" in _primitives(jaxpr)
   assert _literal_muls(jaxpr.jaxpr) == []
-  out, _ = jax.jit(tx.update)(updates, tx.init(DEPTH4))
-  for i in range(4):
-    factor = 2.0 ** ((4 - (1 + i)) / 4)  # (1 + g) ** ((D - (1 + d)) / D), g = 1
+  out, _ = jax.jit(tx.update)(updates, tx.init(DEPTH12))
+  for i in range(12):
+    factor = 2.0 ** ((12 - (1 + i)) / 12)  # (1 + g) ** ((D - (1 + d)) / D), g = 1
     for name in ("kernel", "bias"):
       leaf = updates[f"Dense_{i}"][name]
       expected = np.asarray(leaf * jnp.asarray(factor, dtype))
       assert out[f"Dense_{i}"][name].dtype == dtype
       np.testing.assert_array_equal(np.asarray(out[f"Dense_{i}"][name]), expected)
+
+
+def _concrete(params, factor_of) -> dict:
+  """Normalized path -> (factor, float32), for apply_factors' count, by a hand formula."""
+  out = {}
+  _paths.map_with_normalized_path(
+      lambda path, u: out.setdefault(path, (factor_of(path), jnp.dtype(jnp.float32))), params
+  )
+  return {path: vd for path, vd in out.items() if vd[0] != 1.0}
+
+
+@pytest.mark.parametrize("layers", range(3, 16))
+def test_kernels_literals_would_add_is_counted_by_shape(layers):
+  """2 * (n - 2) for n equal layers under depth (see DEPTH12); the cond from 11 on."""
+  params = _equal_layers(layers)
+
+  def depth_factor(path):
+    d = int(next(str(k) for k in path if str(k).startswith("Dense_"))[len("Dense_") :])
+    return 2.0 ** ((layers - (1 + d)) / layers)
+
+  added = _transforms._kernels_literals_add(params, _concrete(params, depth_factor))
+  assert added == 2 * (layers - 2)
+  tx = caadam_jax.scale_by_depth(structure=caadam_jax.infer_structure(params))
+  uses_cond = "cond" in _primitives(jax.make_jaxpr(tx.update)(params, tx.init(params)))
+  assert uses_cond == (added > _transforms.MAX_KERNELS_FROM_LITERALS)
+  assert uses_cond == (layers >= 11)
+
+
+def test_kernels_literals_would_add_count_each_shape_apart():
+  """Leaves of different shapes never share a kernel, so their factors add none."""
+  params = {f"Dense_{i:02d}": {"kernel": jnp.ones((i + 2, 3))} for i in range(30)}
+  order = {}
+
+  def factor(path):
+    return 1.5 + order.setdefault(path, len(order))  # 30 distinct factors
+
+  assert _transforms._kernels_literals_add(params, _concrete(params, factor)) == 0
+
+
+def test_few_distinct_kernels_stay_literals():
+  """Four layers (4 kernels more as literals): no cond, and the same numbers as with it."""
+  tx = caadam_jax.scale_by_depth(structure=caadam_jax.infer_structure(DEPTH4))
+  updates = jax.tree.map(lambda p: (0.3 * p).astype(jnp.bfloat16), DEPTH4)
+  jaxpr = jax.make_jaxpr(tx.update)(updates, tx.init(DEPTH4))
+  assert "cond" not in _primitives(jaxpr)
+  out, _ = jax.jit(tx.update)(updates, tx.init(DEPTH4))
+  for i in range(4):
+    factor = 2.0 ** ((4 - (1 + i)) / 4)
+    for name in ("kernel", "bias"):
+      leaf = updates[f"Dense_{i}"][name]
+      np.testing.assert_array_equal(
+          np.asarray(out[f"Dense_{i}"][name]), np.asarray(leaf * jnp.asarray(factor, jnp.bfloat16))
+      )
 
 
 def _depends_on_inputs(jaxpr) -> set:
@@ -369,9 +439,10 @@ def test_cond_predicate_depends_on_no_input():
   7-10% longer than ``optax.adam``'s (``benchmarks/compile_constants.py``).
   """
   tx = optax.chain(
-      optax.scale_by_adam(), caadam_jax.scale_by_depth(structure=caadam_jax.infer_structure(DEPTH4))
+      optax.scale_by_adam(),
+      caadam_jax.scale_by_depth(structure=caadam_jax.infer_structure(DEPTH12)),
   )
-  jaxpr = jax.make_jaxpr(tx.update)(DEPTH4, tx.init(DEPTH4), DEPTH4).jaxpr
+  jaxpr = jax.make_jaxpr(tx.update)(DEPTH12, tx.init(DEPTH12), DEPTH12).jaxpr
   conds = [e for e in jaxpr.eqns if e.primitive.name == "cond"]
   assert len(conds) == 1
   predicate = conds[0].invars[0]
