@@ -5,7 +5,8 @@ factor made its layer's fused Adam kernel distinct, and XLA compiles every disti
 kernel anew: a train step of 125 equal layers compiled about 2x (on a loaded machine
 up to 5x) slower than Adam's. ``caadam_jax`` hands distinct factors to XLA as runtime
 values (``apply_factors``: the outputs of a ``lax.cond`` whose branches return the
-same literals and compute nothing), so equal layers share one kernel again. Two
+same literals and compute nothing), so equal layers share one kernel again; where
+literals would make at most 16 kernels distinct (the zoo models) they stay literals. Two
 reports:
 
 * the train step (default): forward, backward, update and apply, jitted and
