@@ -291,8 +291,20 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--train", type=cli_types.positive_int, default=1000)
   parser.add_argument("--val", type=cli_types.positive_int, default=2000)
   parser.add_argument("--steps", type=cli_types.positive_int, default=200)
-  parser.add_argument("--lrs", default="1e-4,3e-4,1e-3,3e-3")
-  parser.add_argument("--decays", default="1,0.8,0.65,0.5")
+  parser.add_argument(
+      "--lrs",
+      type=cli_types.comma_separated(
+          cli_types.positive_float, "comma-separated numbers > 0 such as 1e-4,3e-4"
+      ),
+      default="1e-4,3e-4,1e-3,3e-3",
+  )
+  parser.add_argument(
+      "--decays",
+      type=cli_types.comma_separated(
+          cli_types.decay_fraction, "comma-separated numbers in (0, 1] such as 1,0.8"
+      ),
+      default="1,0.8,0.65,0.5",
+  )
   parser.add_argument("--seeds", type=cli_types.positive_int, default=5)
   parser.add_argument(
       "--test",
@@ -310,10 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     return write_report(pathlib.Path(args.out))
   if args.quick:
     args.pretrain_steps, args.train, args.val, args.steps, args.seeds = 20, 256, 256, 10, 2
-    args.lrs, args.decays = "1e-3,3e-3", "1,0.65"
+    args.lrs, args.decays = [1e-3, 3e-3], [1.0, 0.65]
     args.test = args.test or 1000
-  lrs = [float(v) for v in args.lrs.split(",")]
-  decays = [float(v) for v in args.decays.split(",")]
+  lrs, decays = args.lrs, args.decays
   if 1.0 not in decays:
     raise SystemExit("--decays must include 1 (AdamW, the baseline).")
   seeds = list(range(args.seeds))

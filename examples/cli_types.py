@@ -56,12 +56,21 @@ non_negative_float = _checked(float, lambda v: math.isfinite(v) and v >= 0, "a f
 finite_float = _checked(float, math.isfinite, "a finite number")
 """Any finite number (where the sign has a meaning of its own)."""
 
+decay_fraction = _checked(float, lambda v: math.isfinite(v) and 0 < v <= 1, "a number in (0, 1]")
+"""A number with ``0 < x <= 1`` (a layer-wise learning-rate decay; 1 turns it off)."""
 
-def positive_int_list(text: str) -> list[int]:
-  """An argparse type: comma-separated positive integers (hidden layer sizes)."""
-  try:
-    return [positive_int(u) for u in text.split(",")]
-  except argparse.ArgumentTypeError:
-    raise argparse.ArgumentTypeError(
-        f"must be comma-separated positive integers such as 64,32, got {text!r}"
-    ) from None
+
+def comma_separated(item: Callable[[str], _Number], what: str) -> Callable[[str], list[_Number]]:
+  """An argparse type: comma-separated values, each parsed by ``item`` (``what`` names them)."""
+
+  def parse(text: str) -> list[_Number]:
+    try:
+      return [item(u) for u in text.split(",")]
+    except argparse.ArgumentTypeError:
+      raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+
+  return parse
+
+
+positive_int_list = comma_separated(positive_int, "comma-separated positive integers such as 64,32")
+"""Comma-separated integers >= 1 (hidden layer sizes)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from typing import cast
 
+import cli_types  # examples/cli_types.py: checked argparse types
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,7 +50,7 @@ class TinyViT(nn.Module):
 
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-  parser.add_argument("--decay", type=float, default=0.75)
+  parser.add_argument("--decay", type=cli_types.decay_fraction, default=0.75)
   args = parser.parse_args(argv)
   model = TinyViT()
   patches = jnp.ones((2, 9, 12))

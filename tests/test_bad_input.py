@@ -1105,11 +1105,12 @@ def test_float_cli_types_accept_exactly_their_range(number):
       (cli_types.positive_float, math.isfinite(number) and number > 0),
       (cli_types.non_negative_float, math.isfinite(number) and number >= 0),
       (cli_types.finite_float, math.isfinite(number)),
+      (cli_types.decay_fraction, math.isfinite(number) and 0 < number <= 1),
   ):
     if holds:
       assert parse(repr(number)) == number
     else:
-      with pytest.raises(argparse.ArgumentTypeError, match=r"must be a finite number"):
+      with pytest.raises(argparse.ArgumentTypeError, match=r"must be a (finite )?number"):
         parse(repr(number))
 
 
@@ -1130,6 +1131,16 @@ def test_positive_int_list():
   for text in ("64,0", "64,", "", "64;32", "-1"):
     with pytest.raises(argparse.ArgumentTypeError, match="comma-separated positive integers"):
       cli_types.positive_int_list(text)
+
+
+def test_comma_separated_names_the_whole_list():
+  from examples import cli_types
+
+  decays = cli_types.comma_separated(cli_types.decay_fraction, "numbers in (0, 1]")
+  assert decays("1,0.8,0.5") == [1.0, 0.8, 0.5]
+  for text in ("1,0", "1,1.5", "1,", "1,nan", ""):
+    with pytest.raises(argparse.ArgumentTypeError, match=re.escape(f"got {text!r}")):
+      decays(text)
 
 
 POSITIVE_INT = "a positive integer"
@@ -1186,6 +1197,21 @@ SCRIPT_CASES = [
         "comma-separated positive integers such as 64,32",
     ),
     ("benchmarks.layer_decay_finetune", "main", ["--seeds", "0"], "--seeds", POSITIVE_INT),
+    (
+        "benchmarks.layer_decay_finetune",
+        "main",
+        ["--decays", "1,0.8,0"],
+        "--decays",
+        "comma-separated numbers in (0, 1] such as 1,0.8",
+    ),
+    (
+        "benchmarks.layer_decay_finetune",
+        "main",
+        ["--lrs", "1e-3,x"],
+        "--lrs",
+        "comma-separated numbers > 0 such as 1e-4,3e-4",
+    ),
+    ("layer_decay", "main", ["--decay", "1.5"], "--decay", "a number in (0, 1]"),
     ("benchmarks.layer_decay_cost", "main", ["--rounds", "0"], "--rounds", POSITIVE_INT),
     ("benchmarks.adas_mnist", "parse_args", ["--epochs-adas", "0"], "--epochs-adas", POSITIVE_INT),
     (
