@@ -211,11 +211,12 @@ def apply_factors(updates: optax.Updates, factors: Mapping[_paths.Path, Any]) ->
   measures it. Where literals would make few kernels distinct (at most
   ``MAX_KERNELS_FROM_LITERALS``, as on the model zoo's ResNet and Transformer) they stay
   literals: a few kernels compile in a fraction of a second, once, and the cond's scalar
-  outputs slowed the zoo Transformer's 0.5 ms step under layer decay by 10%. Eagerly (no
-  leaf traced) the factors stay literals: there is no whole step to compile. Under :func:`~caadam_jax.factors_in_state` the values come from
-  the optimizer state instead (entry operands of the step): with about 1000 distinct
-  factors the cond's outputs slow XLA:CPU's thunk scheduling (its ``ExecutionGraph``
-  transitive reduction), and operands do not.
+  outputs slowed the zoo Transformer's 0.5 ms step under layer decay by 6-10%. Eagerly
+  (no leaf traced) the factors stay literals: there is no whole step to compile. Under
+  :func:`~caadam_jax.factors_in_state` the values come from the optimizer state instead
+  (entry operands of the step): with about 1000 distinct factors the cond's outputs
+  slow XLA:CPU's thunk scheduling (its ``ExecutionGraph`` transitive reduction), and
+  operands do not.
 
   Args:
     updates: a tree of updates (``optax.MaskedNode`` leaves are kept).
@@ -254,9 +255,10 @@ def apply_factors(updates: optax.Updates, factors: Mapping[_paths.Path, Any]) ->
 
 
 # Literal factors that would make at most this many fused kernels distinct stay
-# literals: each costs its compile once (about 10 ms on CPU), while the cond's outputs
-# can cost a small model's step on every call (5-10% of the zoo Transformer's 0.5 ms
-# step under layer decay: XLA:CPU orders the kernels that share their buffers).
+# literals: each costs its compile once (248 of them, on 125 equal layers, doubled a
+# 3 s compile), while the cond's outputs can cost a small model's step on every call
+# (6-10% of the zoo Transformer's 0.5 ms step under layer decay: XLA:CPU orders the
+# kernels that share their buffers). benchmarks/compile_constants.py measures both.
 MAX_KERNELS_FROM_LITERALS = 16
 
 
