@@ -9,9 +9,10 @@ the page::
   python -m benchmarks.evidence            # print the tables
   python -m benchmarks.evidence --apply    # rewrite them in docs/benchmarks_evidence.md
 
-The main sweep's tables come first; a sweep with its own protocol in a subfolder of
-``benchmarks/results`` (:data:`OTHER_SWEEPS`: the finer grid, the 20-permutation test)
-adds its table (against tuned Adam, or the permutation ranks) once its file is there.
+The main sweep's tables come first; each other sweep with its own protocol
+(:data:`OTHER_SWEEPS`: the finer grid, the 20-permutation test, Fashion-MNIST) adds its
+tables (against tuned Adam, the permutation ranks, convergence speed) once its file is
+there.
 
 A table in the page is found by its header line and replaced up to its last row; the
 prose around it (counts, quoted values) is still written by hand.
@@ -109,14 +110,15 @@ def permutation_table(analysis: dict, metric: str, config_label: str = "config")
   return lines
 
 
-def speed_table(analysis: dict, max_epochs: int) -> list[str]:
+def speed_table(analysis: dict, max_epochs: int, config_label: str = "config") -> list[str]:
   """Epochs to tuned Adam's target and the area under the validation curve."""
 
   def epochs(x: float) -> str:  # a run that never reached the target counts max_epochs + 1
     return f">{max_epochs}" if x > max_epochs else f"{x:g}"
 
   lines = [
-      "| config | optimizer | reached target (a / Adam) | median epochs to target (a / Adam) | "
+      f"| {config_label} | optimizer | reached target (a / Adam) | "
+      "median epochs to target (a / Adam) | "
       "faster / slower seeds | p (Wilcoxon) | area, epochs 1-50: rel. diff [95% CI] | "
       "verdict (area) |",
       "|---|---|---|---|---|---|---|---|",
@@ -144,25 +146,39 @@ def tables(results: dict, metric: str = "rmse") -> list[list[str]]:
   ]
 
 
-# Sweeps with their own protocol, shown in the page when their file is there: folder ->
-# the label that heads their table's first column (and tells it from the main table's),
-# and the table the page shows of it (from its analysis, under that label).
-OTHER_SWEEPS: dict[str, tuple[str, Callable[[dict, str], list[str]]]] = {
-    "refined": ("config (finer grid, 20 seeds)", vs_adam_table),
-    "permutation20": (
-        "config (20 permutations each)",
-        lambda analysis, label: permutation_table(analysis, "rmse", label),
-    ),
+def _fashion_tables(results: dict) -> list[list[str]]:
+  label = f"config (Fashion-MNIST {_images(results)}, {results['protocol']['seeds']} seeds)"
+  a = results["analysis"]
+  return [vs_adam_table(a, label), speed_table(a, results["protocol"]["max_epochs"], label)]
+
+
+def _images(results: dict) -> str:
+  """The training subsample in the label (``10k images``), so a new protocol gets new tables."""
+  n = results["protocol"].get("train_subsample")
+  return f"{n // 1000}k images" if n and n % 1000 == 0 else f"{n or 'all'} images"
+
+
+# Sweeps with their own protocol, shown in the page when their file is there: the file
+# (under benchmarks/results) -> the tables the page shows of it, whose first column's
+# label tells them from the main sweep's tables.
+OTHER_SWEEPS: dict[str, Callable[[dict], list[list[str]]]] = {
+    "refined/sweep_california.json.gz": lambda results: [
+        vs_adam_table(results["analysis"], "config (finer grid, 20 seeds)")
+    ],
+    "permutation20/sweep_california.json.gz": lambda results: [
+        permutation_table(results["analysis"], "rmse", "config (20 permutations each)")
+    ],
+    "sweep_fashion.json.gz": _fashion_tables,
 }
 
 
 def page_tables(results_dir: pathlib.Path = RESULTS_DIR) -> list[list[str]]:
   """Every table of the page: the main sweep's, then each other sweep's that has run."""
   out = tables(read_json(results_dir / "sweep_california.json.gz"))
-  for folder, (label, table) in OTHER_SWEEPS.items():
-    path = results_dir / folder / "sweep_california.json.gz"
+  for name, tables_of in OTHER_SWEEPS.items():
+    path = results_dir / name
     if path.exists():
-      out.append(table(read_json(path)["analysis"], label))
+      out += tables_of(read_json(path))
   return out
 
 

@@ -329,7 +329,8 @@ def main(argv=None) -> dict:
   protocol = protocol_of(task, args)
   json_path = out_dir / f"{task.name}.json"
   results = load_results(json_path, protocol)
-  results["machine"] = machine_info()
+  if not args.report_only:  # a rebuilt report still names the machine that ran the cells
+    results["machine"] = machine_info()
   _merge(results, json_path, task, protocol, args.merge_from)
   ran, skipped = _train_missing(task, data, args, results, json_path)
   summary = _write_report(results, task, out_dir, json_path)

@@ -378,7 +378,8 @@ def run(args) -> dict:
   results = load_results(json_path, sweep_protocol(task, args))
   results.setdefault("placebo", {})
   results["kind"] = "sweep"
-  results["machine"] = machine_info()
+  if not args.report_only:  # a rebuilt report still names the machine that ran the cells
+    results["machine"] = machine_info()
   ran = []
   for config, make_model in task.configs.items() if not args.report_only else ():
     ran += _sweep_config(config, make_model(), names, task, args, data, results, json_path)

@@ -303,6 +303,12 @@ def test_quick_sweep_and_resume(tmp_path):
   assert [p.exists() for p in plots] == [has_matplotlib] * 2
   again = reproduce.main(argv)
   assert again["ran"] == [] and sorted(again["skipped"]) == sorted(out["ran"])
+  # Rebuilding the report keeps the runs' machine; it does not stamp the one that rebuilt it.
+  results["machine"] = {"cpu_model": "the machine that ran the cells"}
+  (tmp_path / "california.json").write_text(json.dumps(results))
+  reproduce.main([*argv, "--report-only"])
+  rebuilt = json.loads((tmp_path / "california.json").read_text())
+  assert rebuilt["machine"] == {"cpu_model": "the machine that ran the cells"}
 
 
 @pytest.mark.data

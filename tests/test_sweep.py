@@ -347,8 +347,14 @@ def test_quick_sweep_end_to_end(tmp_path):
   # from its protocol, not repeated; the command to do so is on the page.
   rebuild = ["--task", "california", "--report-only", "--out-dir", str(tmp_path)]
   assert f"`python -m benchmarks.sweep {' '.join(rebuild)}`" in md
+  stored = read_json(tmp_path / "sweep_california.json.gz")
+  stored["machine"] = {"cpu_model": "the machine that ran the cells"}
+  save_results(tmp_path / "sweep_california.json.gz", stored)
   sweep.main(rebuild)
   assert (tmp_path / "sweep_california.md").read_text().splitlines()[3:] == md.splitlines()[3:]
+  # Rebuilding keeps the runs' machine; it does not stamp the one that rebuilt the report.
+  rebuilt = read_json(tmp_path / "sweep_california.json.gz")
+  assert rebuilt["machine"] == {"cpu_model": "the machine that ran the cells"}
 
 
 def _fake_results():
@@ -555,6 +561,24 @@ def test_evidence_page_tables_are_the_committed_analysis():
   assert stale != page and evidence.apply(stale, new_tables) == page
   with pytest.raises(ValueError, match="0 tables headed"):
     evidence.apply("no tables here\n", new_tables)
+
+
+def test_evidence_page_shows_every_other_committed_sweep():
+  """The finer grid, the 20 permutations and Fashion-MNIST each have their tables in the page."""
+  from benchmarks import evidence
+
+  page = evidence.PAGE.read_text().splitlines()
+  main = evidence.tables(read_json(results_dir() / "sweep_california.json.gz"))
+  other = evidence.page_tables(results_dir())[len(main) :]
+  assert [t[0].split(" | ")[0] for t in other] == [
+      "| config (finer grid, 20 seeds)",
+      "| config (20 permutations each)",
+      "| config (Fashion-MNIST 10k images, 5 seeds)",
+      "| config (Fashion-MNIST 10k images, 5 seeds)",
+  ]
+  fashion = read_json(results_dir() / "sweep_fashion.json.gz")["analysis"]
+  assert [len(t) - 2 for t in other[2:]] == [len(fashion["best_vs_adam"]), len(fashion["speed"])]
+  assert all(page.count(t[0]) == 1 for t in other)
 
 
 @pytest.mark.slow
