@@ -10,7 +10,7 @@ the page::
   python -m benchmarks.evidence --apply    # rewrite them in docs/benchmarks_evidence.md
 
 The main sweep's tables come first; each other sweep with its own protocol
-(:data:`OTHER_SWEEPS`: the finer grid, the 20-permutation test, Fashion-MNIST) adds its
+(:data:`OTHER_SWEEPS`: the finer grids, the 20-permutation test, Fashion-MNIST) adds its
 tables (against tuned Adam, the permutation ranks, convergence speed) once its file is
 there.
 
@@ -152,6 +152,15 @@ def _fashion_tables(results: dict) -> list[list[str]]:
   return [vs_adam_table(a, label), speed_table(a, results["protocol"]["max_epochs"], label)]
 
 
+def _grid_tables(results: dict) -> list[list[str]]:
+  """A finer learning-rate grid: against tuned Adam, and convergence speed."""
+  grid = results["protocol"]["lr_grid"]
+  step = (grid["high"] / grid["low"]) ** (1 / (grid["n"] - 1))
+  label = f"config (grid ×{step:.2f}, {results['protocol']['seeds']} seeds)"
+  a = results["analysis"]
+  return [vs_adam_table(a, label), speed_table(a, results["protocol"]["max_epochs"], label)]
+
+
 def _images(results: dict) -> str:
   """The training subsample in the label (``10k images``), so a new protocol gets new tables."""
   n = results["protocol"].get("train_subsample")
@@ -162,9 +171,8 @@ def _images(results: dict) -> str:
 # (under benchmarks/results) -> the tables the page shows of it, whose first column's
 # label tells them from the main sweep's tables.
 OTHER_SWEEPS: dict[str, Callable[[dict], list[list[str]]]] = {
-    "refined/sweep_california.json.gz": lambda results: [
-        vs_adam_table(results["analysis"], "config (finer grid, 20 seeds)")
-    ],
+    "refined/sweep_california.json.gz": _grid_tables,
+    "refined1024/sweep_california.json.gz": _grid_tables,
     "permutation20/sweep_california.json.gz": lambda results: [
         permutation_table(results["analysis"], "rmse", "config (20 permutations each)")
     ],

@@ -564,20 +564,29 @@ def test_evidence_page_tables_are_the_committed_analysis():
 
 
 def test_evidence_page_shows_every_other_committed_sweep():
-  """The finer grid, the 20 permutations and Fashion-MNIST each have their tables in the page."""
+  """The finer grids, the 20 permutations and Fashion-MNIST each have their tables in the page."""
   from benchmarks import evidence
 
   page = evidence.PAGE.read_text().splitlines()
   main = evidence.tables(read_json(results_dir() / "sweep_california.json.gz"))
   other = evidence.page_tables(results_dir())[len(main) :]
+  # The grid step in a label is the protocol's: (high / low) ** (1 / (n - 1)).
   assert [t[0].split(" | ")[0] for t in other] == [
-      "| config (finer grid, 20 seeds)",
+      "| config (grid ×1.47, 20 seeds)",  # 7 rates over 1e-3..1e-2
+      "| config (grid ×1.47, 20 seeds)",
+      "| config (grid ×1.39, 10 seeds)",  # 8 rates over 4.64e-4..4.64e-3
+      "| config (grid ×1.39, 10 seeds)",
       "| config (20 permutations each)",
       "| config (Fashion-MNIST 10k images, 5 seeds)",
       "| config (Fashion-MNIST 10k images, 5 seeds)",
   ]
+  row_counts = []
+  for name in ["refined", "refined1024"]:
+    analysis = read_json(results_dir() / name / "sweep_california.json.gz")["analysis"]
+    row_counts += [len(analysis["best_vs_adam"]), len(analysis["speed"])]
   fashion = read_json(results_dir() / "sweep_fashion.json.gz")["analysis"]
-  assert [len(t) - 2 for t in other[2:]] == [len(fashion["best_vs_adam"]), len(fashion["speed"])]
+  row_counts += [len(fashion["best_vs_adam"]), len(fashion["speed"])]
+  assert [len(t) - 2 for i, t in enumerate(other) if i != 4] == row_counts
   assert all(page.count(t[0]) == 1 for t in other)
 
 
