@@ -172,6 +172,7 @@ def _images(results: dict) -> str:
 # label tells them from the main sweep's tables.
 OTHER_SWEEPS: dict[str, Callable[[dict], list[list[str]]]] = {
     "refined/sweep_california.json.gz": _grid_tables,
+    "refined139/sweep_california.json.gz": _grid_tables,
     "refined1024/sweep_california.json.gz": _grid_tables,
     "permutation20/sweep_california.json.gz": lambda results: [
         permutation_table(results["analysis"], "rmse", "config (20 permutations each)")

@@ -48,7 +48,7 @@ def caadam(
   ``strategy`` has no default: name it. Measured in this project (:doc:`/benchmarks`),
   no strategy beat Adam with a tuned learning rate in test error: best against best on
   MLPs for California Housing and a small CNN for Fashion-MNIST, ``"multiplicative"`` and
-  ``"depth"`` came within about 1% of tuned Adam and ``"additive"`` was 1.0 to 2.0%
+  ``"depth"`` came within about 1% of tuned Adam and ``"additive"`` was 1.0 to 2.1%
   worse, so there is no choice to make silently for a user. ``"multiplicative"`` or ``"depth"`` are the better-supported
   starting points; compare with Adam at more than one learning rate on your task.
   (:func:`~caadam_jax.published.keras_caadam` keeps the published package's default.)

@@ -574,6 +574,8 @@ def test_evidence_page_shows_every_other_committed_sweep():
   assert [t[0].split(" | ")[0] for t in other] == [
       "| config (grid ×1.47, 20 seeds)",  # 7 rates over 1e-3..1e-2
       "| config (grid ×1.47, 20 seeds)",
+      "| config (grid ×1.39, 20 seeds)",  # 8 rates over 1e-3..1e-2
+      "| config (grid ×1.39, 20 seeds)",
       "| config (grid ×1.39, 10 seeds)",  # 8 rates over 4.64e-4..4.64e-3
       "| config (grid ×1.39, 10 seeds)",
       "| config (20 permutations each)",
@@ -581,12 +583,12 @@ def test_evidence_page_shows_every_other_committed_sweep():
       "| config (Fashion-MNIST 10k images, 5 seeds)",
   ]
   row_counts = []
-  for name in ["refined", "refined1024"]:
+  for name in ["refined", "refined139", "refined1024"]:
     analysis = read_json(results_dir() / name / "sweep_california.json.gz")["analysis"]
     row_counts += [len(analysis["best_vs_adam"]), len(analysis["speed"])]
   fashion = read_json(results_dir() / "sweep_fashion.json.gz")["analysis"]
   row_counts += [len(fashion["best_vs_adam"]), len(fashion["speed"])]
-  assert [len(t) - 2 for i, t in enumerate(other) if i != 4] == row_counts
+  assert [len(t) - 2 for i, t in enumerate(other) if i != 6] == row_counts
   assert all(page.count(t[0]) == 1 for t in other)
 
 
