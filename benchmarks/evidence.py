@@ -146,19 +146,22 @@ def tables(results: dict, metric: str = "rmse") -> list[list[str]]:
   ]
 
 
-def _fashion_tables(results: dict) -> list[list[str]]:
-  label = f"config (Fashion-MNIST {_images(results)}, {results['protocol']['seeds']} seeds)"
+def _vs_adam_and_speed(results: dict, what: str) -> list[list[str]]:
+  """Against tuned Adam, and convergence speed, labelled ``config (<what>, <n> seeds)``."""
+  label = f"config ({what}, {results['protocol']['seeds']} seeds)"
   a = results["analysis"]
   return [vs_adam_table(a, label), speed_table(a, results["protocol"]["max_epochs"], label)]
+
+
+def _fashion_tables(results: dict) -> list[list[str]]:
+  return _vs_adam_and_speed(results, f"Fashion-MNIST {_images(results)}")
 
 
 def _grid_tables(results: dict) -> list[list[str]]:
-  """A finer learning-rate grid: against tuned Adam, and convergence speed."""
+  """A finer learning-rate grid, labelled with its step: (high / low) ** (1 / (n - 1))."""
   grid = results["protocol"]["lr_grid"]
   step = (grid["high"] / grid["low"]) ** (1 / (grid["n"] - 1))
-  label = f"config (grid ×{step:.2f}, {results['protocol']['seeds']} seeds)"
-  a = results["analysis"]
-  return [vs_adam_table(a, label), speed_table(a, results["protocol"]["max_epochs"], label)]
+  return _vs_adam_and_speed(results, f"grid ×{step:.2f}")
 
 
 def _images(results: dict) -> str:

@@ -582,13 +582,18 @@ def test_evidence_page_shows_every_other_committed_sweep():
       "| config (Fashion-MNIST 10k images, 5 seeds)",
       "| config (Fashion-MNIST 10k images, 5 seeds)",
   ]
+  # One row per stored comparison, in each file's order of OTHER_SWEEPS.
   row_counts = []
-  for name in ["refined", "refined139", "refined1024"]:
-    analysis = read_json(results_dir() / name / "sweep_california.json.gz")["analysis"]
-    row_counts += [len(analysis["best_vs_adam"]), len(analysis["speed"])]
-  fashion = read_json(results_dir() / "sweep_fashion.json.gz")["analysis"]
-  row_counts += [len(fashion["best_vs_adam"]), len(fashion["speed"])]
-  assert [len(t) - 2 for i, t in enumerate(other) if i != 6] == row_counts
+  for name, kinds in [
+      ("refined/sweep_california.json.gz", ["best_vs_adam", "speed"]),
+      ("refined139/sweep_california.json.gz", ["best_vs_adam", "speed"]),
+      ("refined1024/sweep_california.json.gz", ["best_vs_adam", "speed"]),
+      ("permutation20/sweep_california.json.gz", ["permutation"]),
+      ("sweep_fashion.json.gz", ["best_vs_adam", "speed"]),
+  ]:
+    analysis = read_json(results_dir() / name)["analysis"]
+    row_counts += [len(analysis[kind]) for kind in kinds]
+  assert [len(t) - 2 for t in other] == row_counts
   assert all(page.count(t[0]) == 1 for t in other)
 
 
