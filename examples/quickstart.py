@@ -210,7 +210,7 @@ def compare(
       f"validation loss against Adam, largely because its factors enlarge Adam's step; with "
       f"every rate tuned on validation the best CaAdam ({tuned_best}) is at {tuned_gain:+.1%} "
       f"against tuned Adam, whose seed-to-seed spread is ±{spread:.0%} ({seeds} seeds, a toy). "
-      f"Measured best against best, no strategy beat tuned Adam: see {EVIDENCE}"
+      f"Measured best against best, no strategy beat tuned Adam in test error: see {EVIDENCE}"
   )
   print(meaning if wrap is None else textwrap.fill(meaning, wrap))
   return rows, meaning
