@@ -22,7 +22,10 @@ reports:
   optimizer once (in reversed order every other round, so that no optimizer is
   always compiled first or last: ``--reps`` is even) and keeps every executable,
   then each of ``--steps`` rounds steps every executable once; medians, and ratios
-  to the baseline as the median over rounds of the ratio within a round;
+  to the baseline as the median over rounds of the ratio within a round; and, since
+  two compiles of one program can step a few percent apart (layout), one step ratio
+  per compile round (the optimizer's executable of that round against its
+  baseline's) with its mean and 95% t interval over the ``--reps`` rounds;
   ``adam-again`` (Adam compiled again) shows the floor of these ratios, and
   ``adam-carry`` (Adam whose state also carries as many scalars as
   ``caadam-depth-state`` holds factors, passed through unchanged) what held factors
@@ -38,10 +41,12 @@ reports:
     python -m benchmarks.compile_constants --layers= --models transformer,transformer-12 --reps 2
     python -m benchmarks.compile_constants --update-only [--layers 100] [--reps 3]
     python -m benchmarks.compile_constants --order-check 4 [--layers 125] [--steps 300]
+    python -m benchmarks.compile_constants --factor-cost 1000 [--reps 4] [--steps 300]
 
 ``--order-check``: why the train step report balances the order of compilation: it
 compiles copies of Adam's step one after another and prints each one's step ratio to
-the first.
+the first. ``--factor-cost LEAVES``: what ``apply_factors`` costs a call per distinct
+factor, alone (``factor_cost``).
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -64,6 +70,7 @@ import caadam_jax
 from examples import cli_types
 
 from . import model_zoo
+from . import stats
 from . import step_cost
 
 
@@ -336,7 +343,10 @@ def measure_train_step(
   runs one step of every executable (the first one rotating); an optimizer's time in
   a round is the mean over its executables. ``compile_ratio`` and ``step_ratio`` are
   medians over rounds of the ratio to the baseline of the same round (pairing cancels
-  most of a loaded machine's drift). ``only``: the optimizers to measure (with their
+  most of a loaded machine's drift). ``step_ratio_per_compile``: for each compile
+  round, the median step of the optimizer's executable of that round over the
+  baseline's; ``step_ratio_mean`` and ``step_ratio_interval`` (95%, t over rounds)
+  summarize them, so the spread between compiles is in the interval. ``only``: the optimizers to measure (with their
   baselines); None for all. ``donate``: the step donates its params and state (as
   ``jax.jit(..., donate_argnums=(0, 1))``), so state entries that pass through
   unchanged (held factors) alias their inputs instead of being copied.
@@ -394,6 +404,21 @@ def measure_train_step(
     base = times[baseline[name]]
     return statistics.median(t / b for t, b in zip(times[name], base, strict=True))
 
+  # Executables differ from one compile to the next (layout, placement), which the
+  # rounds of steps above cannot average out: they pair the same executables every
+  # time. So also one ratio per compile round (the median step of the optimizer's
+  # executable of that round over its baseline's), with a t interval over rounds.
+  median_of = {
+      (owners[k], k // len(names)): statistics.median(times[k]) for k in range(len(owners))
+  }
+
+  def per_compile(name: str) -> list[float]:
+    return [median_of[name, rep] / median_of[baseline[name], rep] for rep in range(reps)]
+
+  def interval(ratios: list[float]) -> tuple[float, float]:
+    low, high = stats.t_interval([r - 1.0 for r in ratios])
+    return 1.0 + low, 1.0 + high
+
   return {
       n: {
           "baseline": baseline[n],
@@ -401,6 +426,9 @@ def measure_train_step(
           "compile_ratio": paired(compile_s, n),
           "step_s": statistics.median(step_s[n]),
           "step_ratio": paired(step_s, n),
+          "step_ratio_per_compile": per_compile(n),
+          "step_ratio_mean": statistics.mean(per_compile(n)),
+          "step_ratio_interval": interval(per_compile(n)),
           "distinct_fusions": fusions[n],
       }
       for n in names
@@ -425,6 +453,77 @@ def order_check(layers: int, copies: int, steps: int) -> list[float]:
       statistics.median(t / b for t, b in zip(times[k], times[0], strict=True))
       for k in range(copies)
   ]
+
+
+def factor_cost(leaves: int, reps: int, calls: int) -> dict[str, dict[str, float]]:
+  """What the factors' mechanism costs a jitted program per distinct factor, alone.
+
+  ``leaves`` 16x16 arrays, each multiplied by a factor, three ways: ``shared`` (one
+  runtime scalar for all: the kernels' work, without distinct factors), ``apply_factors``
+  (``caadam_jax``'s own path, through ``scale_by_structure`` with a formula of the depth:
+  ``leaves`` distinct concrete factors, which ``apply_factors`` hands to
+  XLA as the outputs of its ``lax.cond`` when they would make more than
+  ``MAX_KERNELS_FROM_LITERALS`` kernels distinct, and as literals otherwise) and ``literals`` (the same factors as
+  constants, each kernel distinct). Each of ``reps`` rounds compiles the three in
+  turn (the first one rotating), then ``calls`` rounds call each executable once.
+
+  Returns:
+    Way -> median compile seconds and median call seconds (over all rounds), and
+    ``per_factor_us``: the median over call rounds of (the way's time - ``shared``'s,
+    same round) / ``leaves``, in microseconds.
+  """
+  tree = {f"Dense_{i}": {"kernel": jnp.ones((16, 16), jnp.float32)} for i in range(leaves)}
+  structure = caadam_jax.infer_structure(tree)  # Dense_i at depth i
+  scale = caadam_jax.scale_by_structure(
+      lambda record, stats, g: 1.0 + (record.depth + 1) / leaves, structure=structure
+  )
+  factors = {f"Dense_{i}": 1.0 + (i + 1) / leaves for i in range(leaves)}
+
+  def shared(t):
+    f = jax.lax.optimization_barrier(jnp.int32(1)).astype(jnp.float32)
+    return jax.tree.map(lambda x: x * f, t)
+
+  ways: dict[str, Callable[[Any], Any]] = {
+      "shared": shared,
+      "apply_factors": lambda t: scale.update(t, optax.EmptyState())[0],
+      "literals": lambda t: {k: {"kernel": v["kernel"] * factors[k]} for k, v in t.items()},
+  }
+  names = list(ways)
+  compile_s: dict[str, list[float]] = {n: [] for n in names}
+  executables: list[list[Any]] = []
+  outputs: dict[str, Any] = {}
+  for rep in range(reps):
+    for k in range(len(names)):
+      name = names[(rep + k) % len(names)]
+      start = time.perf_counter()
+      # A new function each time: jit would reuse the executable of one it has seen.
+      compiled = jax.jit(lambda t, way=ways[name]: way(t)).lower(tree).compile()
+      compile_s[name].append(time.perf_counter() - start)
+      outputs[name] = jax.block_until_ready(compiled(tree))
+      executables.append([name, compiled])
+  # The library's path and the literals scale by the same factors, exactly.
+  chex.assert_trees_all_equal(outputs["apply_factors"], outputs["literals"])
+  call_s: dict[str, list[list[float]]] = {n: [] for n in names}
+  for i in range(calls):
+    this_round: dict[str, list[float]] = {n: [] for n in names}
+    for k in range(len(executables)):
+      name, compiled = executables[(i + k) % len(executables)]
+      start = time.perf_counter()
+      jax.block_until_ready(compiled(tree))
+      this_round[name].append(time.perf_counter() - start)
+    for n in names:
+      call_s[n].append(this_round[n])
+  return {
+      n: {
+          "compile_s": statistics.median(compile_s[n]),
+          "call_s": statistics.median(t for r in call_s[n] for t in r),
+          "per_factor_us": statistics.median(
+              1e6 * (statistics.mean(a) - statistics.mean(b)) / leaves
+              for a, b in zip(call_s[n], call_s["shared"], strict=True)
+          ),
+      }
+      for n in names
+  }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -454,6 +553,14 @@ def main(argv: list[str] | None = None) -> int:
       "--donate", action="store_true", help="the train step donates its params and state"
   )
   parser.add_argument(
+      "--factor-cost",
+      type=cli_types.non_negative_int,
+      default=0,
+      metavar="LEAVES",
+      help="only time LEAVES 16x16 arrays scaled by distinct factors (apply_factors) "
+      "against one shared runtime scalar and against literals",
+  )
+  parser.add_argument(
       "--order-check",
       type=cli_types.non_negative_int,
       default=0,
@@ -466,6 +573,23 @@ def main(argv: list[str] | None = None) -> int:
   command = "command: python -m benchmarks.compile_constants " + " ".join(
       sys.argv[1:] if argv is None else argv
   )
+  if args.factor_cost:
+    print(command)
+    print("machine:", json.dumps(step_cost.machine_info()))
+    reps = args.reps or 2
+    results = factor_cost(args.factor_cost, reps, args.steps)
+    print(
+        f"{args.factor_cost} arrays of 16x16, each times a factor; {reps} rounds compiling "
+        f"each way once, then {args.steps} rounds calling every executable once; medians; "
+        "per factor: (call - shared's call, same round) / arrays"
+    )
+    print(f"  {'way':<15}{'compile s':>10}{'call ms':>9}{'per factor us':>15}")
+    for name, r in results.items():
+      print(
+          f"  {name:<15}{r['compile_s']:>10.3f}{1e3 * r['call_s']:>9.3f}"
+          f"{r['per_factor_us']:>15.3f}"
+      )
+    return 0
   if args.order_check:
     layers = int(args.layers or 125)
     print(command)
@@ -496,7 +620,9 @@ def main(argv: list[str] | None = None) -> int:
       "compiling every optimizer once (order reversed every other round; every executable "
       f"kept), then {args.steps} rounds of one step of every executable; seconds are medians, "
       "ratios the median over rounds of the ratio to the baseline of the same round (adam; "
-      "adamw for layer decay); adam-again: adam compiled again (the floor of the ratios); "
+      "adamw for layer decay); per compile round: the median step of the optimizer's "
+      "executable of that compile round over its baseline's (what varies from one compile "
+      "to the next, which the rounds of steps do not average out); adam-again: adam compiled again (the floor of the ratios); "
       "adam-carry: adam whose state also carries, unchanged, as many scalars as "
       "caadam-depth-state holds factors; fusions: distinct fused computations in the compiled HLO"
   )
@@ -509,12 +635,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"  {'optimizer':<22}{'vs':>6}{'compile s':>10}{'ratio':>7}{'step ms':>9}{'ratio':>7}"
-        f"{'fusions':>9}"
+        f"{'fusions':>9}   step ratio per compile round: mean [95% t interval]; each round"
     )
     for name, r in results.items():
+      low, high = r["step_ratio_interval"]
       print(
           f"  {name:<22}{r['baseline']:>6}{r['compile_s']:>10.2f}{r['compile_ratio']:>7.2f}"
-          f"{1e3 * r['step_s']:>9.3f}{r['step_ratio']:>7.2f}{r['distinct_fusions']:>9d}",
+          f"{1e3 * r['step_s']:>9.3f}{r['step_ratio']:>7.2f}{r['distinct_fusions']:>9d}"
+          f"   {r['step_ratio_mean']:.3f} [{low:.3f}, {high:.3f}];"
+          f" {' '.join(f'{x:.3f}' for x in r['step_ratio_per_compile'])}",
           flush=True,
       )
   return 0

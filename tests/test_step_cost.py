@@ -210,6 +210,18 @@ def test_distinct_constants_are_what_costs_compile_time():
   assert 0 <= results["caadam-depth"]["kernels"] - adam["kernels"] <= 4  # the factors' cond
 
 
+def test_factor_cost_times_the_library_path_against_its_two_controls(capsys):
+  """The per-factor cost report: the library's apply_factors, one shared scalar, literals."""
+  results = compile_constants.factor_cost(leaves=3, reps=1, calls=3)
+  assert list(results) == ["shared", "apply_factors", "literals"]
+  assert results["shared"]["per_factor_us"] == 0.0  # measured against itself
+  for r in results.values():
+    assert r["compile_s"] > 0 and r["call_s"] > 0 and math.isfinite(r["per_factor_us"])
+  assert compile_constants.main(["--factor-cost", "3", "--steps", "2"]) == 0
+  out = capsys.readouterr().out
+  assert "3 arrays of 16x16" in out and "apply_factors" in out and "literals" in out
+
+
 def test_train_step_report_has_its_controls_and_refuses_odd_reps():
   """Every optimizer has its baseline and the two controls; compile order needs even reps."""
   loss, params, batch = compile_constants.train_models([3], [])["mlp-3"]
@@ -236,6 +248,13 @@ def test_train_step_report_has_its_controls_and_refuses_odd_reps():
   for base in ("adam", "adamw"):
     assert results[base]["step_ratio"] == 1.0 and results[base]["compile_ratio"] == 1.0
   assert all(r["step_s"] > 0 and math.isfinite(r["step_ratio"]) for r in results.values())
+  for r in results.values():  # one ratio per compile round; its t interval holds the mean
+    low, high = r["step_ratio_interval"]
+    assert len(r["step_ratio_per_compile"]) == 2
+    assert r["step_ratio_mean"] == pytest.approx(sum(r["step_ratio_per_compile"]) / 2)
+    assert low <= r["step_ratio_mean"] <= high
+  for base in ("adam", "adamw"):
+    assert results[base]["step_ratio_per_compile"] == [1.0, 1.0]
   with pytest.raises(ValueError, match="reps must be even"):
     compile_constants.measure_train_step(loss, params, batch, reps=3, steps=1)
   with pytest.raises(SystemExit):
