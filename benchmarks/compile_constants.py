@@ -346,10 +346,11 @@ def measure_train_step(
   most of a loaded machine's drift). ``step_ratio_per_compile``: for each compile
   round, the median step of the optimizer's executable of that round over the
   baseline's; ``step_ratio_mean`` and ``step_ratio_interval`` (95%, t over rounds)
-  summarize them, so the spread between compiles is in the interval. ``only``: the optimizers to measure (with their
-  baselines); None for all. ``donate``: the step donates its params and state (as
-  ``jax.jit(..., donate_argnums=(0, 1))``), so state entries that pass through
-  unchanged (held factors) alias their inputs instead of being copied.
+  summarize them, so the spread between compiles is in the interval. ``only``: the
+  optimizers to measure (with their baselines); None for all. ``donate``: the step
+  donates its params and state (as ``jax.jit(..., donate_argnums=(0, 1))``), so state
+  entries that pass through unchanged (held factors) alias their inputs instead of
+  being copied.
   """
   if reps < 2 or reps % 2:
     raise ValueError(f"reps must be even (as many compiles early as late), got {reps}")
@@ -412,8 +413,9 @@ def measure_train_step(
       (owners[k], k // len(names)): statistics.median(times[k]) for k in range(len(owners))
   }
 
-  def per_compile(name: str) -> list[float]:
-    return [median_of[name, rep] / median_of[baseline[name], rep] for rep in range(reps)]
+  per_compile = {
+      n: [median_of[n, rep] / median_of[baseline[n], rep] for rep in range(reps)] for n in names
+  }
 
   def interval(ratios: list[float]) -> tuple[float, float]:
     low, high = stats.t_interval([r - 1.0 for r in ratios])
@@ -426,9 +428,9 @@ def measure_train_step(
           "compile_ratio": paired(compile_s, n),
           "step_s": statistics.median(step_s[n]),
           "step_ratio": paired(step_s, n),
-          "step_ratio_per_compile": per_compile(n),
-          "step_ratio_mean": statistics.mean(per_compile(n)),
-          "step_ratio_interval": interval(per_compile(n)),
+          "step_ratio_per_compile": per_compile[n],
+          "step_ratio_mean": statistics.mean(per_compile[n]),
+          "step_ratio_interval": interval(per_compile[n]),
           "distinct_fusions": fusions[n],
       }
       for n in names
@@ -460,12 +462,13 @@ def factor_cost(leaves: int, reps: int, calls: int) -> dict[str, dict[str, float
 
   ``leaves`` 16x16 arrays, each multiplied by a factor, three ways: ``shared`` (one
   runtime scalar for all: the kernels' work, without distinct factors), ``apply_factors``
-  (``caadam_jax``'s own path, through ``scale_by_structure`` with a formula of the depth:
-  ``leaves`` distinct concrete factors, which ``apply_factors`` hands to
-  XLA as the outputs of its ``lax.cond`` when they would make more than
-  ``MAX_KERNELS_FROM_LITERALS`` kernels distinct, and as literals otherwise) and ``literals`` (the same factors as
-  constants, each kernel distinct). Each of ``reps`` rounds compiles the three in
-  turn (the first one rotating), then ``calls`` rounds call each executable once.
+  (``caadam_jax``'s own path, through ``scale_by_structure`` with a formula of the
+  depth: ``leaves`` distinct concrete factors, which ``apply_factors`` hands to XLA as
+  the outputs of its ``lax.cond`` when they would make more than
+  ``MAX_KERNELS_FROM_LITERALS`` kernels distinct, and as literals otherwise) and
+  ``literals`` (the same factors as constants, each kernel distinct). Each of ``reps``
+  rounds compiles the three in turn (the first one rotating), then ``calls`` rounds
+  call each executable once.
 
   Returns:
     Way -> median compile seconds and median call seconds (over all rounds), and
@@ -473,11 +476,14 @@ def factor_cost(leaves: int, reps: int, calls: int) -> dict[str, dict[str, float
     same round) / ``leaves``, in microseconds.
   """
   tree = {f"Dense_{i}": {"kernel": jnp.ones((16, 16), jnp.float32)} for i in range(leaves)}
-  structure = caadam_jax.infer_structure(tree)  # Dense_i at depth i
+
+  def factor_at(depth: int) -> float:
+    return 1.0 + (depth + 1) / leaves
+
   scale = caadam_jax.scale_by_structure(
-      lambda record, stats, g: 1.0 + (record.depth + 1) / leaves, structure=structure
+      lambda record, layer_stats, g: factor_at(record.depth),
+      structure=caadam_jax.infer_structure(tree),  # Dense_i at depth i
   )
-  factors = {f"Dense_{i}": 1.0 + (i + 1) / leaves for i in range(leaves)}
 
   def shared(t):
     f = jax.lax.optimization_barrier(jnp.int32(1)).astype(jnp.float32)
@@ -486,7 +492,9 @@ def factor_cost(leaves: int, reps: int, calls: int) -> dict[str, dict[str, float
   ways: dict[str, Callable[[Any], Any]] = {
       "shared": shared,
       "apply_factors": lambda t: scale.update(t, optax.EmptyState())[0],
-      "literals": lambda t: {k: {"kernel": v["kernel"] * factors[k]} for k, v in t.items()},
+      "literals": lambda t: {
+          f"Dense_{i}": {"kernel": t[f"Dense_{i}"]["kernel"] * factor_at(i)} for i in range(leaves)
+      },
   }
   names = list(ways)
   compile_s: dict[str, list[float]] = {n: [] for n in names}
@@ -622,7 +630,8 @@ def main(argv: list[str] | None = None) -> int:
       "ratios the median over rounds of the ratio to the baseline of the same round (adam; "
       "adamw for layer decay); per compile round: the median step of the optimizer's "
       "executable of that compile round over its baseline's (what varies from one compile "
-      "to the next, which the rounds of steps do not average out); adam-again: adam compiled again (the floor of the ratios); "
+      "to the next, which the rounds of steps do not average out); adam-again: adam "
+      "compiled again (the floor of the ratios); "
       "adam-carry: adam whose state also carries, unchanged, as many scalars as "
       "caadam-depth-state holds factors; fusions: distinct fused computations in the compiled HLO"
   )
